@@ -1,0 +1,68 @@
+package capture
+
+import "context"
+
+// Meta is what the kernel (or the capture file) tells about a frame besides
+// its bytes.
+type Meta struct {
+	Timestamp int64  // receive time, ns since the Unix epoch (kernel time for live capture)
+	WireLen   uint32 // original length on the wire
+	Port      uint8  // index of the interface in the source's list
+	Lane      bool   // delivered by the low-latency lane (a copy of it also arrives in bulk)
+
+	// A VLAN tag the kernel stripped from the frame (VLAN offload). When
+	// HasVLAN is set, the decoder puts it back as the outermost tag.
+	HasVLAN  bool
+	VLANTPID uint16
+	VLANTCI  uint16
+}
+
+// Handler consumes frames on one worker. A source calls it from a single
+// goroutine per worker, so a handler owns its state without locks.
+type Handler interface {
+	// Frame is called for every captured frame. frame is valid only until
+	// Frame returns: the ring reuses it.
+	Frame(frame []byte, m *Meta)
+	// Idle is called when the source has nothing to deliver for a while
+	// (at most every 100 ms of silence) and promptly after Wake. now is the
+	// source's clock in ns since the Unix epoch (wall clock for live capture,
+	// the last frame's time for a file).
+	Idle(now int64)
+}
+
+// Source is where frames come from: live AF_PACKET rings or a capture file.
+// Both feed the same worker code.
+type Source interface {
+	// Workers is the number of independent frame streams; the fanout hash
+	// sends both directions of a flow to the same one.
+	Workers() int
+	// Run delivers worker i's frames to h until ctx is done (returns nil),
+	// the source ends (a file: returns nil after the last frame), or fails.
+	Run(ctx context.Context, worker int, h Handler) error
+	// Wake makes worker i's Run call h.Idle promptly, from any goroutine.
+	Wake(worker int)
+	// Stats returns the counters so far; safe from any goroutine.
+	Stats() Stats
+	// Close releases sockets and rings; call it after every Run returned.
+	Close() error
+}
+
+// Stats are capture counters, per socket and in total.
+type Stats struct {
+	Packets      uint64 // frames received by the sockets (kernel count, includes Drops)
+	Bytes        uint64 // bytes of the frames handed to handlers
+	Drops        uint64 // frames the kernel dropped because a ring was full
+	QueueFreezes uint64 // TPACKET_V3 queue freezes
+	LanePackets  uint64 // frames delivered through the low-latency lane
+	Sockets      []SocketStats
+}
+
+// SocketStats are the counters of one capture socket.
+type SocketStats struct {
+	Iface        string
+	Worker       int
+	Lane         bool
+	Packets      uint64
+	Drops        uint64
+	QueueFreezes uint64
+}

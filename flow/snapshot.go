@@ -1,0 +1,84 @@
+package flow
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Window is one of the rate windows an operator can pick, like iftop's.
+type Window uint8
+
+const (
+	Win2s  Window = iota // last 2 seconds
+	Win10s               // last 10 seconds
+	Win40s               // last 40 seconds
+	NumWindows
+)
+
+// Seconds is the length of the window.
+func (w Window) Seconds() int { return [...]int{2, 10, 40}[w] }
+
+func (w Window) String() string { return [...]string{"2s", "10s", "40s"}[w] }
+
+// TalkerKind says what a talker row aggregates by.
+type TalkerKind uint8
+
+const (
+	BySrc  TalkerKind = iota // source IP
+	ByDst                    // destination IP
+	ByPair                   // source and destination IP
+	ByPort                   // destination port (and protocol)
+	NumKinds
+)
+
+func (k TalkerKind) String() string { return [...]string{"src", "dst", "pair", "port"}[k] }
+
+// SparkLen is how many one-second points a talker's sparkline holds.
+const SparkLen = 60
+
+// Talker is one row of a top-talkers table.
+type Talker struct {
+	Src   netip.Addr          // BySrc, ByPair: the source; ByDst: invalid
+	Dst   netip.Addr          // ByDst, ByPair: the destination; BySrc: invalid
+	Port  uint16              // ByPort: destination port
+	Proto uint8               // ByPort: transport protocol
+	Bits  [NumWindows]float64 // bits per second averaged over each window
+	Pkts  [NumWindows]float64 // packets per second averaged over each window
+	Flows int                 // live flows this talker takes part in
+	Spark [SparkLen]float32   // bits/s of each of the last 60 seconds, oldest first
+}
+
+// Totals are the whole sensor's rates.
+type Totals struct {
+	Bits        [NumWindows]float64 // bits per second per window
+	Pkts        [NumWindows]float64 // packets per second per window
+	ActiveFlows int                 // flows in the tables now
+	NewFlows    float64             // new flows per second over the last 10 s
+	Evictions   uint64              // flows evicted because a table was full, since start
+}
+
+// Snapshot is an immutable picture of the traffic, safe to hand to other
+// goroutines; nothing in it is shared with the workers.
+type Snapshot struct {
+	At      time.Time // when the snapshot was taken
+	Totals  Totals
+	Talkers [NumKinds][]Talker // top N per kind, sorted by bits/s over 10 s, largest first
+}
+
+// Info is one flow as the drill-down view and the API show it: a copy, safe
+// to keep.
+type Info struct {
+	Proto     uint8      `json:"proto"`
+	A         netip.Addr `json:"a"` // the initiator when the handshake was seen, else the first sender
+	APort     uint16     `json:"a_port"`
+	B         netip.Addr `json:"b"`
+	BPort     uint16     `json:"b_port"`
+	State     string     `json:"state"` // e.g. "syn-sent", "established", "fin", "closed", "reset"
+	PktsAB    uint64     `json:"pkts_ab"`
+	BytesAB   uint64     `json:"bytes_ab"`
+	PktsBA    uint64     `json:"pkts_ba"`
+	BytesBA   uint64     `json:"bytes_ba"`
+	FirstSeen time.Time  `json:"first_seen"`
+	LastSeen  time.Time  `json:"last_seen"`
+	Blocked   bool       `json:"blocked"` // canopy has sent resets into this flow
+}
