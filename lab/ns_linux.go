@@ -1,0 +1,157 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netns"
+)
+
+// netnsDir is where named network namespaces are bind-mounted (the same
+// place `ip netns` uses, so an operator can inspect a lab with `ip -n NAME`).
+const netnsDir = "/run/netns"
+
+// errGoexit is reported when the function given to inNS ended its goroutine
+// (runtime.Goexit, e.g. t.FailNow) instead of returning.
+var errGoexit = errors.New("function ended its goroutine (runtime.Goexit, e.g. t.FailNow) instead of returning an error")
+
+// onOwnThread runs fn on a fresh goroutine whose OS thread is locked for
+// the duration, and puts that thread back into the network namespace it
+// started in afterwards, whatever fn did to it. The caller's own thread is
+// never touched. If switching back fails, the thread stays locked, so the
+// runtime destroys it when the goroutine ends and no goroutine can ever run
+// in the wrong namespace. A panic in fn is re-raised on the caller's
+// goroutine once the thread is safe.
+func onOwnThread(fn func() error) error {
+	type outcome struct {
+		err      error
+		panicVal any
+		panicked bool
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		var out outcome
+		returned := false
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			done <- outcome{err: fmt.Errorf("read the current network namespace: %w", err)}
+			return
+		}
+		defer func() {
+			if !returned {
+				if p := recover(); p != nil {
+					out.panicked, out.panicVal = true, p
+				} else {
+					out.err = errGoexit
+				}
+			}
+			if err := netns.Set(orig); err != nil {
+				// Keep the thread locked: it is terminated with this goroutine.
+				if out.err == nil {
+					out.err = fmt.Errorf("switch the thread back to its network namespace (thread discarded): %w", err)
+				}
+			} else {
+				runtime.UnlockOSThread()
+			}
+			orig.Close()
+			done <- out
+		}()
+		out.err = fn()
+		returned = true
+	}()
+	out := <-done
+	if out.panicked {
+		panic(out.panicVal)
+	}
+	return out.err
+}
+
+// inNS runs fn on a locked OS thread switched into target (see onOwnThread).
+// Sockets fn creates belong to target and may be used from any goroutine
+// afterwards; goroutines fn starts do not run in target.
+func inNS(target netns.NsHandle, fn func() error) error {
+	return onOwnThread(func() error {
+		if err := netns.Set(target); err != nil {
+			return fmt.Errorf("enter network namespace: %w", err)
+		}
+		return fn()
+	})
+}
+
+// newNamedNS creates a network namespace bind-mounted at /run/netns/name
+// and returns a handle to it, leaving every thread where it was.
+func newNamedNS(name string) (netns.NsHandle, error) {
+	h := netns.None()
+	err := onOwnThread(func() error {
+		var err error
+		h, err = netns.NewNamed(name)
+		return err
+	})
+	if err != nil {
+		if h.IsOpen() {
+			h.Close()
+		}
+		return netns.None(), fmt.Errorf("create network namespace %s: %w", name, err)
+	}
+	return h, nil
+}
+
+// writeSysctl writes value to /proc/sys/<key with dots as slashes> as seen
+// from the calling thread's network namespace; call it inside inNS.
+func writeSysctl(key, value string) error {
+	p := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
+	if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
+		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
+	}
+	return nil
+}
+
+// CleanupStale removes every named network namespace in /run/netns whose
+// name starts with prefix, left behind by a lab whose process crashed before
+// Close. It returns the names it removed. Namespaces still in use by a
+// running process lose their name but live on until that process exits.
+// An empty prefix is refused, so it can never delete unrelated namespaces.
+func CleanupStale(prefix string) ([]string, error) {
+	if prefix == "" {
+		return nil, errors.New("lab: CleanupStale needs a non-empty prefix (e.g. lab.DefaultPrefix)")
+	}
+	entries, err := os.ReadDir(netnsDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lab: list %s: %w", netnsDir, err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		if err := deleteNamedNS(e.Name()); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, errors.Join(errs...)
+}
+
+// deleteNamedNS unmounts and removes /run/netns/name; a missing entry is
+// not an error.
+func deleteNamedNS(name string) error {
+	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, os.ErrNotExist) {
+		// DeleteNamed unmounts first; a name that is a plain file (mount
+		// already gone) only needs removing.
+		if rmErr := os.Remove(filepath.Join(netnsDir, name)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			return fmt.Errorf("lab: remove network namespace %s: %w", name, err)
+		}
+	}
+	return nil
+}
