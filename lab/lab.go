@@ -72,11 +72,11 @@ type NS int
 
 // The namespaces of a lab.
 const (
-	Client NS = iota // client: banned and legit source addresses
-	Server           // server: echo, HTTP and UDP-echo servers
-	Router           // router: forwards, mirrors to the tap
-	Sensor           // sensor: tap port and inject port
-	DelayLine // delay line between client and router (only when Config.Delay > 0)
+	Client    NS = iota // client: banned and legit source addresses
+	Server              // server: echo, HTTP and UDP-echo servers
+	Router              // router: forwards, mirrors to the tap
+	Sensor              // sensor: tap port and inject port
+	DelayLine           // delay line between client and router (only when Config.Delay > 0)
 	nsCount
 )
 
