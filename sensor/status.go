@@ -63,6 +63,13 @@ type BlockStats struct {
 	SendErrors  uint64        `json:"send_errors"`
 	ReactionP50 time.Duration `json:"reaction_p50_ns"`
 	ReactionP99 time.Duration `json:"reaction_p99_ns"`
+	// ReactionBuckets, ReactionCount and ReactionSum are the
+	// canopy_reaction_seconds histogram: cumulative counts of reactions at
+	// or below each of PromBuckets, their number and their sum (copy them
+	// from a merged Reaction). Zero until the sensor fills them.
+	ReactionBuckets [len(PromBuckets)]uint64 `json:"reaction_buckets"`
+	ReactionCount   uint64                   `json:"reaction_count"`
+	ReactionSum     time.Duration            `json:"reaction_sum_ns"`
 }
 
 // Status is the sensor's health and headline numbers.
