@@ -1,0 +1,75 @@
+package inject
+
+import (
+	"math"
+	"sync/atomic"
+)
+
+// DefaultCeilingPPS is the global injection ceiling canopy runs with: far
+// above what killing even thousands of sessions a second needs (a few frames
+// each), and far below what would hurt a 1 Gb/s link (10,000 60-byte frames
+// a second is under 5 Mb/s).
+const DefaultCeilingPPS = 10000
+
+// Ceiling caps the packets per second injected by all workers together, so
+// that no rule, bug or attack can turn the sensor into a packet cannon. It
+// is a token bucket holding up to a tenth of a second's worth of frames
+// (so a proactive kill of many sessions goes out at once), refilled at the
+// configured rate. It is lock-free (one compare-and-swap per Allow) and
+// safe for concurrent use; the zero value is not usable, call NewCeiling.
+//
+// It is implemented as GCRA, the "virtual scheduling" form of a token
+// bucket: a single atomic theoretical arrival time tat advances by interval
+// per frame allowed, and a frame is allowed while tat is at most burst
+// intervals ahead of now.
+type Ceiling struct {
+	tat        atomic.Int64 // theoretical arrival time of the next frame, ns
+	interval   int64        // ns per frame at the ceiling rate
+	tolerance  int64        // how far ahead of now tat may run: (burst-1)*interval
+	pps        int
+	suppressed atomic.Uint64
+}
+
+// NewCeiling returns a ceiling of pps frames per second; pps ≤ 0 means
+// DefaultCeilingPPS. The burst is pps/10 frames (at least 1).
+func NewCeiling(pps int) *Ceiling {
+	if pps <= 0 {
+		pps = DefaultCeilingPPS
+	}
+	interval := int64(1e9) / int64(pps)
+	if interval < 1 {
+		interval = 1
+	}
+	burst := int64(max(pps/10, 1))
+	c := &Ceiling{interval: interval, pps: pps}
+	if burst-1 > math.MaxInt64/interval {
+		burst = math.MaxInt64/interval + 1
+	}
+	c.tolerance = (burst - 1) * interval
+	c.tat.Store(math.MinInt64 / 2) // a full bucket at any clock
+	return c
+}
+
+// Allow reports whether one more frame may be sent at time now (ns, any
+// clock the callers share, e.g. time.Now().UnixNano() or the capture
+// timestamp), and takes its token if so. A refusal is counted in
+// Suppressed. It does not allocate.
+func (c *Ceiling) Allow(now int64) bool {
+	for {
+		old := c.tat.Load()
+		tat := max(old, now)
+		if tat-now > c.tolerance {
+			c.suppressed.Add(1)
+			return false
+		}
+		if c.tat.CompareAndSwap(old, tat+c.interval) {
+			return true
+		}
+	}
+}
+
+// Suppressed is how many frames Allow has refused so far.
+func (c *Ceiling) Suppressed() uint64 { return c.suppressed.Load() }
+
+// PPS is the configured ceiling in frames per second.
+func (c *Ceiling) PPS() int { return c.pps }
