@@ -1,0 +1,205 @@
+package rules
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+)
+
+// randPrefix4 returns a random IPv4 prefix of length lo..32, clustered in a
+// few /8s so nesting happens often.
+func randPrefix4(rng *rand.Rand, lo int) netip.Prefix {
+	var b [4]byte
+	b[0] = byte(rng.IntN(4) + 1)
+	b[1] = byte(rng.IntN(4))
+	b[2] = byte(rng.IntN(256))
+	b[3] = byte(rng.IntN(256))
+	bits := lo + rng.IntN(33-lo)
+	return netip.PrefixFrom(netip.AddrFrom4(b), bits).Masked()
+}
+
+func randAddr4(rng *rand.Rand) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(rng.IntN(5)), byte(rng.IntN(5)), byte(rng.IntN(256)), byte(rng.IntN(256))})
+}
+
+func randPrefix6(rng *rand.Rand, lo int) netip.Prefix {
+	var b [16]byte
+	b[0], b[1] = 0x20, 0x01
+	b[2] = byte(rng.IntN(3))
+	for i := 3; i < 16; i++ {
+		b[i] = byte(rng.IntN(3))
+	}
+	bits := lo + rng.IntN(129-lo)
+	return netip.PrefixFrom(netip.AddrFrom16(b), bits).Masked()
+}
+
+func randAddr6(rng *rand.Rand) netip.Addr {
+	var b [16]byte
+	b[0], b[1] = 0x20, 0x01
+	for i := 2; i < 16; i++ {
+		b[i] = byte(rng.IntN(3))
+	}
+	return netip.AddrFrom16(b)
+}
+
+// bruteLPM is the reference: the longest prefix in ps containing a.
+func bruteLPM(ps []netip.Prefix, a netip.Addr) int {
+	best, bits := -1, -1
+	for i, p := range ps {
+		if p.Contains(a) && p.Bits() > bits {
+			best, bits = i, p.Bits()
+		}
+	}
+	return best
+}
+
+func TestLPMAgainstBruteForce(t *testing.T) {
+	for _, fam := range []string{"v4", "v6"} {
+		for seed := uint64(1); seed <= 20; seed++ {
+			rng := rand.New(rand.NewPCG(seed, 7))
+			n := 1 + rng.IntN(400)
+			seen := map[netip.Prefix]bool{}
+			var ps []netip.Prefix
+			for len(ps) < n {
+				var p netip.Prefix
+				if fam == "v4" {
+					p = randPrefix4(rng, 8)
+				} else {
+					p = randPrefix6(rng, 16)
+				}
+				if !seen[p] {
+					seen[p] = true
+					ps = append(ps, p)
+				}
+			}
+			rs := make([]rule, len(ps))
+			for i, p := range ps {
+				k, _ := addrKey(p.Addr())
+				rs[i] = rule{first: k, id: uint64(i + 1), bits: uint8(p.Bits())}
+			}
+			b := buildBase(rs, nil)
+			if fam == "v6" {
+				b = buildBase(nil, rs)
+			}
+			check := func(a netip.Addr) {
+				t.Helper()
+				k, is4 := addrKey(a)
+				r, _ := b.lookup(k, is4, nil)
+				want := bruteLPM(ps, a)
+				got := -1
+				if r != nil {
+					got = int(r.id) - 1
+				}
+				if got != want {
+					t.Fatalf("%s seed %d: lookup(%s) = %d, want %d (%v)", fam, seed, a, got, want, ps[max(want, 0)])
+				}
+			}
+			for range 3000 {
+				if fam == "v4" {
+					check(randAddr4(rng))
+				} else {
+					check(randAddr6(rng))
+				}
+			}
+			// Edges of every prefix and their neighbours.
+			for _, p := range ps {
+				check(p.Addr())
+				if prev := p.Addr().Prev(); prev.IsValid() {
+					check(prev)
+				}
+				last := lastAddr(p)
+				check(last)
+				if nx := last.Next(); nx.IsValid() {
+					check(nx)
+				}
+			}
+		}
+	}
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr()
+	if a.Is4() {
+		b := a.As4()
+		for i := p.Bits(); i < 32; i++ {
+			b[i/8] |= 0x80 >> (i % 8)
+		}
+		return netip.AddrFrom4(b)
+	}
+	b := a.As16()
+	for i := p.Bits(); i < 128; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom16(b)
+}
+
+// Tombstoned rules fall back to the enclosing prefix, overlay rules win when
+// more specific: the same reference, with removals and additions layered.
+func TestOverlayAndTombstones(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	seen := map[netip.Prefix]bool{}
+	var ps []netip.Prefix
+	for len(ps) < 300 {
+		p := randPrefix4(rng, 12)
+		if !seen[p] {
+			seen[p] = true
+			ps = append(ps, p)
+		}
+	}
+	mk := func(i int) rule {
+		k, _ := addrKey(ps[i].Addr())
+		return rule{first: k, id: uint64(i + 1), bits: uint8(ps[i].Bits())}
+	}
+	var rs []rule
+	for i := range 200 {
+		rs = append(rs, mk(i))
+	}
+	set := &Set{base: buildBase(rs, nil), ov: &overlay{}, allow: buildBase(nil, nil)}
+	live := map[int]bool{}
+	for i := range 200 {
+		live[i] = true
+	}
+	// add 100 via overlay, remove 60 random (base and overlay)
+	for i := 200; i < 300; i++ {
+		set.ov = set.ov.withAdd(mk(i), true)
+		live[i] = true
+	}
+	for range 60 {
+		i := rng.IntN(300)
+		set.ov = set.ov.withRemove(uint64(i+1), uint8(ps[i].Bits()), true)
+		delete(live, i)
+	}
+	var liveP []netip.Prefix
+	var liveIdx []int
+	for i := range ps {
+		if live[i] {
+			liveP = append(liveP, ps[i])
+			liveIdx = append(liveIdx, i)
+		}
+	}
+	check := func(s *Set, a netip.Addr) {
+		t.Helper()
+		k, is4 := addrKey(a)
+		r, _ := s.lookupBan(k, is4)
+		want := -1
+		if w := bruteLPM(liveP, a); w >= 0 {
+			want = liveIdx[w]
+		}
+		got := -1
+		if r != nil {
+			got = int(r.id) - 1
+		}
+		if got != want {
+			t.Fatalf("lookup(%s) = %d, want %d", a, got, want)
+		}
+	}
+	for range 20000 {
+		check(set, randAddr4(rng))
+	}
+	folded := &Set{base: mergeBase(set.base, set.ov), ov: &overlay{}}
+	for range 20000 {
+		check(folded, randAddr4(rng))
+	}
+}
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }

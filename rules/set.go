@@ -1,0 +1,427 @@
+package rules
+
+import (
+	"net/netip"
+	"slices"
+	"sync/atomic"
+)
+
+// actCode is an Action as a small number, so compiled rules stay compact.
+type actCode uint8
+
+const (
+	actNone actCode = iota
+	actBlock
+	actObserve
+)
+
+var actions = [...]Action{actNone: "", actBlock: ActionBlock, actObserve: ActionObserve}
+
+func codeOf(a Action) actCode {
+	if a == ActionObserve {
+		return actObserve
+	}
+	return actBlock
+}
+
+// rule is one compiled ban or allowlist entry.
+type rule struct {
+	first  u128           // first address of the prefix (IPv4 in lo)
+	id     uint64         // Entry.ID
+	hits   *atomic.Uint64 // the store's counter for this entry
+	parent int32          // next enclosing rule in the same table, -1 for none
+	bits   uint8          // prefix length
+	act    actCode
+}
+
+// family is one address family's base table: rules sorted by (first, bits)
+// and the flattened index over them.
+type family struct {
+	rules []rule
+	t4    lpm4 // used when the family is IPv4
+	t6    lpm6
+}
+
+// base is the bulk of the ban set, compiled in the background; immutable.
+type base struct {
+	v4, v6 family
+}
+
+// ovBucket holds overlay rules of one prefix length, sorted by first address.
+type ovBucket struct {
+	bits  uint8
+	rules []rule
+}
+
+// overlay holds bans added or removed since base was compiled: additions
+// by prefix length (longest first), removals as a sorted list of entry IDs
+// whose base rules no longer count. It is small and copied on each change.
+type overlay struct {
+	v4, v6 []ovBucket
+	tomb   []uint64
+	n      int // rules in v4 and v6
+}
+
+// aclRule is one compiled ACL.
+type aclRule struct {
+	id       uint64
+	hits     *atomic.Uint64
+	src, dst netip.Prefix // invalid: any
+	sp, dp   PortRange    // normalised: any is 0..65535
+	proto    uint8        // 0: any
+	dir      Direction
+	act      actCode
+}
+
+// Set is an immutable, compiled view of the rules, published atomically by
+// the Store. Capture workers call Match on it without locks; a Set is never
+// modified after publication, so a worker may hold on to one as long as it
+// likes (it keeps counting hits into the live entries).
+type Set struct {
+	gen      uint64
+	n        int // entries in force
+	base     *base
+	ov       *overlay
+	allow    *base
+	hasAllow bool
+	acls     []aclRule
+	home     []netip.Prefix
+}
+
+// Generation increases with every Set the store publishes; equal
+// generations mean identical rules, so callers may cache verdicts by it.
+func (s *Set) Generation() uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.gen
+}
+
+// Len is the number of entries (bans, ACLs and allowlist entries) in force
+// in this Set.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return s.n
+}
+
+// Match decides one packet: allowlist first (src or dst allowlisted →
+// Verdict{Allowlisted: true, RuleID: the allowlist entry}), then bans (the
+// most specific prefix covering src or dst; src wins a tie), then ACLs in
+// creation order (first match). IPv4-mapped IPv6 addresses are matched as
+// IPv4. It never allocates or locks; the deciding entry's hit counter is
+// incremented atomically. A nil Set matches nothing.
+func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdict {
+	if s == nil {
+		return Verdict{}
+	}
+	src, dst = src.Unmap(), dst.Unmap()
+	sk, s4 := addrKey(src)
+	dk, d4 := addrKey(dst)
+	sv, dv := src.IsValid(), dst.IsValid()
+	if s.hasAllow {
+		if sv {
+			if r, _ := s.allow.lookup(sk, s4, nil); r != nil {
+				r.hits.Add(1)
+				return Verdict{Allowlisted: true, RuleID: r.id}
+			}
+		}
+		if dv {
+			if r, _ := s.allow.lookup(dk, d4, nil); r != nil {
+				r.hits.Add(1)
+				return Verdict{Allowlisted: true, RuleID: r.id}
+			}
+		}
+	}
+	var best *rule
+	var bestBits int = -1
+	if sv {
+		if r, b := s.lookupBan(sk, s4); r != nil {
+			best, bestBits = r, b
+		}
+	}
+	if dv {
+		if r, b := s.lookupBan(dk, d4); r != nil && b > bestBits {
+			best = r
+		}
+	}
+	if best != nil {
+		best.hits.Add(1)
+		return Verdict{Action: actions[best.act], RuleID: best.id}
+	}
+	if len(s.acls) > 0 && sv && dv {
+		return s.matchACL(src, dst, proto, sport, dport)
+	}
+	return Verdict{}
+}
+
+// lookupBan is the most specific live ban covering one address, from the
+// base or the overlay, and its prefix length.
+func (s *Set) lookupBan(k u128, is4 bool) (*rule, int) {
+	best, bestBits := s.base.lookup(k, is4, s.ov.tomb)
+	bk := s.ov.v6
+	if is4 {
+		bk = s.ov.v4
+	}
+	for i := range bk {
+		b := &bk[i]
+		if int(b.bits) <= bestBits {
+			break // buckets are sorted longest first
+		}
+		if r := b.find(k, is4); r != nil {
+			return r, int(b.bits)
+		}
+	}
+	return best, bestBits
+}
+
+// lookup walks from the innermost rule covering k outwards past removed
+// (tombstoned) entries.
+func (b *base) lookup(k u128, is4 bool, tomb []uint64) (*rule, int) {
+	var f *family
+	var i int32
+	if is4 {
+		f = &b.v4
+		if len(f.rules) == 0 {
+			return nil, -1
+		}
+		i = f.t4.lookup(uint32(k.lo))
+	} else {
+		f = &b.v6
+		if len(f.rules) == 0 {
+			return nil, -1
+		}
+		i = f.t6.lookup(k)
+	}
+	for i >= 0 {
+		r := &f.rules[i]
+		if len(tomb) == 0 || !hasID(tomb, r.id) {
+			return r, int(r.bits)
+		}
+		i = r.parent
+	}
+	return nil, -1
+}
+
+// hasID reports whether sorted ids holds id.
+func hasID(ids []uint64, id uint64) bool {
+	lo, hi := 0, len(ids)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if ids[m] < id {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo < len(ids) && ids[lo] == id
+}
+
+// find is the rule of this bucket whose prefix covers k.
+func (b *ovBucket) find(k u128, is4 bool) *rule {
+	width := 128
+	if is4 {
+		width = 32
+	}
+	key := k.and(mask128(int(b.bits), width))
+	rs := b.rules
+	lo, hi := 0, len(rs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if rs[m].first.less(key) {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(rs) && rs[lo].first == key {
+		return &rs[lo]
+	}
+	return nil
+}
+
+func (s *Set) matchACL(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdict {
+	home := -1 // lazily: bit 0 src inside, bit 1 dst inside
+	for i := range s.acls {
+		a := &s.acls[i]
+		if a.proto != 0 && a.proto != proto {
+			continue
+		}
+		if sport < a.sp.From || sport > a.sp.To || dport < a.dp.From || dport > a.dp.To {
+			continue
+		}
+		if a.src.IsValid() && !a.src.Contains(src) {
+			continue
+		}
+		if a.dst.IsValid() && !a.dst.Contains(dst) {
+			continue
+		}
+		if a.dir != DirBoth {
+			if home < 0 {
+				home = 0
+				if inAny(s.home, src) {
+					home |= 1
+				}
+				if inAny(s.home, dst) {
+					home |= 2
+				}
+			}
+			if a.dir == DirIn && home != 2 || a.dir == DirOut && home != 1 {
+				continue
+			}
+		}
+		a.hits.Add(1)
+		return Verdict{Action: actions[a.act], RuleID: a.id}
+	}
+	return Verdict{}
+}
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// buildBase compiles rules (in any order) into a base. The slices are
+// sorted in place and kept.
+func buildBase(v4, v6 []rule) *base {
+	b := &base{}
+	b.v4 = buildFamily(v4, true)
+	b.v6 = buildFamily(v6, false)
+	return b
+}
+
+func buildFamily(rs []rule, is4 bool) family {
+	width := 128
+	if is4 {
+		width = 32
+	}
+	slices.SortFunc(rs, cmpRule)
+	spans := make([]span, len(rs))
+	for i := range rs {
+		r := &rs[i]
+		spans[i] = span{first: r.first, last: r.first.or(hostMask(int(r.bits), width)), idx: int32(i)}
+	}
+	parent := make([]int32, len(rs))
+	f := family{rules: rs}
+	if is4 {
+		f.t4 = buildLPM4(spans, parent)
+	} else {
+		f.t6 = buildLPM6(spans, parent)
+	}
+	for i := range rs {
+		rs[i].parent = parent[i]
+	}
+	return f
+}
+
+func cmpRule(a, b rule) int {
+	switch {
+	case a.first.less(b.first):
+		return -1
+	case b.first.less(a.first):
+		return 1
+	}
+	return int(a.bits) - int(b.bits)
+}
+
+// mergeBase folds an overlay into a base: the base's rules minus the
+// tombstoned IDs, plus the overlay's rules, compiled afresh. The inputs are
+// not modified.
+func mergeBase(b *base, ov *overlay) *base {
+	collect := func(f *family, bk []ovBucket) []rule {
+		n := len(f.rules)
+		for _, x := range bk {
+			n += len(x.rules)
+		}
+		out := make([]rule, 0, n)
+		for _, r := range f.rules {
+			if len(ov.tomb) == 0 || !hasID(ov.tomb, r.id) {
+				out = append(out, r)
+			}
+		}
+		for _, x := range bk {
+			out = append(out, x.rules...)
+		}
+		return out
+	}
+	return buildBase(collect(&b.v4, ov.v4), collect(&b.v6, ov.v6))
+}
+
+// withAdd returns a copy of ov with r added (replacing a rule with the same
+// prefix). Only the touched bucket is copied.
+func (ov *overlay) withAdd(r rule, is4 bool) *overlay {
+	n := *ov
+	bk := &n.v6
+	if is4 {
+		bk = &n.v4
+	}
+	buckets := slices.Clone(*bk)
+	i := slices.IndexFunc(buckets, func(b ovBucket) bool { return b.bits <= r.bits })
+	if i < 0 || buckets[i].bits != r.bits {
+		if i < 0 {
+			i = len(buckets)
+		}
+		buckets = slices.Insert(buckets, i, ovBucket{bits: r.bits})
+	}
+	rs := buckets[i].rules
+	j, found := slices.BinarySearchFunc(rs, r.first, func(x rule, k u128) int {
+		switch {
+		case x.first.less(k):
+			return -1
+		case k.less(x.first):
+			return 1
+		}
+		return 0
+	})
+	nr := make([]rule, 0, len(rs)+1)
+	nr = append(nr, rs[:j]...)
+	nr = append(nr, r)
+	if found {
+		nr = append(nr, rs[j+1:]...)
+	} else {
+		nr = append(nr, rs[j:]...)
+		n.n++
+	}
+	buckets[i].rules = nr
+	*bk = buckets
+	return &n
+}
+
+// withRemove returns a copy of ov where entry id no longer matches: its
+// overlay rule (if any) is dropped and id is tombstoned for the base.
+func (ov *overlay) withRemove(id uint64, bits uint8, is4 bool) *overlay {
+	n := *ov
+	bk := &n.v6
+	if is4 {
+		bk = &n.v4
+	}
+	for i, b := range *bk {
+		if b.bits != bits {
+			continue
+		}
+		j := slices.IndexFunc(b.rules, func(x rule) bool { return x.id == id })
+		if j < 0 {
+			break
+		}
+		buckets := slices.Clone(*bk)
+		buckets[i].rules = slices.Delete(slices.Clone(b.rules), j, j+1)
+		if len(buckets[i].rules) == 0 {
+			buckets = slices.Delete(buckets, i, i+1)
+		}
+		*bk = buckets
+		n.n--
+		break
+	}
+	if k, found := slices.BinarySearch(ov.tomb, id); !found {
+		n.tomb = slices.Insert(slices.Clone(ov.tomb), k, id)
+	}
+	return &n
+}
+
+// size is how much the overlay holds: the fold trigger.
+func (ov *overlay) size() int { return ov.n + len(ov.tomb) }
