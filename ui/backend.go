@@ -1,0 +1,56 @@
+package ui
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"canopy/flow"
+	"canopy/rules"
+	"canopy/sensor"
+)
+
+// Backend is everything the dashboard needs from the sensor. The in-process
+// sensor and the API client (attach mode) both satisfy it; every method is
+// called from a tea.Cmd goroutine, never from Update, and must honour ctx.
+type Backend interface {
+	// Snapshot returns the latest published snapshot. In attach mode it is
+	// GET /v1/snapshot.
+	Snapshot(ctx context.Context) (sensor.Snapshot, error)
+	// Ban adds (or extends) an entry. Its error text is shown to the
+	// operator verbatim, so it should say why (e.g. "refused: 10.0.0.5 is
+	// allowlisted by 10.0.0.0/8 (core routers)").
+	Ban(ctx context.Context, req rules.Request) (rules.Entry, error)
+	// Unban removes the entry with this ID and returns it as it was.
+	Unban(ctx context.Context, id uint64, reason string) (rules.Entry, error)
+	// SetMode switches the whole sensor between enforce and observe.
+	SetMode(ctx context.Context, m sensor.Mode) error
+	// Flows lists the live flows that ip takes part in (drill-down view).
+	Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, error)
+}
+
+// Config is what the dashboard needs to start.
+type Config struct {
+	// Backend supplies snapshots and carries out actions. Required.
+	Backend Backend
+	// Ifaces are the capture interfaces, shown in the header. When empty the
+	// header shows the interfaces the snapshot reports.
+	Ifaces []string
+	// DefaultBanTTL pre-fills the ban form's duration. Zero means one hour:
+	// a ban that never expires must be asked for explicitly ("never").
+	DefaultBanTTL time.Duration
+	// Attached is true when the dashboard watches a daemon over its API
+	// rather than running the sensor in-process: quitting then leaves the
+	// daemon (and its blocking) running, and the quit prompt says so.
+	Attached bool
+}
+
+// defaultBanTTL is the ban form's duration when Config.DefaultBanTTL is zero.
+const defaultBanTTL = time.Hour
+
+func (c Config) banTTL() time.Duration {
+	if c.DefaultBanTTL > 0 {
+		return c.DefaultBanTTL
+	}
+	return defaultBanTTL
+}

@@ -1,0 +1,229 @@
+package ui
+
+import (
+	"strconv"
+	"strings"
+
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+
+	"canopy/sensor"
+)
+
+// View returns the frame. It is rebuilt only when a message changed
+// something on screen; otherwise the cached frame is returned as is (View
+// runs after every message, ticks included).
+func (m *Model) View() tea.View {
+	if m.dirty || m.frame == "" {
+		m.frame = m.render()
+		m.dirty = false
+	}
+	v := tea.NewView(m.frame)
+	v.AltScreen = true
+	v.WindowTitle = "canopy"
+	return v
+}
+
+// render builds the whole frame.
+func (m *Model) render() string {
+	if m.width < MinWidth || m.height < MinHeight {
+		if m.width == 0 && m.height == 0 {
+			return "canopy: starting…"
+		}
+		return "need " + strconv.Itoa(MinWidth) + "×" + strconv.Itoa(MinHeight) +
+			", have " + strconv.Itoa(m.width) + "×" + strconv.Itoa(m.height) +
+			"\nenlarge the terminal (q quits; capture and blocking continue meanwhile)"
+	}
+	var sb strings.Builder
+	sb.Grow(m.width * m.height * 2)
+	m.writeHeader(&sb)
+	if m.drill {
+		writePane(&sb, m.flows.View(), m.flows.h)
+	} else {
+		writePane(&sb, m.talkers.View(), m.talkers.h)
+	}
+	writePane(&sb, m.blocks.View(), m.blocks.h)
+	writePane(&sb, m.bans.View(), m.bans.h)
+	m.writeStatus(&sb)
+	sb.WriteByte('\n')
+	sb.WriteString(m.helpView())
+	frame := sb.String()
+	if m.dlg != nil {
+		box := m.dlg.view(m.st, m.width, m.now())
+		x := max(0, (m.width-lipgloss.Width(box))/2)
+		y := max(0, (m.height-lipgloss.Height(box))/3)
+		frame = lipgloss.NewCompositor(
+			lipgloss.NewLayer(frame),
+			lipgloss.NewLayer(box).X(x).Y(y).Z(1),
+		).Render()
+	}
+	return frame
+}
+
+// writePane writes a pane's view followed by a newline, padded with empty
+// lines to h lines so the next pane starts where the layout says.
+func writePane(sb *strings.Builder, v string, h int) {
+	n := strings.Count(v, "\n") + 1
+	sb.WriteString(v)
+	for ; n < h; n++ {
+		sb.WriteByte('\n')
+	}
+	sb.WriteByte('\n')
+}
+
+// helpView is the short (or, after ?, full) help, cached per width.
+func (m *Model) helpView() string {
+	k := strconv.Itoa(m.width) + strconv.FormatBool(m.help.ShowAll)
+	if m.helpLine == "" || m.helpKey != k {
+		m.helpLine = m.help.View(m.keys)
+		m.helpKey = k
+	}
+	return m.helpLine
+}
+
+// writeHeader writes the two header lines: what is watched and in which
+// mode, then the headline numbers.
+func (m *Model) writeHeader(sb *strings.Builder) {
+	st := m.st
+	s := &m.latest.Status
+	var l []string
+	l = append(l, st.App.Render(" canopy"))
+	ifaces := m.cfg.Ifaces
+	if len(ifaces) == 0 {
+		ifaces = s.Ifaces
+	}
+	src := strings.Join(ifaces, ",")
+	if s.Source != "" && s.Source != "live" {
+		src = "replay " + s.Source
+	}
+	if src == "" {
+		src = "no interface"
+	}
+	l = append(l, src)
+	switch {
+	case !m.haveSnap:
+		l = append(l, st.Stale.Render("waiting for the first snapshot…"))
+	case s.Mode == sensor.ModeObserve:
+		l = append(l, st.ModeObserve.Render("[ OBSERVE · not blocking ]"))
+	default:
+		l = append(l, st.ModeEnforce.Render("[ ENFORCE ]"))
+	}
+	if m.paused {
+		l = append(l, st.Paused.Render("[ PAUSED · p resumes ]"))
+	}
+	if m.cfg.Attached {
+		l = append(l, "attached to daemon")
+	}
+	if m.haveSnap && !m.traffic.At.IsZero() {
+		l = append(l, m.traffic.At.In(m.loc).Format("15:04:05"))
+	}
+	if m.isStale() {
+		msg := "STALE"
+		if m.haveSnap {
+			msg += ": no snapshot for " + fmtDuration(m.now().Sub(m.lastOK))
+		}
+		if m.fetchErr != nil {
+			msg += ": " + m.fetchErr.Error()
+		}
+		l = append(l, st.Stale.Render(msg))
+	}
+	sb.WriteString(truncLine(strings.Join(l, "  "), m.width))
+	sb.WriteByte('\n')
+
+	// Line 2: the numbers, most urgent first.
+	w := m.view.window
+	t := &m.traffic.Totals
+	var b []byte
+	b = append(b, ' ')
+	b = appendRate(b, t.Bits[w], m.view.bytes)
+	b = append(b, "  "...)
+	b = appendCount(b, t.Pkts[w])
+	b = append(b, " pkts/s ("...)
+	b = append(b, w.String()...)
+	b = append(b, " avg) │ kernel drops "...)
+	line := string(b)
+	drops := string(appendInt(nil, s.Capture.Drops))
+	if s.Capture.Drops > 0 {
+		drops = st.Warn.Render(drops + " !")
+	}
+	b = append(b[:0], " │ flows "...)
+	b = appendInt(b, uint64(max(0, s.Flows)))
+	line2 := truncLine(line+drops+string(b), m.width)
+	b = b[:0]
+	if m.headerH() == 2 {
+		b = append(b, " │"...)
+	}
+	b = append(b, " bans "...)
+	b = appendInt(b, uint64(activeBans(m.latest.Rules)))
+	b = append(b, " │ blocks "...)
+	bs := &s.Blocks
+	if s.Mode == sensor.ModeObserve {
+		b = append(b, "would-block "...)
+		b = appendInt(b, bs.Observed)
+	} else if bs.Confirmed+bs.Failed == 0 {
+		b = append(b, "none decided yet"...)
+	} else {
+		b = strconv.AppendFloat(b, bs.SuccessRate*100, 'f', 1, 64)
+		b = append(b, "% ok ("...)
+		b = appendInt(b, bs.Confirmed)
+		b = append(b, '/')
+		b = appendInt(b, bs.Confirmed+bs.Failed)
+		b = append(b, ')')
+	}
+	b = append(b, " │ reaction p99 "...)
+	b = appendMicros(b, bs.ReactionP99)
+	if m.headerH() == 2 {
+		sb.WriteString(truncLine(line2+string(b), m.width))
+	} else {
+		sb.WriteString(line2)
+		sb.WriteByte('\n')
+		sb.WriteString(truncLine(string(b), m.width))
+	}
+	sb.WriteByte('\n')
+}
+
+// headerH is the header's height: the numbers take two lines on narrow
+// terminals rather than losing their tail.
+func (m *Model) headerH() int {
+	if m.width >= 116 {
+		return 2
+	}
+	return 3
+}
+
+// writeStatus writes the status line: the filter being typed, or the last
+// action's progress or result.
+func (m *Model) writeStatus(sb *strings.Builder) {
+	st := m.st
+	switch {
+	case m.editing:
+		line := " filter / " + m.filterIn.String() + "▏"
+		hint := "   IP (10.0.0.5), prefix (10.0.0.0/8) or port (443) · enter keeps · esc clears"
+		sb.WriteString(truncLine(st.FieldFocus.Render(line)+st.Hint.Render(hint), m.width))
+	case m.status == "":
+		if !m.haveSnap {
+			sb.WriteString(st.Hint.Render(" connecting to the sensor…"))
+		}
+	default:
+		style := st.StatusBusy
+		switch m.statusKind {
+		case statusOK:
+			style = st.StatusOK
+		case statusErr:
+			style = st.StatusErr
+		}
+		s := " " + m.status + " "
+		if m.statusKind == statusErr {
+			s += " (esc dismisses)"
+		}
+		sb.WriteString(style.Render(string(appendTrunc2(nil, s, m.width))))
+	}
+}
+
+// truncLine cuts a styled line to w cells.
+func truncLine(s string, w int) string {
+	if lipgloss.Width(s) <= w {
+		return s
+	}
+	return ansiTruncate(s, w)
+}
