@@ -37,15 +37,20 @@ func (k TalkerKind) String() string { return [...]string{"src", "dst", "pair", "
 const SparkLen = 60
 
 // Talker is one row of a top-talkers table.
+//
+// Rates count IP-layer bytes (the IP total length, like iftop). A window's
+// rate is its sum divided by its length; while the sensor has run for less
+// than the window, by the seconds it has run.
 type Talker struct {
 	Src   netip.Addr          // BySrc, ByPair: the source; ByDst: invalid
 	Dst   netip.Addr          // ByDst, ByPair: the destination; BySrc: invalid
-	Port  uint16              // ByPort: destination port
+	Port  uint16              // ByPort: the flow's service port (B's port, the initiator's destination port) for TCP/UDP; the destination port (0 for ICMP and later fragments) otherwise
 	Proto uint8               // ByPort: transport protocol
 	Bits  [NumWindows]float64 // bits per second averaged over each window
 	Pkts  [NumWindows]float64 // packets per second averaged over each window
-	Flows int                 // live flows this talker takes part in
+	Flows int                 // distinct flows this talker took part in during the latest second (0 if silent)
 	Spark [SparkLen]float32   // bits/s of each of the last 60 seconds, oldest first
+	Other bool                // the row sums keys beyond the tracking limits; Src, Dst, Port are unset
 }
 
 // Totals are the whole sensor's rates.

@@ -1,0 +1,165 @@
+package flow
+
+import (
+	"math/bits"
+	"math/rand/v2"
+)
+
+// talkerKey is what a talker row aggregates by; unused fields stay zero.
+type talkerKey struct {
+	a, b  [16]byte // BySrc/ByDst: a; ByPair: a = source, b = destination
+	port  uint16   // ByPort
+	proto uint8    // ByPort
+	v6    uint8    // address family of a and b
+}
+
+// talkerRow is one key's counters within one second.
+type talkerRow struct {
+	key   talkerKey
+	pkts  uint64
+	bytes uint64
+	flows uint32 // distinct flows counted for this key in the second
+	slot  uint32 // where the row sits in the index, so Reset clears only what was used
+}
+
+// talkerMap is a fixed-capacity open-addressing (linear probing) map from
+// talkerKey to a row. It never allocates after NewBucket and is cleared in
+// time proportional to the rows used. Keys beyond capacity go to other.
+type talkerMap struct {
+	index []uint32    // slot → row index + 1; 0 empty. Twice the rows, so probes stay short.
+	rows  []talkerRow // len = rows in use, cap = capacity
+	mask  uint64
+	other talkerRow // everything that did not fit
+}
+
+func newTalkerMap(n int) talkerMap {
+	size := 1 << bits.Len(uint(2*n-1))
+	return talkerMap{
+		index: make([]uint32, size),
+		rows:  make([]talkerRow, 0, n),
+		mask:  uint64(size - 1),
+	}
+}
+
+// add counts one packet of size bytes for k (hash h); countFlow adds one
+// to the distinct-flow count.
+func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) {
+	var r *talkerRow
+	for s := h & m.mask; ; s = (s + 1) & m.mask {
+		i := m.index[s]
+		if i == 0 {
+			if len(m.rows) == cap(m.rows) {
+				r = &m.other
+				break
+			}
+			m.rows = append(m.rows, talkerRow{key: *k, slot: uint32(s)})
+			m.index[s] = uint32(len(m.rows))
+			r = &m.rows[len(m.rows)-1]
+			break
+		}
+		if m.rows[i-1].key == *k {
+			r = &m.rows[i-1]
+			break
+		}
+	}
+	r.pkts++
+	r.bytes += size
+	if countFlow {
+		r.flows++
+	}
+}
+
+func (m *talkerMap) reset() {
+	for i := range m.rows {
+		m.index[m.rows[i].slot] = 0
+	}
+	m.rows = m.rows[:0]
+	m.other = talkerRow{}
+}
+
+// Bucket is one worker's traffic counters for one second: totals and, per
+// TalkerKind, a bounded table of keys. Update adds to the table's current
+// Bucket; SwapBucket hands it over; Aggregator.Add merges and clears it.
+// A Bucket is used by one goroutine at a time.
+type Bucket struct {
+	seed     uint64
+	maps     [NumKinds]talkerMap
+	pkts     uint64 // every packet handed to Update, IP or not
+	bytes    uint64
+	newFlows uint64 // flows created
+	evicted  uint64 // flows evicted because the table was full
+}
+
+// NewBucket returns an empty bucket holding up to maxTalkers keys of each
+// kind (0 or less: DefaultMaxTalkers). Make all buckets of a table with
+// its Config.MaxTalkers.
+func NewBucket(maxTalkers int) *Bucket {
+	if maxTalkers <= 0 {
+		maxTalkers = DefaultMaxTalkers
+	}
+	maxTalkers = min(maxTalkers, maxMaxTalkers)
+	b := &Bucket{seed: rand.Uint64()}
+	for k := range b.maps {
+		b.maps[k] = newTalkerMap(maxTalkers)
+	}
+	return b
+}
+
+// Reset clears b for reuse without freeing its memory.
+func (b *Bucket) Reset() {
+	for k := range b.maps {
+		b.maps[k].reset()
+	}
+	b.pkts, b.bytes, b.newFlows, b.evicted = 0, 0, 0, 0
+}
+
+func (b *Bucket) dirty() bool {
+	if b.pkts != 0 || b.newFlows != 0 || b.evicted != 0 {
+		return true
+	}
+	for k := range b.maps {
+		if len(b.maps[k].rows) != 0 || b.maps[k].other.pkts != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Pkts is the number of packets counted in b.
+func (b *Bucket) Pkts() uint64 { return b.pkts }
+
+// Bytes is the number of bytes counted in b (IP lengths; frame lengths for non-IP).
+func (b *Bucket) Bytes() uint64 { return b.bytes }
+
+// NewFlows is the number of flows created while b was current.
+func (b *Bucket) NewFlows() uint64 { return b.newFlows }
+
+// Evicted is the number of flows evicted while b was current.
+func (b *Bucket) Evicted() uint64 { return b.evicted }
+
+// Keys is how many distinct keys of kind k b holds (not counting "other").
+func (b *Bucket) Keys(k TalkerKind) int {
+	if k >= NumKinds {
+		return 0
+	}
+	return len(b.maps[k].rows)
+}
+
+// add counts one IP packet into the four talker tables. port/proto is the
+// flow's service port (B's port) for flow packets, else the packet's
+// destination port (0 for ICMP and later fragments). countDir says this is
+// the flow's first packet in this direction in this bucket (counts a flow
+// for source, destination and pair); countFlow says it is the flow's first
+// packet at all in this bucket (counts it for the port).
+func (b *Bucket) add(src, dst *[16]byte, v6 uint8, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
+	hs := hash16(b.seed, src, v6)
+	hd := hash16(b.seed^hk3, dst, v6)
+	k := talkerKey{a: *src, v6: v6}
+	b.maps[BySrc].add(&k, hs, size, countDir)
+	k.a = *dst
+	b.maps[ByDst].add(&k, hd, size, countDir)
+	k.a, k.b = *src, *dst
+	b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
+	k = talkerKey{port: port, proto: proto}
+	b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)
+}

@@ -1,0 +1,101 @@
+package flow
+
+import "time"
+
+// Defaults used for Config fields left at their zero value.
+const (
+	// DefaultMaxFlows is the per-table capacity when Config.MaxFlows is 0.
+	// A sensor sizes each of its N tables as total/N (1<<20 / N for ~1M
+	// flows in all).
+	DefaultMaxFlows = 1 << 20
+	// DefaultIdleEstablished is how long an established TCP flow may be idle.
+	DefaultIdleEstablished = 5 * time.Minute
+	// DefaultIdleHalfOpen is how long a TCP flow whose handshake (or, when
+	// picked up mid-stream, whose second direction) has not been seen may be idle.
+	DefaultIdleHalfOpen = 10 * time.Second
+	// DefaultIdleClosed is how long a TCP flow that saw an RST or both FINs is kept.
+	DefaultIdleClosed = 10 * time.Second
+	// DefaultIdleUDP is how long a UDP flow may be idle.
+	DefaultIdleUDP = 60 * time.Second
+	// DefaultMaxTalkers is how many distinct keys of each kind one Bucket holds.
+	DefaultMaxTalkers = 4096
+	// DefaultExpireBatch is how many slots one Expire call examines at most.
+	DefaultExpireBatch = 1 << 16
+	// DefaultEvictSample is how many candidates are compared when the table
+	// is full and a slot must be reclaimed.
+	DefaultEvictSample = 8
+
+	// maxMaxFlows bounds capacity so a slot index and a side bit fit in 32 bits.
+	maxMaxFlows = 1 << 28
+	// maxMaxTalkers bounds a bucket's key tables.
+	maxMaxTalkers = 1 << 20
+)
+
+// Config sizes a Table and sets its idle timeouts. The zero value of every
+// field means "use the default"; negative or oversized values are clamped.
+type Config struct {
+	// MaxFlows is the capacity of this table (one shard). Memory for all of
+	// it is reserved up front (and touched only as flows arrive); when it is
+	// full the table evicts rather than grows. Default DefaultMaxFlows;
+	// at most 1<<28.
+	MaxFlows int
+	// IdleEstablished is the idle timeout of established TCP flows
+	// (including those with a FIN from one side only). Default 5 min.
+	IdleEstablished time.Duration
+	// IdleHalfOpen is the idle timeout of TCP flows not yet established.
+	// Default 10 s.
+	IdleHalfOpen time.Duration
+	// IdleClosed is the idle timeout of TCP flows that saw an RST or both
+	// FINs. Default 10 s.
+	IdleClosed time.Duration
+	// IdleUDP is the idle timeout of UDP flows. Default 60 s.
+	IdleUDP time.Duration
+	// MaxTalkers is how many distinct keys per kind (source, destination,
+	// pair, port) a one-second Bucket tracks before it counts the rest into
+	// an "other" row. Default 4096.
+	MaxTalkers int
+	// ExpireBatch is the most slots one Expire call examines, which bounds
+	// how long it holds the worker. Default 65536 (a full sweep of a 1M
+	// table takes 16 calls).
+	ExpireBatch int
+	// EvictSample is how many randomly drawn slots are compared to pick the
+	// victim when the table is full: the one furthest past (or closest to)
+	// its idle deadline wins. Default 8; at most 64.
+	EvictSample int
+}
+
+// withDefaults returns c with zero fields set to their defaults and every
+// field clamped to a usable range.
+func (c Config) withDefaults() Config {
+	if c.MaxFlows <= 0 {
+		c.MaxFlows = DefaultMaxFlows
+	}
+	if c.MaxFlows > maxMaxFlows {
+		c.MaxFlows = maxMaxFlows
+	}
+	dur := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	dur(&c.IdleEstablished, DefaultIdleEstablished)
+	dur(&c.IdleHalfOpen, DefaultIdleHalfOpen)
+	dur(&c.IdleClosed, DefaultIdleClosed)
+	dur(&c.IdleUDP, DefaultIdleUDP)
+	if c.MaxTalkers <= 0 {
+		c.MaxTalkers = DefaultMaxTalkers
+	}
+	if c.MaxTalkers > maxMaxTalkers {
+		c.MaxTalkers = maxMaxTalkers
+	}
+	if c.ExpireBatch <= 0 {
+		c.ExpireBatch = DefaultExpireBatch
+	}
+	if c.EvictSample <= 0 {
+		c.EvictSample = DefaultEvictSample
+	}
+	if c.EvictSample > 64 {
+		c.EvictSample = 64
+	}
+	return c
+}

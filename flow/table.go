@@ -1,0 +1,578 @@
+package flow
+
+import (
+	"math/bits"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"canopy/capture"
+)
+
+// Table is one shard of the flow table, owned by one capture worker. It is
+// not safe for concurrent use: the fanout hash sends both directions of a
+// flow to the same worker, so each worker has its own Table and none of
+// them locks.
+//
+// All memory is reserved by NewTable: a slot array of MaxFlows+1 Flows, a
+// hash-chain array parallel to it, and two power-of-two head arrays (by
+// 5-tuple, by address). Untouched pages are not resident, so RSS follows
+// the number of flows actually seen.
+type Table struct {
+	cfg  Config
+	seed uint64
+
+	flows []Flow   // slot 0 is never used: index 0 means "none"
+	chain []uint32 // next slot in the 5-tuple hash chain (live) or the free list (free)
+	heads []uint32 // 5-tuple hash → first slot
+	mask  uint64
+
+	epHeads []uint32 // address hash → first ref (slot<<1 | side)
+	epMask  uint64
+
+	used  uint32 // slots 1..used have been handed out at least once
+	free  uint32 // first slot of the free list
+	live  int
+	hand  uint32 // Expire's clock hand
+	rng   uint64 // eviction sampling state (wyrand)
+	now   int64  // latest timestamp seen (packets or Expire)
+
+	idle [4]int64 // timeouts in ns, by timeoutClass
+
+	stats TableStats
+
+	bucket      *Bucket
+	bucketStart int64 // t.now when bucket was installed: flows last seen at or before it are new to the bucket
+}
+
+// TableStats are a table's counters since it was made.
+type TableStats struct {
+	Flows   uint64 // live flows now
+	Created uint64 // flows created (including a new session reusing a closed 5-tuple)
+	Evicted uint64 // flows dropped to make room because the table was full
+	Expired uint64 // flows removed by Expire after their idle timeout
+	// Restarted counts the Created flows that took over a closed flow's
+	// 5-tuple (a new SYN after RST/FIN) instead of a new slot, so that
+	// Flows = Created - Restarted - Evicted - Expired.
+	Restarted uint64
+}
+
+const (
+	idleEstablished = iota
+	idleHalfOpen
+	idleClosed
+	idleUDP
+)
+
+// NewTable returns an empty table sized by cfg (zero fields take their
+// defaults; see Config).
+func NewTable(cfg Config) *Table {
+	cfg = cfg.withDefaults()
+	n := cfg.MaxFlows
+	hsize := 1 << bits.Len(uint(n-1)) // next power of two ≥ n: load factor ≤ 1, chains average < 1.6 probes
+	if hsize < 16 {
+		hsize = 16
+	}
+	t := &Table{
+		cfg:     cfg,
+		seed:    rand.Uint64(),
+		rng:     rand.Uint64(),
+		flows:   make([]Flow, n+1),
+		chain:   make([]uint32, n+1),
+		heads:   make([]uint32, hsize),
+		mask:    uint64(hsize - 1),
+		epHeads: make([]uint32, hsize),
+		epMask:  uint64(hsize - 1),
+		bucket:  NewBucket(cfg.MaxTalkers),
+	}
+	t.idle[idleEstablished] = int64(cfg.IdleEstablished)
+	t.idle[idleHalfOpen] = int64(cfg.IdleHalfOpen)
+	t.idle[idleClosed] = int64(cfg.IdleClosed)
+	t.idle[idleUDP] = int64(cfg.IdleUDP)
+	return t
+}
+
+// Config returns the table's configuration with defaults filled in.
+func (t *Table) Config() Config { return t.cfg }
+
+// Len is the number of live flows.
+func (t *Table) Len() int { return t.live }
+
+// Cap is the most flows the table holds.
+func (t *Table) Cap() int { return t.cfg.MaxFlows }
+
+// Stats returns the table's counters.
+func (t *Table) Stats() TableStats {
+	s := t.stats
+	s.Flows = uint64(t.live)
+	return s
+}
+
+// Get returns the flow h names, or nil if it was evicted, expired or its
+// slot now holds another flow.
+func (t *Table) Get(h Handle) *Flow {
+	if h.idx == 0 || h.idx > t.used {
+		return nil
+	}
+	f := &t.flows[h.idx]
+	if f.gen != h.gen || f.bits&bitInUse == 0 {
+		return nil
+	}
+	return f
+}
+
+// pktBytes is the size a packet counts for: its IP length like iftop's,
+// or the frame length when there is no IP length (non-IP, or a GRO/BIG TCP
+// super-packet whose length field is 0).
+func pktBytes(p *capture.Packet) uint64 {
+	if p.IPLen != 0 {
+		return uint64(p.IPLen)
+	}
+	return uint64(p.WireLen)
+}
+
+// Update accounts p: it finds or creates p's flow, updates the direction p
+// travelled in, and adds p to the current talkers Bucket. It returns the
+// flow (nil for packets that have no flow: non-IP, protocols other than TCP
+// and UDP, IPv4 later fragments), the direction, and whether this packet
+// started a new flow (also when a new SYN reuses the 5-tuple of a closed
+// flow: the flow's Handle then changes).
+//
+// Update never allocates, never fails and never stops tracking new flows:
+// when the table is full it evicts (see Config.EvictSample).
+func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
+	ts := p.Timestamp
+	if ts > t.now {
+		t.now = ts
+	}
+	size := pktBytes(p)
+	b := t.bucket
+	b.pkts++
+	b.bytes += size
+	if p.IPVersion != 4 && p.IPVersion != 6 {
+		return nil, AtoB, false
+	}
+	var ap addrPorts
+	ap.src = p.Src.As16()
+	ap.dst = p.Dst.As16()
+	if p.IPVersion == 6 {
+		ap.v6 = 1
+	}
+	ap.proto = p.Proto
+	tcp := p.IsTCP()
+	if !tcp && !p.IsUDP() {
+		b.add(&ap.src, &ap.dst, ap.v6, p.DstPort, p.Proto, size, false, false)
+		return nil, AtoB, false
+	}
+	ap.sport, ap.dport = p.SrcPort, p.DstPort
+
+	k, srcIsLo := makeKey(&ap)
+	h := k.hash(t.seed)
+	for i := t.heads[h&t.mask]; i != 0; i = t.chain[i] {
+		if t.flows[i].key == k {
+			f = &t.flows[i]
+			break
+		}
+	}
+	if f == nil {
+		f = t.create(&k, h, srcIsLo, p)
+		created = true
+	} else if tcp && p.Flags&(capture.FlagSYN|capture.FlagACK|capture.FlagRST) == capture.FlagSYN &&
+		f.state&(StateClosed|StateResetByUs) == StateClosed {
+		// A fresh SYN on a closed 5-tuple is a new session (port reuse):
+		// start over so its numbers, counters and enforcement are its own.
+		t.reinit(f, srcIsLo)
+		created = true
+	}
+	dir = BtoA
+	if srcIsLo == (f.bits&bitAIsLo != 0) {
+		dir = AtoB
+	}
+
+	d := &f.Dirs[dir]
+	newInBucket := d.Last <= t.bucketStart // first packet of this direction since the bucket swap
+	flowNewInBucket := newInBucket && f.Dirs[dir^1].Last <= t.bucketStart
+	d.Pkts++
+	d.Bytes += size
+	if d.First == 0 {
+		d.First = ts
+	}
+	if ts > d.Last {
+		d.Last = ts
+	}
+	d.TTL = p.TTL
+	d.SrcMAC = p.SrcMAC
+	d.DstMAC = p.DstMAC
+	d.VLANs = p.VLANs
+	d.NumVLANs = p.NumVLANs
+	if tcp {
+		t.trackTCP(f, dir, p)
+	}
+	if created {
+		b.newFlows++
+	}
+	b.add(&ap.src, &ap.dst, ap.v6, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
+	return f, dir, created
+}
+
+// seqGT reports a > b in 32-bit serial-number arithmetic.
+func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
+
+// trackTCP updates the sequence state of direction dir and the flow's TCP
+// state bits from segment p.
+func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
+	d := &f.Dirs[dir]
+	fl := p.Flags
+	d.Flags = fl
+	d.Window = p.Window
+	d.Seq = p.Seq
+	if fl&capture.FlagRST == 0 {
+		// An RST occupies no sequence space and may be forged, so it never
+		// moves NextSeq. A SYN defines the sequence space, so it always sets
+		// it; anything else only moves it forward.
+		end := p.Seq + p.SeqSpace()
+		if fl&capture.FlagSYN != 0 || d.seen&dirHasSeq == 0 || seqGT(end, d.NextSeq) {
+			d.NextSeq = end
+		}
+		d.seen |= dirHasSeq
+	}
+	if fl&capture.FlagACK != 0 {
+		// RCV.NXT never goes backwards, so neither does Ack: a reordered old
+		// segment's ack must not overwrite a newer one. A SYN-ACK starts over.
+		if fl&capture.FlagSYN != 0 || d.seen&dirHasAck == 0 || seqGT(p.Ack, d.Ack) {
+			d.Ack = p.Ack
+		}
+		d.seen |= dirHasAck
+	}
+
+	s := f.state
+	switch {
+	case fl&capture.FlagRST != 0:
+		s |= StateRst | StateClosed
+	case fl&(capture.FlagSYN|capture.FlagACK) == capture.FlagSYN:
+		if dir == AtoB {
+			s |= StateSynSeen
+		}
+	case fl&(capture.FlagSYN|capture.FlagACK) == capture.FlagSYN|capture.FlagACK:
+		if dir == BtoA {
+			s |= StateSynAckSeen
+		}
+	case fl&capture.FlagACK != 0:
+		if dir == AtoB && s&StateSynAckSeen != 0 {
+			s |= StateEstablished
+		}
+	}
+	if fl&capture.FlagFIN != 0 {
+		if dir == AtoB {
+			s |= StateFinAtoB
+		} else {
+			s |= StateFinBtoA
+		}
+		if s&(StateFinAtoB|StateFinBtoA) == StateFinAtoB|StateFinBtoA {
+			s |= StateClosed
+		}
+	}
+	// Picked up mid-stream: once both directions have spoken, it is a real
+	// session and deserves the established timeout.
+	if s&(StateSynSeen|StateSynAckSeen|StateEstablished|StateClosed) == 0 &&
+		f.Dirs[0].Pkts != 0 && f.Dirs[1].Pkts != 0 {
+		s |= StateEstablished
+	}
+	f.state = s
+}
+
+// create takes a slot (evicting if full) and links a new flow for k into
+// both indexes. A is the SYN-ACK's receiver if p is a SYN-ACK, else p's sender.
+func (t *Table) create(k *key, h uint64, srcIsLo bool, p *capture.Packet) *Flow {
+	i := t.alloc()
+	f := &t.flows[i]
+	gen := f.gen + 1
+	*f = Flow{key: *k, gen: gen, idx: i, bits: bitInUse}
+	if aIsLo(srcIsLo, p) {
+		f.bits |= bitAIsLo
+	}
+	b := h & t.mask
+	t.chain[i] = t.heads[b]
+	t.heads[b] = i
+	t.epLink(f, 0)
+	t.epLink(f, 1)
+	t.live++
+	t.stats.Created++
+	return f
+}
+
+// aIsLo decides which endpoint is A for a flow whose first packet is p.
+func aIsLo(srcIsLo bool, p *capture.Packet) bool {
+	if p.IsTCP() && p.Flags&(capture.FlagSYN|capture.FlagACK|capture.FlagRST) == capture.FlagSYN|capture.FlagACK {
+		return !srcIsLo // the SYN-ACK's receiver sent the SYN
+	}
+	return srcIsLo
+}
+
+// reinit turns f into a new flow of the same 5-tuple whose A is the SYN's
+// sender. Its slot and index links stay; its handle changes.
+func (t *Table) reinit(f *Flow, srcIsLo bool) {
+	f.gen++
+	f.Dirs = [2]DirState{}
+	f.Enf = Enforcement{}
+	f.state = 0
+	f.bits = bitInUse
+	if srcIsLo {
+		f.bits |= bitAIsLo
+	}
+	t.stats.Created++
+	t.stats.Restarted++
+}
+
+// alloc returns a free slot: from the free list, then never-used slots,
+// then by evicting.
+func (t *Table) alloc() uint32 {
+	if i := t.free; i != 0 {
+		t.free = t.chain[i]
+		return i
+	}
+	if t.used < uint32(t.cfg.MaxFlows) {
+		t.used++
+		return t.used
+	}
+	return t.evict()
+}
+
+// timeout is f's idle timeout in ns.
+func (t *Table) timeout(f *Flow) int64 {
+	if f.key.proto != capture.ProtoTCP {
+		return t.idle[idleUDP]
+	}
+	switch {
+	case f.state&StateClosed != 0:
+		return t.idle[idleClosed]
+	case f.state&StateEstablished != 0:
+		return t.idle[idleEstablished]
+	}
+	return t.idle[idleHalfOpen]
+}
+
+// evict frees and returns one slot of a full table. It draws EvictSample
+// slots at random and takes the one furthest past its idle deadline (or,
+// if none is past it, closest to it): with 8 draws the victim is among the
+// oldest 25% of flows with probability 1-0.75^8 ≈ 90%. Because the score is
+// relative to each flow's own timeout, a closed or half-open flow goes
+// before an established one of the same idleness, so a SYN flood evicts
+// its own half-open flows rather than established sessions. (Consecutive
+// slots would be cheaper to read but are not a random sample: a table
+// filled from empty has its slots in creation order.) A table no larger
+// than the sample is searched exhaustively, so the choice is exact.
+func (t *Table) evict() uint32 {
+	var best uint32
+	var bestScore int64
+	exact := int(t.used) <= t.cfg.EvictSample // small table: look at every slot
+	for n := 0; n < t.cfg.EvictSample && (!exact || n < int(t.used)); n++ {
+		i := uint32(n + 1)
+		if !exact {
+			t.rng += hk1
+			r := mix(t.rng, t.rng^hk2)
+			i = 1 + uint32((r>>32)*uint64(t.used)>>32)
+		}
+		f := &t.flows[i]
+		score := (t.now - f.LastSeen()) - t.timeout(f)
+		if best == 0 || score > bestScore {
+			best, bestScore = i, score
+		}
+	}
+	t.unlink(&t.flows[best])
+	t.stats.Evicted++
+	t.bucket.evicted++
+	return best
+}
+
+// unlink removes f from both indexes and marks its slot unused. The caller
+// puts the slot on the free list or reuses it.
+func (t *Table) unlink(f *Flow) {
+	i := f.idx
+	b := f.key.hash(t.seed) & t.mask
+	if t.heads[b] == i {
+		t.heads[b] = t.chain[i]
+	} else {
+		for j := t.heads[b]; j != 0; j = t.chain[j] {
+			if t.chain[j] == i {
+				t.chain[j] = t.chain[i]
+				break
+			}
+		}
+	}
+	t.chain[i] = 0
+	t.epUnlink(f, 1)
+	t.epUnlink(f, 0)
+	f.bits = 0
+	t.live--
+}
+
+// epAddr is the address of the key's side s (0 lo, 1 hi).
+func (f *Flow) epAddr(s int) *[16]byte {
+	if s == 0 {
+		return &f.key.lo
+	}
+	return &f.key.hi
+}
+
+func (t *Table) epBucket(a *[16]byte, v6 uint8) uint64 {
+	return hash16(t.seed, a, v6) & t.epMask
+}
+
+// epLink puts side s of f at the head of its address's list.
+func (t *Table) epLink(f *Flow, s int) {
+	b := t.epBucket(f.epAddr(s), f.key.v6)
+	ref := f.idx<<1 | uint32(s)
+	old := t.epHeads[b]
+	f.ep[s] = epLink{next: old}
+	if old != 0 {
+		t.flows[old>>1].ep[old&1].prev = ref
+	}
+	t.epHeads[b] = ref
+}
+
+// epUnlink takes side s of f out of its address's list.
+func (t *Table) epUnlink(f *Flow, s int) {
+	l := f.ep[s]
+	if l.prev != 0 {
+		t.flows[l.prev>>1].ep[l.prev&1].next = l.next
+	} else {
+		t.epHeads[t.epBucket(f.epAddr(s), f.key.v6)] = l.next
+	}
+	if l.next != 0 {
+		t.flows[l.next>>1].ep[l.next&1].prev = l.prev
+	}
+	f.ep[s] = epLink{}
+}
+
+// Expire removes flows idle longer than their state's timeout at time now
+// (ns, the same clock as packet timestamps). It examines at most
+// Config.ExpireBatch slots, continuing where the previous call stopped, so
+// call it regularly (on every Idle and about every 100 ms of traffic); a
+// full sweep takes Cap/ExpireBatch calls. It returns how many flows it
+// removed. Pointers to removed flows become invalid; Handles see nil.
+func (t *Table) Expire(now int64) int {
+	if now > t.now {
+		t.now = now
+	}
+	n := 0
+	budget := min(t.cfg.ExpireBatch, int(t.used))
+	for ; budget > 0; budget-- {
+		t.hand++
+		if t.hand > t.used {
+			t.hand = 1
+		}
+		f := &t.flows[t.hand]
+		if f.bits&bitInUse == 0 || now-f.LastSeen() <= t.timeout(f) {
+			continue
+		}
+		t.unlink(f)
+		t.chain[f.idx] = t.free
+		t.free = f.idx
+		n++
+	}
+	t.stats.Expired += uint64(n)
+	return n
+}
+
+// ForEach calls fn for every live flow with an endpoint inside p, until fn
+// returns false. For a single address (a /32 or /128) it walks that
+// address's index list: cost proportional to its flows, not to the table.
+// For wider prefixes it scans every slot in use (about 1-2 ms per million
+// slots). fn may read any flow and write its Enf, but must not call Update
+// or Expire on this table.
+func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
+	if !p.IsValid() {
+		return
+	}
+	p = p.Masked()
+	if p.IsSingleIP() {
+		a, v6 := bytesOf(p.Addr())
+		for ref := t.epHeads[t.epBucket(&a, v6)]; ref != 0; {
+			f := &t.flows[ref>>1]
+			s := int(ref & 1)
+			ref = f.ep[s].next
+			if f.key.v6 != v6 || *f.epAddr(s) != a {
+				continue // another address in the same bucket
+			}
+			if s == 1 && f.key.lo == a {
+				continue // both ends are this address: visited as side 0
+			}
+			if !fn(f) {
+				return
+			}
+		}
+		return
+	}
+	for i := uint32(1); i <= t.used; i++ {
+		f := &t.flows[i]
+		if f.bits&bitInUse == 0 {
+			continue
+		}
+		if p.Contains(addrOf(&f.key.lo, f.key.v6)) || p.Contains(addrOf(&f.key.hi, f.key.v6)) {
+			if !fn(f) {
+				return
+			}
+		}
+	}
+}
+
+// Info returns a copy of f for the drill-down view and the API.
+func (t *Table) Info(f *Flow) Info {
+	return Info{
+		Proto:     f.key.proto,
+		A:         f.A(),
+		APort:     f.APort(),
+		B:         f.B(),
+		BPort:     f.BPort(),
+		State:     f.StateName(),
+		PktsAB:    f.Dirs[AtoB].Pkts,
+		BytesAB:   f.Dirs[AtoB].Bytes,
+		PktsBA:    f.Dirs[BtoA].Pkts,
+		BytesBA:   f.Dirs[BtoA].Bytes,
+		FirstSeen: time.Unix(0, f.FirstSeen()).UTC(),
+		LastSeen:  time.Unix(0, f.LastSeen()).UTC(),
+		Blocked:   f.ResetByUs() || f.Enf.Resets != 0,
+	}
+}
+
+// StateName is a short name for the flow's state: "udp", "syn-sent",
+// "syn-received", "half-open" (picked up mid-stream, one direction seen),
+// "established", "fin-wait" (one FIN), "closed" (both FINs) or "reset".
+func (f *Flow) StateName() string {
+	s := f.state
+	switch {
+	case f.key.proto != capture.ProtoTCP:
+		return "udp"
+	case s&StateRst != 0:
+		return "reset"
+	case s&StateClosed != 0:
+		return "closed"
+	case s&(StateFinAtoB|StateFinBtoA) != 0:
+		return "fin-wait"
+	case s&StateEstablished != 0:
+		return "established"
+	case s&StateSynAckSeen != 0:
+		return "syn-received"
+	case s&StateSynSeen != 0:
+		return "syn-sent"
+	}
+	return "half-open"
+}
+
+// SwapBucket installs fresh as the table's current talkers bucket and
+// returns the previous one. The sensor calls it once a second on the
+// worker's goroutine and hands the old bucket to the Aggregator. fresh is
+// cleared here if it was not already (Aggregator.Add clears the buckets it
+// merges); nil makes a new bucket (an allocation: recycle instead).
+func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
+	if fresh == nil {
+		fresh = NewBucket(t.cfg.MaxTalkers)
+	} else if fresh.dirty() {
+		fresh.Reset()
+	}
+	old := t.bucket
+	t.bucket = fresh
+	t.bucketStart = t.now
+	return old
+}

@@ -1,0 +1,635 @@
+package flow
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"canopy/capture"
+)
+
+const (
+	cli = "10.0.0.2"
+	srv = "10.0.0.1" // sorts below cli: exercises A = hi side
+)
+
+func TestTCPSequenceTracking(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64})
+	const isnA, isnB = 1000, 5000
+	ts := t0
+	steps := []struct {
+		name string
+		p    *capture.Packet
+		// expectations after the packet
+		dir              Dir
+		created          bool
+		nextA, ackA      uint32
+		nextB, ackB      uint32
+		hasAckA, hasAckB bool
+		state            State
+		name2            string
+	}{
+		{"syn", pk(cli, 40000, srv, 80, syn, isnA, 0, 0, ts),
+			AtoB, true, isnA + 1, 0, 0, 0, false, false, StateSynSeen, "syn-sent"},
+		{"syn-ack", pk(srv, 80, cli, 40000, synack, isnB, isnA+1, 0, ts+1),
+			BtoA, false, isnA + 1, 0, isnB + 1, isnA + 1, false, true, StateSynSeen | StateSynAckSeen, "syn-received"},
+		{"ack", pk(cli, 40000, srv, 80, ack, isnA+1, isnB+1, 0, ts+2),
+			AtoB, false, isnA + 1, isnB + 1, isnB + 1, isnA + 1, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
+		{"data a>b", pk(cli, 40000, srv, 80, psh, isnA+1, isnB+1, 100, ts+3),
+			AtoB, false, isnA + 101, isnB + 1, isnB + 1, isnA + 1, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
+		{"data b>a", pk(srv, 80, cli, 40000, psh, isnB+1, isnA+101, 300, ts+4),
+			BtoA, false, isnA + 101, isnB + 1, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
+		{"ack of data", pk(cli, 40000, srv, 80, ack, isnA+101, isnB+301, 0, ts+5),
+			AtoB, false, isnA + 101, isnB + 301, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
+		// A retransmits its first data segment, carrying its old ack: neither
+		// NextSeq nor Ack may move backwards.
+		{"retransmission", pk(cli, 40000, srv, 80, psh, isnA+1, isnB+1, 100, ts+6),
+			AtoB, false, isnA + 101, isnB + 301, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
+		{"fin a", pk(cli, 40000, srv, 80, fin, isnA+101, isnB+301, 0, ts+7),
+			AtoB, false, isnA + 102, isnB + 301, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished | StateFinAtoB, "fin-wait"},
+		{"fin b", pk(srv, 80, cli, 40000, fin, isnB+301, isnA+102, 0, ts+8),
+			BtoA, false, isnA + 102, isnB + 301, isnB + 302, isnA + 102, true, true, StateSynSeen | StateSynAckSeen | StateEstablished | StateFinAtoB | StateFinBtoA | StateClosed, "closed"},
+		{"last ack", pk(cli, 40000, srv, 80, ack, isnA+102, isnB+302, 0, ts+9),
+			AtoB, false, isnA + 102, isnB + 302, isnB + 302, isnA + 102, true, true, StateSynSeen | StateSynAckSeen | StateEstablished | StateFinAtoB | StateFinBtoA | StateClosed, "closed"},
+	}
+	var h Handle
+	for _, s := range steps {
+		f, dir, created := tb.Update(s.p)
+		if f == nil {
+			t.Fatalf("%s: no flow", s.name)
+		}
+		if h.IsZero() {
+			h = f.Handle()
+		} else if f.Handle() != h {
+			t.Fatalf("%s: handle changed", s.name)
+		}
+		if dir != s.dir || created != s.created {
+			t.Errorf("%s: dir %v created %v, want %v %v", s.name, dir, created, s.dir, s.created)
+		}
+		a, b := &f.Dirs[AtoB], &f.Dirs[BtoA]
+		if a.NextSeq != s.nextA || a.Ack != s.ackA || a.HasAck() != s.hasAckA {
+			t.Errorf("%s: A next %d ack %d(%v), want %d %d(%v)", s.name, a.NextSeq, a.Ack, a.HasAck(), s.nextA, s.ackA, s.hasAckA)
+		}
+		if s.nextB != 0 && (b.NextSeq != s.nextB || !b.HasSeq()) {
+			t.Errorf("%s: B next %d (has %v), want %d", s.name, b.NextSeq, b.HasSeq(), s.nextB)
+		}
+		if b.Ack != s.ackB || b.HasAck() != s.hasAckB {
+			t.Errorf("%s: B ack %d(%v), want %d(%v)", s.name, b.Ack, b.HasAck(), s.ackB, s.hasAckB)
+		}
+		if f.State() != s.state || f.StateName() != s.name2 {
+			t.Errorf("%s: state %08b %q, want %08b %q", s.name, f.State(), f.StateName(), s.state, s.name2)
+		}
+		if got := f.Dirs[dir].Seq; got != s.p.Seq {
+			t.Errorf("%s: last seq %d, want %d", s.name, got, s.p.Seq)
+		}
+		if got := f.Dirs[dir].Flags; got != s.p.Flags {
+			t.Errorf("%s: last flags %#x, want %#x", s.name, got, s.p.Flags)
+		}
+	}
+	f := tb.Get(h)
+	if f.A() != netip.MustParseAddr(cli) || f.APort() != 40000 || f.B() != netip.MustParseAddr(srv) || f.BPort() != 80 {
+		t.Errorf("endpoints %v:%d > %v:%d", f.A(), f.APort(), f.B(), f.BPort())
+	}
+	if f.Dirs[AtoB].Pkts != 7 || f.Dirs[BtoA].Pkts != 3 {
+		t.Errorf("pkts %d/%d, want 7/3", f.Dirs[AtoB].Pkts, f.Dirs[BtoA].Pkts)
+	}
+	if got, want := f.Dirs[AtoB].Bytes, uint64(7*40+200); got != want {
+		t.Errorf("bytes a>b %d, want %d", got, want)
+	}
+	if got, want := f.Dirs[BtoA].Bytes, uint64(3*40+300); got != want {
+		t.Errorf("bytes b>a %d, want %d", got, want)
+	}
+	if f.Dirs[AtoB].First != ts || f.Dirs[AtoB].Last != ts+9 || f.Dirs[BtoA].First != ts+1 || f.Dirs[BtoA].Last != ts+8 {
+		t.Errorf("times %+v", f.Dirs)
+	}
+	if f.FirstSeen() != ts || f.LastSeen() != ts+9 {
+		t.Errorf("FirstSeen %d LastSeen %d", f.FirstSeen(), f.LastSeen())
+	}
+	if tb.Len() != 1 {
+		t.Errorf("Len %d, want 1", tb.Len())
+	}
+	tb.check(t)
+}
+
+func TestSequenceWraparound(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	isn := uint32(0xFFFFFF00)
+	tb.Update(pk(cli, 1, srv, 2, syn, isn, 0, 0, t0))
+	tb.Update(pk(srv, 2, cli, 1, synack, 7, isn+1, 0, t0))
+	f, _, _ := tb.Update(pk(cli, 1, srv, 2, psh, isn+1, 8, 0x200, t0)) // crosses 2^32
+	if got, want := f.Dirs[AtoB].NextSeq, isn+1+0x200; got != want || got > 0x200 {
+		t.Fatalf("NextSeq after wrap %#x, want %#x", got, want)
+	}
+	// An old segment from before the wrap: serial arithmetic says it is
+	// behind, even though 0xFFFFFF01 > 0x101 as plain integers.
+	f, _, _ = tb.Update(pk(cli, 1, srv, 2, psh, isn+1, 8, 0x10, t0))
+	if got, want := f.Dirs[AtoB].NextSeq, isn+1+0x200; got != want {
+		t.Fatalf("retransmission before the wrap moved NextSeq to %#x, want %#x", got, want)
+	}
+	if f.Dirs[AtoB].Seq != isn+1 {
+		t.Fatalf("last seq %#x, want %#x", f.Dirs[AtoB].Seq, isn+1)
+	}
+	// Acks wrap the same way: B acks past 2^32, then an old ack arrives.
+	tb.Update(pk(srv, 2, cli, 1, ack, 8, isn+1+0x200, 0, t0))
+	f, _, _ = tb.Update(pk(srv, 2, cli, 1, ack, 8, isn+1+0x10, 0, t0))
+	if got, want := f.Dirs[BtoA].Ack, isn+1+0x200; got != want {
+		t.Fatalf("Ack went backwards across the wrap: %#x, want %#x", got, want)
+	}
+	// More data after the wrap moves it forward again.
+	f, _, _ = tb.Update(pk(cli, 1, srv, 2, psh|capture.FlagFIN, isn+1+0x200, 8, 0x30, t0))
+	if got, want := f.Dirs[AtoB].NextSeq, isn+1+0x200+0x30+1; got != want {
+		t.Fatalf("NextSeq %#x, want %#x", got, want)
+	}
+}
+
+func TestRST(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	tb.Update(pk(cli, 1, srv, 2, syn, 100, 0, 0, t0))
+	tb.Update(pk(srv, 2, cli, 1, synack, 900, 101, 0, t0+1))
+	tb.Update(pk(cli, 1, srv, 2, psh, 101, 901, 10, t0+2))
+	// A forged or stray RST with a far-off seq must not move NextSeq.
+	f, dir, _ := tb.Update(pk(srv, 2, cli, 1, rst, 123456, 0, 0, t0+3))
+	if dir != BtoA {
+		t.Fatalf("dir %v", dir)
+	}
+	if f.Dirs[BtoA].NextSeq != 901 {
+		t.Fatalf("RST moved NextSeq to %d", f.Dirs[BtoA].NextSeq)
+	}
+	if f.Dirs[BtoA].Seq != 123456 || f.Dirs[BtoA].Flags != rst {
+		t.Fatalf("last seq/flags %d %#x", f.Dirs[BtoA].Seq, f.Dirs[BtoA].Flags)
+	}
+	if !f.State().Closed() || f.State()&StateRst == 0 || f.StateName() != "reset" {
+		t.Fatalf("state %08b %s", f.State(), f.StateName())
+	}
+	// RST|ACK carries a valid ack.
+	f, _, _ = tb.Update(pk(cli, 1, srv, 2, rstack, 111, 901, 0, t0+4))
+	if f.Dirs[AtoB].Ack != 901 || f.Dirs[AtoB].NextSeq != 111 {
+		t.Fatalf("after RST|ACK: ack %d next %d", f.Dirs[AtoB].Ack, f.Dirs[AtoB].NextSeq)
+	}
+}
+
+func TestDirectionNormalisation(t *testing.T) {
+	cases := []struct {
+		name   string
+		first  *capture.Packet
+		aAddr  string
+		aPort  uint16
+		dir    Dir
+		second *capture.Packet
+		dir2   Dir
+	}{
+		{"syn first", pk(cli, 5555, srv, 443, syn, 1, 0, 0, t0), cli, 5555, AtoB,
+			pk(srv, 443, cli, 5555, synack, 9, 2, 0, t0), BtoA},
+		// Only the SYN-ACK was seen (SYN lost or before the sensor started):
+		// its receiver sent the SYN, so it is A and the SYN-ACK travels B>A.
+		{"syn-ack first", pk(srv, 443, cli, 5555, synack, 9, 2, 0, t0), cli, 5555, BtoA,
+			pk(cli, 5555, srv, 443, ack, 2, 10, 0, t0), AtoB},
+		// Mid-stream: the first sender is A, whatever the ports say.
+		{"mid-stream from server", pk(srv, 443, cli, 5555, psh, 9, 2, 100, t0), srv, 443, AtoB,
+			pk(cli, 5555, srv, 443, ack, 2, 109, 0, t0), BtoA},
+		{"udp", udp(cli, 5353, srv, 53, 30, t0), cli, 5353, AtoB,
+			udp(srv, 53, cli, 5353, 80, t0), BtoA},
+		{"ipv6", pk("2001:db8::2", 5555, "2001:db8::1", 80, syn, 1, 0, 0, t0), "2001:db8::2", 5555, AtoB,
+			pk("2001:db8::1", 80, "2001:db8::2", 5555, synack, 1, 2, 0, t0), BtoA},
+		{"same address both ends", pk("127.0.0.1", 9000, "127.0.0.1", 80, syn, 1, 0, 0, t0), "127.0.0.1", 9000, AtoB,
+			pk("127.0.0.1", 80, "127.0.0.1", 9000, synack, 1, 2, 0, t0), BtoA},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tb := NewTable(Config{MaxFlows: 16})
+			f, dir, created := tb.Update(c.first)
+			if !created || dir != c.dir {
+				t.Fatalf("first: created %v dir %v, want true %v", created, dir, c.dir)
+			}
+			if f.A() != netip.MustParseAddr(c.aAddr) || f.APort() != c.aPort {
+				t.Fatalf("A = %v:%d, want %s:%d", f.A(), f.APort(), c.aAddr, c.aPort)
+			}
+			h := f.Handle()
+			f2, dir2, created2 := tb.Update(c.second)
+			if created2 || f2 != f || f2.Handle() != h || dir2 != c.dir2 {
+				t.Fatalf("second: same flow %v created %v dir %v, want true false %v", f2 == f, created2, dir2, c.dir2)
+			}
+			if tb.Len() != 1 {
+				t.Fatalf("Len %d", tb.Len())
+			}
+			if f.Src(c.dir) != c.first.Src || f.Dst(c.dir) != c.first.Dst ||
+				f.SrcPort(c.dir) != c.first.SrcPort || f.DstPort(c.dir) != c.first.DstPort {
+				t.Fatalf("Src/Dst(%v) disagree with the packet", c.dir)
+			}
+			tb.check(t)
+		})
+	}
+}
+
+func TestSYNAckFirstThenEstablishes(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	f, _, _ := tb.Update(pk(srv, 80, cli, 7, synack, 500, 101, 0, t0))
+	f, _, _ = tb.Update(pk(cli, 7, srv, 80, ack, 101, 501, 0, t0))
+	if f.State()&StateEstablished == 0 {
+		t.Fatalf("state %08b", f.State())
+	}
+	if f.Dirs[AtoB].NextSeq != 101 || f.Dirs[BtoA].NextSeq != 501 || f.Dirs[BtoA].Ack != 101 {
+		t.Fatalf("numbers %+v", f.Dirs)
+	}
+}
+
+func TestMidstreamEstablishedNeedsBothDirections(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 101, 501, 10, t0))
+	if f.State() != 0 || f.StateName() != "half-open" {
+		t.Fatalf("one direction: %08b %s", f.State(), f.StateName())
+	}
+	f, _, _ = tb.Update(pk(srv, 80, cli, 7, ack, 501, 111, 0, t0))
+	if f.State() != StateEstablished {
+		t.Fatalf("both directions: %08b", f.State())
+	}
+}
+
+func TestPortReuseStartsNewFlow(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	f, _, _ := tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
+	tb.Update(pk(srv, 80, cli, 7, rstack, 0, 101, 0, t0+1)) // refused
+	old := f.Handle()
+	f.Enf.RuleID = 42
+	f, dir, created := tb.Update(pk(cli, 7, srv, 80, syn, 7777, 0, 0, t0+2*sec))
+	if !created || dir != AtoB {
+		t.Fatalf("created %v dir %v", created, dir)
+	}
+	if tb.Get(old) != nil {
+		t.Fatal("old handle still resolves after the 5-tuple was reused")
+	}
+	if f.Enf.RuleID != 0 || f.Dirs[BtoA].Pkts != 0 || f.Dirs[AtoB].Pkts != 1 || f.Dirs[AtoB].NextSeq != 7778 || f.State() != StateSynSeen {
+		t.Fatalf("reused flow not fresh: %+v %+v %08b", f.Enf, f.Dirs, f.State())
+	}
+	if st := tb.Stats(); st.Created != 2 || st.Restarted != 1 || st.Flows != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	tb.check(t)
+}
+
+func TestResetByUsKeepsSurvivors(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
+	tb.Update(pk(srv, 80, cli, 7, synack, 500, 101, 0, t0))
+	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 101, 501, 50, t0))
+	h := f.Handle()
+	f.MarkResetByUs()
+	f.Enf.Resets = 2
+	tb.Update(pk(srv, 80, cli, 7, rst, 501, 0, 0, t0+1)) // our RST, seen back on the mirror
+	// The client did not die and tries again: same 5-tuple, new SYN.
+	f, _, created := tb.Update(pk(cli, 7, srv, 80, syn, 9000, 0, 0, t0+2))
+	if created || f.Handle() != h || !f.ResetByUs() || f.Enf.Resets != 2 {
+		t.Fatalf("survivor treated as a new flow: created %v same %v", created, f.Handle() == h)
+	}
+	if f.Dirs[AtoB].NextSeq != 9001 {
+		t.Fatalf("survivor SYN must define the sequence space: %d", f.Dirs[AtoB].NextSeq)
+	}
+	if !tb.Info(f).Blocked {
+		t.Fatal("Info.Blocked false")
+	}
+}
+
+func TestNonFlowPackets(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	icmp := pk(cli, 0, srv, 0, 0, 0, 0, 56, t0)
+	icmp.Proto = capture.ProtoICMP
+	frag := udp(cli, 0, srv, 0, 1000, t0)
+	frag.Frag = capture.FragLater
+	arp := &capture.Packet{Timestamp: t0, WireLen: 60}
+	for _, p := range []*capture.Packet{icmp, frag, arp} {
+		if f, _, created := tb.Update(p); f != nil || created {
+			t.Fatalf("proto %d frag %d: got a flow", p.Proto, p.Frag)
+		}
+	}
+	if tb.Len() != 0 {
+		t.Fatal("flows made")
+	}
+	b := tb.SwapBucket(nil)
+	if b.Pkts() != 3 || b.Bytes() != uint64(icmp.IPLen)+uint64(frag.IPLen)+60 {
+		t.Fatalf("bucket totals %d pkts %d bytes", b.Pkts(), b.Bytes())
+	}
+	if b.Keys(BySrc) != 1 || b.Keys(ByPort) != 2 { // icmp/0 and udp/0
+		t.Fatalf("keys src %d port %d", b.Keys(BySrc), b.Keys(ByPort))
+	}
+}
+
+func TestL2AndHeaderFields(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 16})
+	p := pk(cli, 1, srv, 2, syn, 1, 0, 0, t0)
+	p.VLANs = [2]capture.VLAN{{TPID: 0x88a8, TCI: 100}, {TPID: 0x8100, TCI: 200}}
+	p.NumVLANs = 2
+	p.TTL = 57
+	p.Window = 64240
+	f, _, _ := tb.Update(p)
+	d := f.Dirs[AtoB]
+	if d.VLANs != p.VLANs || d.NumVLANs != 2 || d.TTL != 57 || d.Window != 64240 || d.SrcMAC != p.SrcMAC || d.DstMAC != p.DstMAC {
+		t.Fatalf("L2/L3 fields not kept: %+v", d)
+	}
+	q := pk(srv, 2, cli, 1, synack, 1, 2, 0, t0)
+	q.SrcMAC, q.DstMAC = [6]byte{9}, [6]byte{8}
+	q.TTL = 128
+	f, _, _ = tb.Update(q)
+	if f.Dirs[BtoA].SrcMAC != q.SrcMAC || f.Dirs[BtoA].TTL != 128 || f.Dirs[AtoB].TTL != 57 || f.Dirs[BtoA].NumVLANs != 0 {
+		t.Fatalf("directions mixed up: %+v", f.Dirs)
+	}
+}
+
+func TestEvictionOldestFirst(t *testing.T) {
+	// With a sample as large as the table the choice is exact: the flow
+	// furthest past (or nearest to) its idle deadline goes.
+	tb := NewTable(Config{MaxFlows: 8, EvictSample: 8})
+	var hs []Handle
+	for i := range 8 {
+		p := udp(cli, uint16(1000+i), srv, 53, 10, t0+int64(i)*sec)
+		f, _, _ := tb.Update(p)
+		hs = append(hs, f.Handle())
+	}
+	// Refresh flow 0 so flow 1 becomes the oldest.
+	tb.Update(udp(cli, 1000, srv, 53, 10, t0+10*sec))
+	f, _, created := tb.Update(udp(cli, 2000, srv, 53, 10, t0+11*sec))
+	if !created || f == nil {
+		t.Fatal("new flow not tracked when full")
+	}
+	if tb.Get(hs[1]) != nil {
+		t.Fatal("oldest flow (1) not evicted")
+	}
+	for i, h := range hs {
+		if i != 1 && tb.Get(h) == nil {
+			t.Fatalf("flow %d evicted instead of the oldest", i)
+		}
+	}
+	if st := tb.Stats(); st.Evicted != 1 || st.Flows != 8 {
+		t.Fatalf("stats %+v", st)
+	}
+	if tb.Len() != 8 {
+		t.Fatalf("Len %d", tb.Len())
+	}
+	tb.check(t)
+	if b := tb.SwapBucket(nil); b.Evicted() != 1 {
+		t.Fatalf("bucket evictions %d", b.Evicted())
+	}
+}
+
+func TestEvictionPrefersHalfOpenOverEstablished(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 4, EvictSample: 4})
+	// An established flow idle for 60 s (deadline 5 min away) and three
+	// fresh half-open SYNs (deadline 10 s away): a SYN goes first.
+	tb.Update(pk(cli, 1, srv, 80, syn, 1, 0, 0, t0))
+	tb.Update(pk(srv, 80, cli, 1, synack, 1, 2, 0, t0))
+	est, _, _ := tb.Update(pk(cli, 1, srv, 80, ack, 2, 2, 0, t0))
+	eh := est.Handle()
+	var syns []Handle
+	for i := range 3 {
+		f, _, _ := tb.Update(pk("192.0.2.9", uint16(100+i), srv, 80, syn, 1, 0, 0, t0+60*sec))
+		syns = append(syns, f.Handle())
+	}
+	tb.Update(pk("192.0.2.9", 999, srv, 80, syn, 1, 0, 0, t0+61*sec))
+	if tb.Get(eh) == nil {
+		t.Fatal("established flow evicted before half-open ones")
+	}
+	if tb.Get(syns[0]) != nil {
+		t.Fatal("oldest half-open flow not evicted")
+	}
+}
+
+func TestEvictionSampledAtScale(t *testing.T) {
+	// 4096 flows with distinct ages, then 1024 more: with the default
+	// sample of 8, the evicted flows must be overwhelmingly old ones.
+	const n = 4096
+	tb := NewTable(Config{MaxFlows: n})
+	hs := make([]Handle, n)
+	for i := range n {
+		f, _, _ := tb.Update(udp(cli, uint16(i), srv, 53, 10, t0+int64(i)*sec/100))
+		hs[i] = f.Handle()
+	}
+	for i := range n / 4 {
+		tb.Update(udp("192.0.2.1", uint16(i), srv, 53, 10, t0+100*sec))
+	}
+	oldHalfGone, youngGone := 0, 0
+	for i, h := range hs {
+		if tb.Get(h) == nil {
+			if i < n/2 {
+				oldHalfGone++
+			} else {
+				youngGone++
+			}
+		}
+	}
+	if oldHalfGone+youngGone != n/4 {
+		t.Fatalf("evicted %d, want %d", oldHalfGone+youngGone, n/4)
+	}
+	if youngGone*10 > oldHalfGone {
+		t.Fatalf("evicted %d old and %d young flows: sampling does not favour the old", oldHalfGone, youngGone)
+	}
+	tb.check(t)
+}
+
+func TestExpireByState(t *testing.T) {
+	cfg := Config{MaxFlows: 64, IdleEstablished: 300 * time.Second, IdleHalfOpen: 10 * time.Second, IdleClosed: 5 * time.Second, IdleUDP: 60 * time.Second}
+	tb := NewTable(cfg)
+	// half-open: SYN only
+	half, _, _ := tb.Update(pk("10.1.0.1", 1, srv, 80, syn, 1, 0, 0, t0))
+	// established
+	tb.Update(pk("10.1.0.2", 1, srv, 80, syn, 1, 0, 0, t0))
+	tb.Update(pk(srv, 80, "10.1.0.2", 1, synack, 1, 2, 0, t0))
+	est, _, _ := tb.Update(pk("10.1.0.2", 1, srv, 80, ack, 2, 2, 0, t0))
+	// closed by RST
+	tb.Update(pk("10.1.0.3", 1, srv, 80, syn, 1, 0, 0, t0))
+	closed, _, _ := tb.Update(pk(srv, 80, "10.1.0.3", 1, rstack, 0, 2, 0, t0))
+	// udp
+	u, _, _ := tb.Update(udp("10.1.0.4", 1, srv, 53, 10, t0))
+	hh, he, hc, hu := half.Handle(), est.Handle(), closed.Handle(), u.Handle()
+
+	alive := func(at string, want ...bool) {
+		t.Helper()
+		got := []bool{tb.Get(hh) != nil, tb.Get(he) != nil, tb.Get(hc) != nil, tb.Get(hu) != nil}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%s: alive half/est/closed/udp = %v, want %v", at, got, want)
+			}
+		}
+	}
+	if n := tb.Expire(t0 + 5*sec); n != 0 {
+		t.Fatalf("expired %d at exactly the closed timeout", n)
+	}
+	alive("5s", true, true, true, true)
+	tb.Expire(t0 + 5*sec + 1)
+	alive("5s+1ns", true, true, false, true)
+	tb.Expire(t0 + 11*sec)
+	alive("11s", false, true, false, true)
+	tb.Expire(t0 + 61*sec)
+	alive("61s", false, true, false, false)
+	tb.Expire(t0 + 301*sec)
+	alive("301s", false, false, false, false)
+	if st := tb.Stats(); st.Expired != 4 || st.Flows != 0 || tb.Len() != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	tb.check(t)
+}
+
+func TestExpireActivityKeepsFlowAlive(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 8, IdleUDP: 10 * time.Second})
+	f, _, _ := tb.Update(udp(cli, 1, srv, 2, 1, t0))
+	h := f.Handle()
+	for i := int64(1); i <= 10; i++ {
+		tb.Update(udp(srv, 2, cli, 1, 1, t0+i*8*sec))
+		tb.Expire(t0 + i*8*sec + 5*sec)
+	}
+	if tb.Get(h) == nil {
+		t.Fatal("active flow expired")
+	}
+}
+
+func TestExpireIsBounded(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 1000, ExpireBatch: 100, IdleUDP: time.Second})
+	for i := range 1000 {
+		tb.Update(udp(cli, uint16(i), srv, 53, 1, t0))
+	}
+	total := 0
+	for call := 1; ; call++ {
+		n := tb.Expire(t0 + 10*sec)
+		if n > 100 {
+			t.Fatalf("call %d expired %d > batch 100", call, n)
+		}
+		total += n
+		if total == 1000 {
+			if call != 10 {
+				t.Fatalf("took %d calls, want 10", call)
+			}
+			break
+		}
+		if call > 20 {
+			t.Fatalf("only %d expired after %d calls", total, call)
+		}
+	}
+	tb.check(t)
+	// Freed slots are reused before the table grows.
+	for i := range 10 {
+		tb.Update(udp(cli, uint16(i), srv, 54, 1, t0+20*sec))
+	}
+	if tb.used != 1000 || tb.Len() != 10 {
+		t.Fatalf("used %d len %d", tb.used, tb.Len())
+	}
+	tb.check(t)
+}
+
+func TestHandleInvalidatedOnRecycle(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 1, IdleUDP: time.Second})
+	f, _, _ := tb.Update(udp(cli, 1, srv, 2, 1, t0))
+	h := f.Handle()
+	if tb.Get(h) != f {
+		t.Fatal("Get(fresh handle)")
+	}
+	tb.Expire(t0 + 2*sec)
+	if tb.Get(h) != nil {
+		t.Fatal("handle resolves after expiry")
+	}
+	g, _, _ := tb.Update(udp(cli, 3, srv, 4, 1, t0+3*sec)) // same slot, new flow
+	if g.Handle() == h || tb.Get(h) != nil || tb.Get(g.Handle()) != g {
+		t.Fatal("handle of recycled slot resolves to the new flow")
+	}
+	// Eviction (table of one, full) recycles the slot too.
+	h2 := g.Handle()
+	tb.Update(udp(cli, 5, srv, 6, 1, t0+4*sec))
+	if tb.Get(h2) != nil {
+		t.Fatal("handle resolves after eviction")
+	}
+	if tb.Get(Handle{}) != nil || tb.Get(Handle{idx: 99, gen: 1}) != nil {
+		t.Fatal("zero or out-of-range handle resolves")
+	}
+}
+
+func TestForEach(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 4096})
+	banned := "203.0.113.7"
+	// 100 sessions of the banned address among 2000 others, in both roles.
+	for i := range 50 {
+		tb.Update(pk(banned, uint16(30000+i), srv, 443, syn, 1, 0, 0, t0))
+		tb.Update(pk(cli, uint16(20000+i), banned, 22, syn, 1, 0, 0, t0))
+	}
+	for i := range 2000 {
+		tb.Update(udp(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 200)}).String(), uint16(i), srv, 53, 1, t0))
+	}
+	tb.Update(pk("2001:db8::7", 1, "2001:db8::1", 80, syn, 1, 0, 0, t0))
+	tb.Update(pk("::ffff:203.0.113.7", 1, "2001:db8::1", 80, syn, 1, 0, 0, t0)) // IPv6, not the IPv4 address
+	tb.Update(pk(banned, 5, banned, 6, syn, 1, 0, 0, t0))                       // both ends: visit once
+	tb.check(t)
+
+	count := func(p string) (n int, seen map[Handle]int) {
+		seen = map[Handle]int{}
+		tb.ForEach(netip.MustParsePrefix(p), func(f *Flow) bool {
+			n++
+			seen[f.Handle()]++
+			return true
+		})
+		return n, seen
+	}
+	n, seen := count(banned + "/32")
+	if n != 101 || len(seen) != 101 {
+		t.Fatalf("single IP: %d visits of %d flows, want 101", n, len(seen))
+	}
+	tb.ForEach(netip.MustParsePrefix(banned+"/32"), func(f *Flow) bool {
+		if f.A().String() != banned && f.B().String() != banned {
+			t.Fatalf("visited %v-%v", f.A(), f.B())
+		}
+		return true
+	})
+	if n, _ := count("203.0.113.0/24"); n != 101 {
+		t.Fatalf("/24: %d, want 101", n)
+	}
+	if n, _ := count("198.51.100.0/24"); n != 2000 {
+		t.Fatalf("198.51.100.0/24: %d, want 2000", n)
+	}
+	if n, _ := count("198.51.100.3/32"); n != 10 {
+		t.Fatalf("198.51.100.3: %d, want 10", n)
+	}
+	if n, _ := count("2001:db8::7/128"); n != 1 {
+		t.Fatalf("v6 single: %d", n)
+	}
+	if n, _ := count("2001:db8::/32"); n != 2 {
+		t.Fatalf("v6 prefix: %d", n)
+	}
+	if n, _ := count("0.0.0.0/0"); n != 2101 {
+		t.Fatalf("v4 all: %d", n)
+	}
+	if n, _ := count("192.0.2.1/32"); n != 0 {
+		t.Fatalf("unknown address: %d", n)
+	}
+	// Early stop.
+	k := 0
+	tb.ForEach(netip.MustParsePrefix(banned+"/32"), func(*Flow) bool { k++; return k < 3 })
+	if k != 3 {
+		t.Fatalf("stop: %d", k)
+	}
+	// After expiry the index forgets them.
+	tb.Expire(t0 + time.Hour.Nanoseconds())
+	if n, _ := count(banned + "/32"); n != 0 {
+		t.Fatalf("after expiry: %d", n)
+	}
+	tb.ForEach(netip.Prefix{}, func(*Flow) bool { t.Fatal("invalid prefix visited"); return false })
+	tb.check(t)
+}
+
+func TestInfo(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 8})
+	tb.Update(pk(cli, 7, srv, 80, syn, 1, 0, 0, t0))
+	f, _, _ := tb.Update(pk(srv, 80, cli, 7, synack, 1, 2, 0, t0+sec))
+	in := tb.Info(f)
+	want := Info{Proto: capture.ProtoTCP, A: netip.MustParseAddr(cli), APort: 7, B: netip.MustParseAddr(srv), BPort: 80,
+		State: "syn-received", PktsAB: 1, BytesAB: 40, PktsBA: 1, BytesBA: 40,
+		FirstSeen: time.Unix(0, t0).UTC(), LastSeen: time.Unix(0, t0+sec).UTC()}
+	if in != want {
+		t.Fatalf("Info\n got %+v\nwant %+v", in, want)
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	c := Config{MaxFlows: -5, EvictSample: 1000}.withDefaults()
+	if c.MaxFlows != DefaultMaxFlows || c.IdleEstablished != DefaultIdleEstablished || c.IdleHalfOpen != DefaultIdleHalfOpen ||
+		c.IdleClosed != DefaultIdleClosed || c.IdleUDP != DefaultIdleUDP || c.MaxTalkers != DefaultMaxTalkers || c.EvictSample != 64 {
+		t.Fatalf("%+v", c)
+	}
+	if c := (Config{MaxFlows: 1 << 40}).withDefaults(); c.MaxFlows != maxMaxFlows {
+		t.Fatalf("MaxFlows not clamped: %d", c.MaxFlows)
+	}
+}
