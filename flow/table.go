@@ -30,12 +30,12 @@ type Table struct {
 	epHeads []uint32 // address hash → first ref (slot<<1 | side)
 	epMask  uint64
 
-	used  uint32 // slots 1..used have been handed out at least once
-	free  uint32 // first slot of the free list
-	live  int
-	hand  uint32 // Expire's clock hand
-	rng   uint64 // eviction sampling state (wyrand)
-	now   int64  // latest timestamp seen (packets or Expire)
+	used uint32 // slots 1..used have been handed out at least once
+	free uint32 // first slot of the free list
+	live int
+	hand uint32 // Expire's clock hand
+	rng  uint64 // eviction sampling state (wyrand)
+	now  int64  // latest timestamp seen (packets or Expire)
 
 	idle [4]int64 // timeouts in ns, by timeoutClass
 
