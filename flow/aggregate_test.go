@@ -1,0 +1,338 @@
+package flow
+
+import (
+	"math"
+	"net/netip"
+	"testing"
+	"time"
+
+	"canopy/capture"
+)
+
+// feed plays one second of traffic into tb: n UDP packets of size bytes
+// (IP length) from src to dst, at second s (unix), then swaps the bucket
+// into agg.
+func feedSecond(tb *Table, agg *Aggregator, worker int, s int64, flows []flowSpec) {
+	for _, fs := range flows {
+		for i := range fs.pkts {
+			p := udp(fs.src, fs.sport, fs.dst, fs.dport, 0, s*sec+int64(i))
+			p.IPLen = fs.size
+			tb.Update(p)
+		}
+	}
+	b := tb.SwapBucket(NewBucket(tb.Config().MaxTalkers))
+	agg.Add(worker, b, s)
+}
+
+type flowSpec struct {
+	src, dst     string
+	sport, dport uint16
+	pkts         int
+	size         uint16
+}
+
+func near(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
+
+func findTalker(rows []Talker, k TalkerKind, addr string, port uint16) *Talker {
+	for i := range rows {
+		r := &rows[i]
+		switch k {
+		case BySrc:
+			if r.Src.String() == addr {
+				return r
+			}
+		case ByDst:
+			if r.Dst.String() == addr {
+				return r
+			}
+		case ByPort:
+			if r.Port == port {
+				return r
+			}
+		}
+	}
+	return nil
+}
+
+const s0 = int64(1795824000)
+
+func TestWindowRatesSteadyAndBurst(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64})
+	agg := NewAggregator(0)
+	// 1 Mbit/s: 125 packets of 1000 bytes every second, for 40 seconds.
+	steady := []flowSpec{{src: "10.0.0.5", dst: "10.0.0.9", sport: 999, dport: 80, pkts: 125, size: 1000}}
+	for i := range int64(40) {
+		feedSecond(tb, agg, 0, s0+i, steady)
+		// A window not yet full averages over the seconds seen: 1e6 from the start.
+		snap := agg.Snapshot(10, tb.Len())
+		for w := Window(0); w < NumWindows; w++ {
+			if !near(snap.Totals.Bits[w], 1e6) || !near(snap.Totals.Pkts[w], 125) {
+				t.Fatalf("second %d: totals %v bits %v pkts over %v, want 1e6 / 125", i, snap.Totals.Bits[w], snap.Totals.Pkts[w], w)
+			}
+		}
+	}
+	snap := agg.Snapshot(10, tb.Len())
+	for k := TalkerKind(0); k < NumKinds; k++ {
+		if len(snap.Talkers[k]) != 1 {
+			t.Fatalf("kind %v: %d rows", k, len(snap.Talkers[k]))
+		}
+		r := snap.Talkers[k][0]
+		for w := Window(0); w < NumWindows; w++ {
+			if !near(r.Bits[w], 1e6) || !near(r.Pkts[w], 125) {
+				t.Fatalf("kind %v window %v: %v bit/s %v pkt/s, want 1e6, 125", k, w, r.Bits[w], r.Pkts[w])
+			}
+		}
+		if r.Flows != 1 {
+			t.Fatalf("kind %v: flows %d, want 1", k, r.Flows)
+		}
+		for i, v := range r.Spark {
+			want := float32(1e6)
+			if i < SparkLen-40 {
+				want = 0 // before the sensor started
+			}
+			if v != want {
+				t.Fatalf("kind %v spark[%d] = %v, want %v", k, i, v, want)
+			}
+		}
+	}
+	if r := snap.Talkers[BySrc][0]; r.Src != netip.MustParseAddr("10.0.0.5") || r.Dst.IsValid() {
+		t.Fatalf("src row %v %v", r.Src, r.Dst)
+	}
+	if r := snap.Talkers[ByPair][0]; r.Src != netip.MustParseAddr("10.0.0.5") || r.Dst != netip.MustParseAddr("10.0.0.9") {
+		t.Fatalf("pair row %v %v", r.Src, r.Dst)
+	}
+	if r := snap.Talkers[ByPort][0]; r.Port != 80 || r.Proto != capture.ProtoUDP {
+		t.Fatalf("port row %d/%d", r.Port, r.Proto)
+	}
+	if snap.Totals.ActiveFlows != 1 || !snap.At.Equal(time.Unix(s0+40, 0)) {
+		t.Fatalf("active %d at %v", snap.Totals.ActiveFlows, snap.At)
+	}
+
+	// One second at 11 Mbit/s: shows fully in 2 s, diluted in 10 s, barely in 40 s.
+	burst := []flowSpec{{src: "10.0.0.5", dst: "10.0.0.9", sport: 999, dport: 80, pkts: 1375, size: 1000}}
+	feedSecond(tb, agg, 0, s0+40, burst)
+	snap = agg.Snapshot(10, tb.Len())
+	r := snap.Talkers[BySrc][0]
+	want := [NumWindows]float64{(1e6 + 11e6) / 2, (9e6 + 11e6) / 10, (39e6 + 11e6) / 40}
+	for w := Window(0); w < NumWindows; w++ {
+		if !near(r.Bits[w], want[w]) || !near(snap.Totals.Bits[w], want[w]) {
+			t.Fatalf("burst, window %v: talker %v totals %v, want %v", w, r.Bits[w], snap.Totals.Bits[w], want[w])
+		}
+	}
+	if !(r.Bits[Win2s] > r.Bits[Win10s] && r.Bits[Win10s] > r.Bits[Win40s]) {
+		t.Fatalf("burst not visible first in the short window: %v", r.Bits)
+	}
+	if r.Spark[SparkLen-1] != 11e6 || r.Spark[SparkLen-2] != 1e6 {
+		t.Fatalf("spark tail %v", r.Spark[SparkLen-3:])
+	}
+	// Then silence: the burst leaves the 2 s window after 2 seconds.
+	feedSecond(tb, agg, 0, s0+41, nil)
+	feedSecond(tb, agg, 0, s0+42, nil)
+	snap = agg.Snapshot(10, 0)
+	r = snap.Talkers[BySrc][0]
+	if r.Bits[Win2s] != 0 || !near(r.Bits[Win10s], (7e6+11e6)/10) || r.Flows != 0 {
+		t.Fatalf("after silence: %v flows %d", r.Bits, r.Flows)
+	}
+}
+
+func TestTopNRanking(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64})
+	agg := NewAggregator(0)
+	traffic := []flowSpec{
+		{src: "10.0.0.1", dst: "192.0.2.1", sport: 1, dport: 443, pkts: 10, size: 1500},
+		{src: "10.0.0.2", dst: "192.0.2.1", sport: 2, dport: 22, pkts: 30, size: 1500}, // heaviest source
+		{src: "10.0.0.3", dst: "192.0.2.2", sport: 3, dport: 53, pkts: 20, size: 100},
+		{src: "10.0.0.4", dst: "192.0.2.3", sport: 4, dport: 443, pkts: 15, size: 1500},
+	}
+	for i := range int64(10) {
+		feedSecond(tb, agg, int(i%2), s0+i, traffic)
+	}
+	snap := agg.Snapshot(2, tb.Len())
+	src := snap.Talkers[BySrc]
+	if len(src) != 2 || src[0].Src.String() != "10.0.0.2" || src[1].Src.String() != "10.0.0.4" {
+		t.Fatalf("top 2 sources: %v", src)
+	}
+	if !near(src[0].Bits[Win10s], 30*1500*8) {
+		t.Fatalf("heaviest source rate %v", src[0].Bits[Win10s])
+	}
+	dst := snap.Talkers[ByDst]
+	if dst[0].Dst.String() != "192.0.2.1" || !near(dst[0].Bits[Win10s], 40*1500*8) || dst[0].Flows != 2 {
+		t.Fatalf("top destination %v %v flows %d", dst[0].Dst, dst[0].Bits, dst[0].Flows)
+	}
+	port := snap.Talkers[ByPort]
+	if port[0].Port != 22 || port[0].Flows != 1 || port[1].Port != 443 || port[1].Flows != 2 || !near(port[1].Bits[Win2s], 25*1500*8) {
+		t.Fatalf("ports %+v", port)
+	}
+	all := agg.Snapshot(100, 0)
+	if len(all.Talkers[BySrc]) != 4 || len(all.Talkers[ByPair]) != 4 || len(all.Talkers[ByPort]) != 3 {
+		t.Fatalf("rows %d %d %d", len(all.Talkers[BySrc]), len(all.Talkers[ByPair]), len(all.Talkers[ByPort]))
+	}
+	for k := range all.Talkers {
+		rows := all.Talkers[k]
+		for i := 1; i < len(rows); i++ {
+			if rows[i].Bits[Win10s] > rows[i-1].Bits[Win10s] {
+				t.Fatalf("kind %d not sorted: %v > %v", k, rows[i].Bits[Win10s], rows[i-1].Bits[Win10s])
+			}
+		}
+	}
+}
+
+func TestDistinctFlowsCountedOncePerSecond(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64})
+	// One TCP flow, 5 packets each way in one second; a second flow from
+	// the same client to another port.
+	for i := range int64(5) {
+		tb.Update(pk(cli, 7, srv, 80, psh, 1, 1, 10, t0+i))
+		tb.Update(pk(srv, 80, cli, 7, psh, 1, 1, 10, t0+i))
+	}
+	tb.Update(pk(cli, 8, srv, 443, syn, 1, 0, 0, t0+9))
+	b := tb.SwapBucket(nil)
+	row := func(k TalkerKind, a string, port uint16) *talkerRow {
+		for i := range b.maps[k].rows {
+			r := &b.maps[k].rows[i]
+			if (port != 0 && r.key.port == port) || (port == 0 && addrOf(&r.key.a, r.key.v6).String() == a) {
+				return r
+			}
+		}
+		t.Fatalf("no row %v %s %d", k, a, port)
+		return nil
+	}
+	if r := row(BySrc, cli, 0); r.flows != 2 || r.pkts != 6 {
+		t.Fatalf("src cli: flows %d pkts %d, want 2 6", r.flows, r.pkts)
+	}
+	if r := row(BySrc, srv, 0); r.flows != 1 || r.pkts != 5 {
+		t.Fatalf("src srv: flows %d pkts %d, want 1 5", r.flows, r.pkts)
+	}
+	if r := row(ByPort, "", 80); r.flows != 1 || r.pkts != 10 {
+		t.Fatalf("port 80: flows %d pkts %d, want 1 10 (both directions count for the service port)", r.flows, r.pkts)
+	}
+	if b.NewFlows() != 2 {
+		t.Fatalf("new flows %d", b.NewFlows())
+	}
+	// The next second counts the same flow again, once.
+	tb.Update(pk(cli, 7, srv, 80, psh, 1, 1, 10, t0+sec))
+	tb.Update(pk(cli, 7, srv, 80, psh, 1, 1, 10, t0+sec+1))
+	b = tb.SwapBucket(b)
+	if r := row(BySrc, cli, 0); r.flows != 1 || r.pkts != 2 {
+		t.Fatalf("second 2: flows %d pkts %d", r.flows, r.pkts)
+	}
+	if b.NewFlows() != 0 {
+		t.Fatalf("new flows %d", b.NewFlows())
+	}
+}
+
+func TestBucketOverflowGoesToOther(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64, MaxTalkers: 2})
+	agg := NewAggregator(0)
+	var traffic []flowSpec
+	for i := range 5 {
+		traffic = append(traffic, flowSpec{src: netip.AddrFrom4([4]byte{10, 9, 0, byte(i)}).String(), dst: srv, sport: 1, dport: uint16(100 + i), pkts: 1 + i, size: 100})
+	}
+	feedSecond(tb, agg, 0, s0, traffic)
+	snap := agg.Snapshot(10, 0)
+	src := snap.Talkers[BySrc]
+	if len(src) != 3 {
+		t.Fatalf("rows %d, want 2 keys + other", len(src))
+	}
+	var other *Talker
+	sum := 0.0
+	for i := range src {
+		sum += src[i].Pkts[Win2s]
+		if src[i].Other {
+			other = &src[i]
+		}
+	}
+	if other == nil || other.Src.IsValid() || other.Pkts[Win2s] != 3+4+5 || sum != 15 {
+		t.Fatalf("other row %+v, sum %v", other, sum)
+	}
+}
+
+func TestAggregatorTrackingLimitAndForgetting(t *testing.T) {
+	agg := NewAggregator(2)
+	b := NewBucket(16)
+	for i := range 4 {
+		a := [16]byte{15: byte(i)}
+		b.add(&a, &a, 0, 1, 6, 100, true, true)
+	}
+	agg.Add(0, b, s0)
+	snap := agg.Snapshot(10, 0)
+	if len(snap.Talkers[BySrc]) != 3 || !snap.Talkers[BySrc][2].Other && !snap.Talkers[BySrc][0].Other {
+		t.Fatalf("rows %+v", snap.Talkers[BySrc])
+	}
+	if b.dirty() {
+		t.Fatal("Add did not clear the bucket")
+	}
+	// 60 silent seconds later the tracked keys are forgotten and new ones fit.
+	agg.Add(0, NewBucket(16), s0+SparkLen)
+	if n := len(agg.kinds[BySrc].index); n != 0 {
+		t.Fatalf("%d keys still tracked after %d silent seconds", n, SparkLen)
+	}
+	snap = agg.Snapshot(10, 0)
+	if len(snap.Talkers[BySrc]) != 0 || snap.Totals.Bits[Win40s] != 0 {
+		t.Fatalf("stale rows: %+v", snap.Talkers[BySrc])
+	}
+}
+
+func TestAggregatorLateAndOutOfOrderBuckets(t *testing.T) {
+	agg := NewAggregator(0)
+	mk := func(pkts int) *Bucket {
+		b := NewBucket(16)
+		a := [16]byte{15: 1}
+		for range pkts {
+			b.add(&a, &a, 0, 1, 6, 125, false, false)
+			b.pkts++
+			b.bytes += 125
+		}
+		return b
+	}
+	// Worker 0 delivers seconds 0..9; worker 1 delivers second 5 late, after 9.
+	for i := range int64(10) {
+		agg.Add(0, mk(1000), s0+i)
+	}
+	agg.Add(1, mk(1000), s0+5)
+	snap := agg.Snapshot(1, 0)
+	if !near(snap.Totals.Bits[Win10s], 11e6/10) || !near(snap.Talkers[BySrc][0].Bits[Win10s], 11e6/10) {
+		t.Fatalf("10 s with a late bucket: %v", snap.Totals.Bits[Win10s])
+	}
+	if !near(snap.Totals.Bits[Win2s], 1e6) {
+		t.Fatalf("2 s must not include the late second 5: %v", snap.Totals.Bits[Win2s])
+	}
+	// The late second leaves the 10 s window on time.
+	agg.Add(0, mk(1000), s0+10)
+	agg.Add(0, mk(1000), s0+11)
+	agg.Add(0, mk(1000), s0+12)
+	agg.Add(0, mk(1000), s0+13)
+	agg.Add(0, mk(1000), s0+14)
+	agg.Add(0, mk(1000), s0+15)
+	snap = agg.Snapshot(1, 0)
+	if !near(snap.Totals.Bits[Win10s], 1e6) {
+		t.Fatalf("late second did not leave the window: %v", snap.Totals.Bits[Win10s])
+	}
+	// Too old for the history: dropped and counted.
+	agg.Add(1, mk(1000), s0+15-SparkLen)
+	if agg.Late() != 1 {
+		t.Fatalf("late %d", agg.Late())
+	}
+	// A gap longer than the history clears everything.
+	agg.Add(0, mk(0), s0+200)
+	snap = agg.Snapshot(1, 0)
+	if snap.Totals.Bits[Win40s] != 0 || snap.Totals.Pkts[Win40s] != 0 {
+		t.Fatalf("after a long gap: %v", snap.Totals)
+	}
+}
+
+func TestSnapshotEmptyAndEvictions(t *testing.T) {
+	agg := NewAggregator(0)
+	if s := agg.Snapshot(10, 7); !s.At.IsZero() || s.Totals.ActiveFlows != 7 {
+		t.Fatalf("empty snapshot %+v", s.Totals)
+	}
+	tb := NewTable(Config{MaxFlows: 2})
+	for i := range 5 {
+		tb.Update(udp(cli, uint16(i), srv, 1, 1, t0))
+	}
+	agg.Add(0, tb.SwapBucket(nil), s0)
+	s := agg.Snapshot(10, tb.Len())
+	if s.Totals.Evictions != 3 || !near(s.Totals.NewFlows, 5) {
+		t.Fatalf("evictions %d new flows/s %v", s.Totals.Evictions, s.Totals.NewFlows)
+	}
+}
