@@ -137,10 +137,12 @@ func demoSnapshot() sensor.Snapshot {
 		talker("203.0.113.7", 912e6, 850e6, 400e6, 1840),
 		talker("198.51.100.23", 120e6, 230e6, 210e6, 12),
 		talker("10.0.0.5", 80e6, 95e6, 60e6, 44),
-		talker("192.0.2.99", 40e6, 41e6, 44e6, 3),
+		talker("192.0.2.99", 40e6, 41e6, 70e6, 3),
 		talker("10.1.2.3", 5e6, 6e6, 7e6, 310),
 		talker("172.16.4.4", 1e6, 0.5e6, 0.2e6, 2),
 	}
+	// 10.1.2.3 floods small packets: last by bits, first by packets.
+	src[4].Pkts = [flow.NumWindows]float64{310e3, 300e3, 280e3}
 	dst := []flow.Talker{
 		{Dst: mustAddr("10.0.0.80"), Bits: [3]float64{900e6, 880e6, 500e6}, Pkts: [3]float64{110e3, 105e3, 60e3}, Flows: 1900},
 		{Dst: mustAddr("10.0.0.53"), Bits: [3]float64{3e6, 2e6, 2e6}, Pkts: [3]float64{900, 800, 700}, Flows: 60},
