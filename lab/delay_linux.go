@@ -381,7 +381,8 @@ func parseCmsgs(oob []byte) (m frameMeta) {
 	tsLen := unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{})))
 	for len(oob) >= unix.SizeofCmsghdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
-		if h.Len < unix.SizeofCmsghdr || int(h.Len) > len(oob) {
+		// Compare unsigned: a huge Len must not turn negative as an int.
+		if h.Len < unix.SizeofCmsghdr || h.Len > uint64(len(oob)) {
 			return m
 		}
 		data := oob[unix.CmsgLen(0):]
