@@ -1,0 +1,367 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Live is a Source reading AF_PACKET rings: per worker one TPACKET_V3 socket
+// on each interface, all of an interface's sockets joined in one
+// PACKET_FANOUT hash group (symmetric, so both directions of a flow reach
+// the same worker; defragmenting, so fragments follow their flow), plus an
+// optional low-latency lane (see LiveConfig.Lane).
+//
+// Each interface has its own group (the kernel only groups sockets bound to
+// the same device), every group has the same member count and is joined in
+// worker order, and the symmetric hash uses one per-boot seed. So a flow
+// maps to the same worker index in every group: on both TAP legs, and in the
+// lane as in the bulk ring.
+type Live struct {
+	cfg     LiveConfig
+	workers []*liveWorker
+	closing atomic.Bool
+	closed  bool
+
+	statsMu sync.Mutex // guards socket counters and closed sockets
+	socks   []*sock    // every socket, in a stable order for Stats
+}
+
+// liveWorker is one worker's sockets and wake machinery. Only its Run
+// goroutine touches the rings.
+type liveWorker struct {
+	bulk, lane []*sock
+	efd        int           // eventfd: Wake, ctx cancel and Close kick the poll
+	pfds       []unix.PollFd // lanes, then bulks, then efd
+	wakeReq    atomic.Bool   // Wake asked for an Idle call
+	stopReq    atomic.Bool   // the current Run's ctx is done
+	runMu      sync.Mutex    // held for the duration of Run; Close waits on it
+	bytes      atomic.Uint64 // bytes handed to the handler
+	laneFrames atomic.Uint64 // frames delivered from lane rings
+	// efdMu keeps Close from closing efd under a concurrent Wake: a
+	// write to a closed and reused fd number would hit someone's file.
+	efdMu sync.RWMutex
+}
+
+var eventOne = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
+
+// OpenLive opens and joins every socket, for every worker and interface,
+// before returning, so the fanout groups are complete before anyone reads
+// (the flow→worker mapping changes whenever membership changes). It must be
+// called inside the network namespace whose interfaces it opens; the
+// sockets stay in that namespace afterwards. Needs root or CAP_NET_RAW.
+func OpenLive(cfg LiveConfig) (*Live, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BlockSize%osPageSize != 0 {
+		return nil, fmt.Errorf("live capture: block size %d is not a multiple of the page size %d", cfg.BlockSize, osPageSize)
+	}
+	l := &Live{cfg: cfg, workers: make([]*liveWorker, cfg.Workers)}
+	ok := false
+	defer func() {
+		if !ok {
+			l.closeAll()
+		}
+	}()
+	for i := range l.workers {
+		efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			return nil, fmt.Errorf("live capture: eventfd: %w", err)
+		}
+		l.workers[i] = &liveWorker{efd: efd}
+	}
+	laneProg, err := laneFilter()
+	if err != nil {
+		return nil, err
+	}
+	for port, name := range cfg.Ifaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("live capture: interface %s: %w (is canopy running in the right network namespace?)", name, err)
+		}
+		if ifi.Flags&net.FlagUp == 0 {
+			return nil, fmt.Errorf("live capture: interface %s is down: bring it up (ip link set %s up) or nothing will be captured", name, name)
+		}
+		// Bulk sockets first, joined in worker order; then the lane,
+		// in the same order, so worker i is member i of both groups.
+		var bulkID, laneID uint16
+		if cfg.FanoutID != 0 {
+			bulkID, laneID = cfg.FanoutID+uint16(2*port), cfg.FanoutID+uint16(2*port+1)
+		}
+		for i, w := range l.workers {
+			s, err := openSock(ifi, uint8(port), &cfg, false)
+			if err != nil {
+				return nil, fmt.Errorf("live capture, worker %d: %w", i, err)
+			}
+			l.socks = append(l.socks, s)
+			w.bulk = append(w.bulk, s)
+			if bulkID, err = s.joinFanout(bulkID, unix.PACKET_FANOUT_FLAG_DEFRAG); err != nil {
+				return nil, fmt.Errorf("live capture, worker %d: %w", i, err)
+			}
+		}
+		if !cfg.Lane {
+			continue
+		}
+		for i, w := range l.workers {
+			s, err := openSock(ifi, uint8(port), &cfg, true)
+			if err != nil {
+				return nil, fmt.Errorf("live capture, worker %d: %w", i, err)
+			}
+			l.socks = append(l.socks, s)
+			w.lane = append(w.lane, s)
+			// No DEFRAG here: two defragmenting groups would feed the same
+			// reassembly queue and steal each other's fragments. The lane
+			// filter rejects IPv4 fragments instead (see laneFilter).
+			if laneID, err = s.joinFanout(laneID, 0); err != nil {
+				return nil, fmt.Errorf("live capture, worker %d: %w", i, err)
+			}
+		}
+	}
+	// Every group is complete: let frames in.
+	for _, s := range l.socks {
+		if s.lane {
+			err = attachFilter(s.fd, laneProg)
+		} else {
+			err = unix.SetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_DETACH_FILTER, 0)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("live capture on %s: install filter: %w", s.iface, err)
+		}
+	}
+	for _, w := range l.workers {
+		for _, s := range w.lane {
+			w.pfds = append(w.pfds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+		}
+		for _, s := range w.bulk {
+			w.pfds = append(w.pfds, unix.PollFd{Fd: int32(s.fd), Events: unix.POLLIN})
+		}
+		w.pfds = append(w.pfds, unix.PollFd{Fd: int32(w.efd), Events: unix.POLLIN})
+	}
+	// Counters start now, not at socket creation.
+	l.statsMu.Lock()
+	for _, s := range l.socks {
+		s.readStats()
+		s.packets, s.drops, s.freezes = 0, 0, 0
+	}
+	l.statsMu.Unlock()
+	ok = true
+	return l, nil
+}
+
+// Workers is the number of workers (fanout members per interface).
+func (l *Live) Workers() int { return len(l.workers) }
+
+// errClosed is returned by Run on a closed Live.
+var errClosed = errors.New("live capture is closed")
+
+// Run delivers worker i's frames to h until ctx is done (nil) or l is
+// closed (nil). Lane frames are drained before every bulk block; Idle is
+// called when the rings are empty and 100 ms have passed since the last
+// Idle, and promptly after Wake (the wake flag is checked between blocks,
+// so a busy worker still serves it).
+func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
+	if worker < 0 || worker >= len(l.workers) {
+		return fmt.Errorf("live capture: worker %d does not exist (have %d)", worker, len(l.workers))
+	}
+	w := l.workers[worker]
+	if !w.runMu.TryLock() {
+		return fmt.Errorf("live capture: worker %d is already running", worker)
+	}
+	defer w.runMu.Unlock()
+	if l.closing.Load() {
+		return errClosed
+	}
+	w.stopReq.Store(false)
+	stop := context.AfterFunc(ctx, func() {
+		w.stopReq.Store(true)
+		w.kick()
+	})
+	defer stop()
+
+	var (
+		m        Meta
+		lastIdle = time.Now().UnixNano()
+		drain    [8]byte
+	)
+	for {
+		if w.stopReq.Load() || l.closing.Load() {
+			return nil
+		}
+		got := w.drainLanes(h, &m)
+		for _, s := range w.bulk {
+			for s.v3Ready() {
+				n, b := s.v3Block(h, &m)
+				got += n
+				w.bytes.Add(uint64(b))
+				// The lane first, and a Wake or stop must not wait
+				// for a backlog of blocks.
+				got += w.drainLanes(h, &m)
+				if w.wakeReq.Load() {
+					lastIdle = w.serveWake(h, &drain)
+				}
+				if w.stopReq.Load() || l.closing.Load() {
+					return nil
+				}
+			}
+		}
+		if w.wakeReq.Load() {
+			lastIdle = w.serveWake(h, &drain)
+		}
+		if got > 0 {
+			continue
+		}
+		now := time.Now().UnixNano()
+		if now-lastIdle >= int64(idleEvery) {
+			h.Idle(now)
+			lastIdle = now
+			continue
+		}
+		wait := (int64(idleEvery) - (now - lastIdle) + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+		if _, err := unix.Poll(w.pfds, int(wait)); err != nil && err != unix.EINTR {
+			return fmt.Errorf("live capture, worker %d: poll: %w", worker, err)
+		}
+		for i := range w.pfds {
+			if w.pfds[i].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 && i < len(w.pfds)-1 {
+				return w.pollError(i)
+			}
+		}
+	}
+}
+
+// pollError explains a poll error on one of the worker's sockets: usually
+// the interface went away.
+func (w *liveWorker) pollError(i int) error {
+	var s *sock
+	if i < len(w.lane) {
+		s = w.lane[i]
+	} else {
+		s = w.bulk[i-len(w.lane)]
+	}
+	_, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	return fmt.Errorf("live capture on %s: socket error (revents %#x, %v): the interface may have gone down or been removed", s.iface, w.pfds[i].Revents, err)
+}
+
+func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
+	n := 0
+	for _, s := range w.lane {
+		n += s.v2Drain(h, m)
+	}
+	if n > 0 {
+		w.laneFrames.Add(uint64(n))
+	}
+	return n
+}
+
+// serveWake clears the wake request and calls Idle; it returns the time.
+func (w *liveWorker) serveWake(h Handler, buf *[8]byte) int64 {
+	w.wakeReq.Store(false)
+	unix.Read(w.efd, buf[:]) // clear the eventfd; EAGAIN when already clear
+	now := time.Now().UnixNano()
+	h.Idle(now)
+	return now
+}
+
+// kick makes the worker's poll return.
+func (w *liveWorker) kick() {
+	w.efdMu.RLock()
+	if w.efd >= 0 {
+		unix.Write(w.efd, eventOne[:])
+	}
+	w.efdMu.RUnlock()
+}
+
+// Wake makes worker i's Run call h.Idle promptly. It is cheap (an atomic
+// flag; one eventfd write only when the flag was clear) and safe from any
+// goroutine.
+func (l *Live) Wake(worker int) {
+	if worker < 0 || worker >= len(l.workers) {
+		return
+	}
+	w := l.workers[worker]
+	if w.wakeReq.CompareAndSwap(false, true) {
+		w.kick()
+	}
+}
+
+// Stats reads and accumulates every socket's kernel counters (reading
+// clears them in the kernel) and returns per-socket and total counts. The
+// totals cover the bulk sockets (every frame once); lane sockets report
+// their own counts per socket, and LanePackets counts lane deliveries.
+// Safe from any goroutine, also after Close (last values).
+func (l *Live) Stats() Stats {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	var st Stats
+	for _, s := range l.socks {
+		s.readStats()
+	}
+	for wi, w := range l.workers {
+		for _, group := range [][]*sock{w.bulk, w.lane} {
+			for _, s := range group {
+				st.Sockets = append(st.Sockets, SocketStats{
+					Iface: s.iface, Worker: wi, Lane: s.lane,
+					Packets: s.packets, Drops: s.drops, QueueFreezes: s.freezes,
+				})
+				if !s.lane {
+					st.Packets += s.packets
+					st.Drops += s.drops
+					st.QueueFreezes += s.freezes
+				}
+			}
+		}
+		st.Bytes += w.bytes.Load()
+		st.LanePackets += w.laneFrames.Load()
+	}
+	return st
+}
+
+// Close stops every Run (they return nil), waits for them to return, and
+// only then unmaps the rings and closes the sockets, so no reader can touch
+// freed memory.
+func (l *Live) Close() error {
+	if l.closing.Swap(true) {
+		return nil
+	}
+	for _, w := range l.workers {
+		w.kick()
+	}
+	for _, w := range l.workers {
+		w.runMu.Lock() // waits for a running Run; later Runs see closing
+		defer w.runMu.Unlock()
+	}
+	l.statsMu.Lock()
+	for _, s := range l.socks {
+		s.readStats() // keep the final counts for Stats after Close
+	}
+	l.statsMu.Unlock()
+	l.closeAll()
+	return nil
+}
+
+func (l *Live) closeAll() {
+	l.statsMu.Lock()
+	defer l.statsMu.Unlock()
+	for _, s := range l.socks {
+		s.close()
+	}
+	for _, w := range l.workers {
+		if w == nil {
+			continue
+		}
+		w.efdMu.Lock()
+		if w.efd >= 0 {
+			unix.Close(w.efd)
+			w.efd = -1
+		}
+		w.efdMu.Unlock()
+	}
+	l.closed = true
+}
