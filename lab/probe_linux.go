@@ -378,3 +378,28 @@ func (ss *Sessions) Close() []Session {
 	}
 	return ss.Snapshot()
 }
+
+// Dial connects from src (one of the client's addresses; invalid means
+// let the kernel choose) to address in the client namespace, like
+// net.Dialer.DialContext; network is "tcp", "tcp4", "tcp6", "udp", "udp4"
+// or "udp6". The connection can be used from any goroutine. It fits
+// http.Transport.DialContext:
+//
+//	DialContext: func(ctx context.Context, n, a string) (net.Conn, error) { return l.Dial(ctx, src, n, a) }
+func (l *Lab) Dial(ctx context.Context, src netip.Addr, network, address string) (net.Conn, error) {
+	var d net.Dialer
+	if src.IsValid() {
+		switch network {
+		case "udp", "udp4", "udp6":
+			d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		default:
+			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		}
+	}
+	var c net.Conn
+	err := l.Do(Client, func() (err error) {
+		c, err = d.DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}
