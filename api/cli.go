@@ -324,7 +324,8 @@ func expiresIn(t, now time.Time) string {
 	return "in " + humanDuration(d)
 }
 
-// humanDuration rounds to the two largest units: 3d4h, 2h5m, 59m, 42s.
+// humanDuration truncates to the two largest units: 3d4h, 2h5m, 59m, 42s
+// (a ban for 1h shows "in 59m" a moment later, never more than is left).
 func humanDuration(d time.Duration) string {
 	switch {
 	case d >= 24*time.Hour:
@@ -340,9 +341,9 @@ func humanDuration(d time.Duration) string {
 		}
 		return fmt.Sprintf("%dh%dm", h, m)
 	case d >= time.Minute:
-		return fmt.Sprintf("%dm", (d+30*time.Second)/time.Minute)
+		return fmt.Sprintf("%dm", d/time.Minute)
 	}
-	return fmt.Sprintf("%ds", (d+time.Second/2)/time.Second)
+	return fmt.Sprintf("%ds", d/time.Second)
 }
 
 // oneLine keeps a table cell on one line and at most n runes.

@@ -50,6 +50,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c caller) error 
 				select {
 				case queue <- ev:
 				default:
+					s.stats.sseSlowCuts.Add(1)
 					close(overflow)
 					return
 				}
@@ -68,7 +69,10 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c caller) error 
 	w.WriteHeader(http.StatusOK)
 	var buf bytes.Buffer
 	send := func() error {
-		_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
+		if s.sseHook != nil {
+			s.sseHook()
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(s.sseWrite))
 		if _, err := w.Write(buf.Bytes()); err != nil {
 			return err
 		}
@@ -93,7 +97,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c caller) error 
 			if !ok {
 				select {
 				case <-overflow:
-					s.stats.sseSlowCuts.Add(1)
 					s.log.Warn("api: SSE client too slow, disconnected", "by", c.name, "remote", r.RemoteAddr, "queued", s.eventQueue)
 					closeWith(slowReason(s.eventQueue))
 				default:
@@ -121,7 +124,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, c caller) error 
 				return nil
 			}
 		case <-overflow:
-			s.stats.sseSlowCuts.Add(1)
 			s.log.Warn("api: SSE client too slow, disconnected", "by", c.name, "remote", r.RemoteAddr, "queued", s.eventQueue)
 			closeWith(slowReason(s.eventQueue))
 			return nil

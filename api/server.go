@@ -77,6 +77,8 @@ type Server struct {
 	// Tunables, fixed after NewServer; tests shrink them.
 	eventQueue int           // events buffered per SSE client before it is cut off
 	heartbeat  time.Duration // SSE comment interval, keeps proxies from timing out
+	sseWrite   time.Duration // how long one SSE write may block before the client is dropped
+	sseHook    func()        // tests: called before each SSE write; nil in production
 
 	stats     apiStats
 	decisions decisionCursors
@@ -134,6 +136,7 @@ func NewServer(cfg Config) (*Server, error) {
 		stop:       make(chan struct{}),
 		eventQueue: 1024,
 		heartbeat:  15 * time.Second,
+		sseWrite:   sseWriteTimeout,
 	}
 	s.decisions.init()
 	s.handler = s.routes()
