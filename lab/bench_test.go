@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkDelayLine sends b.N small UDP datagrams from the client to the
@@ -35,6 +37,9 @@ func BenchmarkDelayLine(b *testing.B) {
 	}()
 	msg := make([]byte, 64)
 	before := l.DelayLineStats()
+	// allocs/op covers the whole process per datagram: sender, UDP echo
+	// server and both delay-line directions (~2 frames per op).
+	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
@@ -78,4 +83,14 @@ func BenchmarkProbe(b *testing.B) {
 		b.Fatalf("probe: %+v", res)
 	}
 	b.ReportMetric(float64(res.Completed)/res.Elapsed.Seconds(), "conns/s")
+}
+
+// BenchmarkParseCmsgs measures the delay line's per-frame control-message
+// parsing (VLAN tag and kernel timestamp).
+func BenchmarkParseCmsgs(b *testing.B) {
+	oob := auxCmsg(0x202a, 0x88a8, unix.TP_STATUS_VLAN_VALID|unix.TP_STATUS_VLAN_TPID_VALID)
+	b.ReportAllocs()
+	for b.Loop() {
+		parseCmsgs(oob)
+	}
 }

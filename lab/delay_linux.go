@@ -28,6 +28,7 @@ import (
 const (
 	delaySlotSize = 2048                    // veth MTU 1500 + Ethernet + room for re-inserted VLAN tags
 	vlanOff       = 4                       // frames are read at this offset so a tag can be put back in front
+	writerNice    = -10                     // nice value of the writer threads while they run
 	coarseSleep   = 1500 * time.Microsecond // below this the writer uses nanosleep, above a Go timer
 )
 
@@ -276,6 +277,12 @@ func (dir *delayDir) write(stop <-chan struct{}) {
 	// Timer slack is per thread; the default 50 µs would be our jitter.
 	_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1000, 0, 0, 0)
 	defer unix.Prctl(unix.PR_SET_TIMERSLACK, 0, 0, 0, 0) // back to the default
+	// A wire must not stall because a busy machine runs something else:
+	// raise this thread's CFS weight (nice -10, this thread only; root).
+	tid := unix.Gettid()
+	if unix.Setpriority(unix.PRIO_PROCESS, tid, writerNice) == nil {
+		defer unix.Setpriority(unix.PRIO_PROCESS, tid, 0)
+	}
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	var (
