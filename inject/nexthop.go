@@ -19,7 +19,8 @@ const DefaultRefresh = 30 * time.Second
 // looked up in the kernel's neighbour table for iface; when it is absent or
 // unusable, ResolveNextHop asks the kernel to resolve it (ARP or neighbour
 // discovery, as traffic to it would) and polls until the entry is usable
-// (REACHABLE, STALE, DELAY, PROBE or PERMANENT) or ctx ends. Call it from
+// (REACHABLE, STALE, DELAY, PROBE or PERMANENT) or ctx ends; a STALE entry
+// is used at once and the kernel asked to re-verify it. Call it from
 // the network namespace that holds iface. The error names the IP and the
 // interface and tells the operator how to get past it.
 func ResolveNextHop(ctx context.Context, iface string, hop string) (net.HardwareAddr, error) {
@@ -35,7 +36,7 @@ func ResolveNextHop(ctx context.Context, iface string, hop string) (net.Hardware
 		return nil, err
 	}
 	defer r.close()
-	mac, err := r.resolve(ctx, ip, false)
+	mac, err := r.resolve(ctx, ip)
 	if err != nil {
 		return nil, err
 	}
@@ -107,7 +108,7 @@ func NewNextHop(ctx context.Context, iface, hop string, refresh time.Duration) (
 	if err != nil {
 		return nil, err
 	}
-	mac, err := r.resolve(ctx, ip, false)
+	mac, err := r.resolve(ctx, ip)
 	if err != nil {
 		r.close()
 		return nil, err
@@ -166,7 +167,7 @@ func (n *NextHop) Refresh(ctx context.Context) error {
 	}
 	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	mac, err := n.res.resolve(rctx, n.ip, true)
+	mac, err := n.res.resolve(rctx, n.ip)
 	if err != nil {
 		n.err.Store(&err)
 		return err

@@ -14,7 +14,7 @@ func newResolver(iface string) (*resolver, error) { return nil, errNoResolver }
 
 func (r *resolver) close() {}
 
-func (r *resolver) resolve(ctx context.Context, ip netip.Addr, force bool) ([6]byte, error) {
+func (r *resolver) resolve(ctx context.Context, ip netip.Addr) ([6]byte, error) {
 	return [6]byte{}, errNoResolver
 }
 
