@@ -1,0 +1,288 @@
+package sensor
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"canopy/capture"
+	"canopy/inject"
+	"canopy/rules"
+)
+
+// scriptSource is a capture.Source that plays a fixed list of frames to one
+// worker, then ends like a capture file. It stands in for the ring so the
+// engine's decisions can be checked frame by frame; the live path is
+// covered by the lab tests.
+type scriptSource struct {
+	frames [][]byte
+	gaps   []time.Duration // per frame: pause before it (lets the test add bans mid-stream)
+	ts     []int64
+	hook   func(i int)
+	stats  capture.Stats
+	mu     sync.Mutex
+}
+
+func (s *scriptSource) Workers() int { return 1 }
+func (s *scriptSource) Wake(int)     {}
+func (s *scriptSource) Close() error { return nil }
+func (s *scriptSource) Stats() capture.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+func (s *scriptSource) Run(ctx context.Context, _ int, h capture.Handler) error {
+	for i, f := range s.frames {
+		if s.hook != nil {
+			s.hook(i)
+		}
+		h.Idle(s.ts[i]) // runs control requests queued by the hook
+		m := capture.Meta{Timestamp: s.ts[i], WireLen: uint32(len(f))}
+		h.Frame(f, &m)
+		s.mu.Lock()
+		s.stats.Packets++
+		s.mu.Unlock()
+	}
+	h.Idle(s.ts[len(s.ts)-1] + int64(time.Second))
+	return nil
+}
+
+var (
+	macClient = net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	macServer = net.HardwareAddr{2, 0, 0, 0, 0, 2}
+)
+
+// tcpFrame builds an Ethernet/IPv4-or-6/TCP frame.
+func tcpFrame(t testing.TB, src, dst netip.AddrPort, seq, ack uint32, flags string, payload string, ttl uint8) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: macClient, DstMAC: macServer, EthernetType: layers.EthernetTypeIPv4}
+	if strings.HasPrefix(src.Addr().String(), "192.0.2.") { // the server side
+		eth.SrcMAC, eth.DstMAC = macServer, macClient
+	}
+	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: seq, Ack: ack, Window: 502,
+		SYN: strings.Contains(flags, "S"), ACK: strings.Contains(flags, "A"), FIN: strings.Contains(flags, "F"),
+		RST: strings.Contains(flags, "R"), PSH: strings.Contains(flags, "P")}
+	var net gopacket.NetworkLayer
+	if src.Addr().Is4() {
+		ip := &layers.IPv4{Version: 4, TTL: ttl, Protocol: layers.IPProtocolTCP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+		net = ip
+	} else {
+		eth.EthernetType = layers.EthernetTypeIPv6
+		net = &layers.IPv6{Version: 6, HopLimit: ttl, NextHeader: layers.IPProtocolTCP, SrcIP: src.Addr().AsSlice(), DstIP: dst.Addr().AsSlice()}
+	}
+	if err := tcp.SetNetworkLayerForChecksum(net); err != nil {
+		t.Fatal(err)
+	}
+	buf := gopacket.NewSerializeBuffer()
+	err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, net.(gopacket.SerializableLayer), tcp, gopacket.Payload(payload))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+type harness struct {
+	t     *testing.T
+	store *rules.Store
+	rec   *inject.Recorder
+	e     *Engine
+}
+
+func newHarness(t *testing.T, src capture.Source, mode Mode) *harness {
+	t.Helper()
+	store, err := rules.Open(rules.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	rec := inject.NewRecorder(64)
+	e, err := New(Config{
+		Mode:      mode,
+		Injection: Injection{Sender: rec, SrcMAC: [6]byte{2, 0, 0, 0, 0, 9}, NextHop: fixedMAC{2, 0, 0, 0, 0, 0xaa}},
+	}, src, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &harness{t: t, store: store, rec: rec, e: e}
+}
+
+type fixedMAC [6]byte
+
+func (m fixedMAC) MAC() [6]byte { return m }
+
+func (h *harness) ban(value string) {
+	h.t.Helper()
+	if _, _, err := h.store.Add(rules.Request{Kind: rules.KindBan, Value: value, Origin: rules.OriginAPI, Reason: "test"}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// sent decodes every frame the recorder saw.
+func sentResets(t *testing.T, rec *inject.Recorder) []string {
+	t.Helper()
+	return rec.Last()
+}
+
+func TestEngineResetsBannedHandshakeAndData(t *testing.T) {
+	client := netip.MustParseAddrPort("198.51.100.7:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:7")
+	base := time.Now().UnixNano()
+	src := &scriptSource{
+		frames: [][]byte{
+			tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+			tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
+			tcpFrame(t, client, server, 1001, 5001, "AP", "hello\n", 61),
+		},
+		ts: []int64{base, base + 50_000, base + 100_000},
+	}
+	h := newHarness(t, src, ModeEnforce)
+	h.ban("198.51.100.7")
+	if err := h.e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := sentResets(t, h.rec)
+	want := []string{
+		// SYN: refuse the client (ack = ISN+1), drop the server's half-open side.
+		"RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=0 ack=1001 ttl=64",
+		"RST 198.51.100.7:40000 > 192.0.2.10:7 seq=1001 ttl=61",
+		// SYN-ACK: both sides' exact numbers (toward its sender, the server, first).
+		"RST|ACK 198.51.100.7:40000 > 192.0.2.10:7 seq=1001 ack=5001 ttl=61",
+		"RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=5001 ack=1001 ttl=63",
+	}
+	if len(got) < 6 {
+		t.Fatalf("sent %d frames, want 6:\n%s", len(got), strings.Join(got, "\n"))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("frame %d:\n got %s\nwant %s…", i, got[i], w)
+		}
+	}
+	// Data: chase the client's ack (toward the client) and the byte after
+	// its payload (toward the server).
+	if !strings.HasPrefix(got[4], "RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=5001 ack=1007") ||
+		!strings.HasPrefix(got[5], "RST|ACK 198.51.100.7:40000 > 192.0.2.10:7 seq=1007 ack=5001") {
+		t.Errorf("data resets:\n%s\n%s", got[4], got[5])
+	}
+	s := h.e.Snapshot()
+	if s.Status.Blocks.Attempted != 1 || s.Status.Blocks.ResetsSent != 6 {
+		t.Errorf("block stats %+v", s.Status.Blocks)
+	}
+	if len(s.Blocks) != 1 || s.Blocks[0].ToSrc != 3 || s.Blocks[0].ToDst != 3 || s.Blocks[0].Src != client.Addr() {
+		t.Errorf("live blocks %+v", s.Blocks)
+	}
+	if s.Status.Blocks.ReactionP99 <= 0 {
+		t.Errorf("no reaction latency recorded")
+	}
+}
+
+func TestEngineLeavesUnbannedAndAllowlistedAlone(t *testing.T) {
+	client := netip.MustParseAddrPort("198.51.100.8:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:7")
+	base := time.Now().UnixNano()
+	src := &scriptSource{
+		frames: [][]byte{
+			tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+			tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
+		},
+		ts: []int64{base, base + 50_000},
+	}
+	h := newHarness(t, src, ModeEnforce)
+	h.ban("198.51.100.7") // a neighbour, not this client
+	if _, _, err := h.store.Add(rules.Request{Kind: rules.KindAllow, Value: "192.0.2.0/24", Origin: rules.OriginConfig}); err != nil {
+		t.Fatal(err)
+	}
+	h.ban("198.51.100.0/24") // covers the client, but the server is allowlisted
+	if err := h.e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.rec.Count(); n != 0 {
+		t.Fatalf("sent %d frames into a flow with an allowlisted end: %v", n, h.rec.Last())
+	}
+}
+
+func TestEngineObserveModeSendsNothingAndSaysWhat(t *testing.T) {
+	client := netip.MustParseAddrPort("[2001:db8::7]:40000")
+	server := netip.MustParseAddrPort("[2001:db8:1::10]:443")
+	base := time.Now().UnixNano()
+	src := &scriptSource{
+		frames: [][]byte{
+			tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+			tcpFrame(t, client, server, 1000, 0, "S", "", 61), // a retransmitted SYN: reported once
+		},
+		ts: []int64{base, base + 1_000_000},
+	}
+	h := newHarness(t, src, ModeObserve)
+	events, cancel := h.e.Subscribe()
+	defer cancel()
+	h.ban("2001:db8::7")
+	if err := h.e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.rec.Count(); n != 0 {
+		t.Fatalf("observe mode sent %d frames", n)
+	}
+	var would []Event
+	for len(events) > 0 {
+		if ev := <-events; ev.Type == EventWouldBlock {
+			would = append(would, ev)
+		}
+	}
+	if len(would) != 1 {
+		t.Fatalf("got %d would-block events, want 1", len(would))
+	}
+	if len(would[0].Sent) != 2 || !strings.HasPrefix(would[0].Sent[0], "RST|ACK [2001:db8:1::10]:443 > [2001:db8::7]:40000 seq=0 ack=1001") {
+		t.Errorf("would-block lists %q", would[0].Sent)
+	}
+	if h.e.Snapshot().Status.Blocks.Observed != 1 {
+		t.Errorf("observed count %+v", h.e.Snapshot().Status.Blocks)
+	}
+}
+
+func TestEngineProactiveKillOnBan(t *testing.T) {
+	client := netip.MustParseAddrPort("198.51.100.9:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:7")
+	base := time.Now().UnixNano()
+	var h *harness
+	src := &scriptSource{
+		frames: [][]byte{
+			tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+			tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
+			tcpFrame(t, client, server, 1001, 5001, "A", "", 61),
+			tcpFrame(t, client, server, 1001, 5001, "AP", "ping\n", 61),
+			tcpFrame(t, server, client, 5001, 1006, "AP", "ping\n", 63),
+			tcpFrame(t, client, server, 1006, 5006, "A", "", 61),
+			// The ban lands here, while the session sits idle.
+			tcpFrame(t, server, client, 9999, 1, "R", "", 63), // unrelated noise after the kill
+		},
+		ts: []int64{base, base + 1e5, base + 2e5, base + 3e5, base + 4e5, base + 5e5, base + 9e8},
+	}
+	src.hook = func(i int) {
+		if i == 6 {
+			h.ban("198.51.100.9")
+			time.Sleep(20 * time.Millisecond) // let the store's change reach the engine and queue the kill
+		}
+	}
+	h = newHarness(t, src, ModeEnforce)
+	if err := h.e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := h.rec.Last()
+	if len(got) < 2 {
+		t.Fatalf("proactive kill sent %v", got)
+	}
+	if !strings.HasPrefix(got[0], "RST|ACK 192.0.2.10:7 > 198.51.100.9:40000 seq=5006 ack=1006") ||
+		!strings.HasPrefix(got[1], "RST|ACK 198.51.100.9:40000 > 192.0.2.10:7 seq=1006 ack=5006") {
+		t.Errorf("proactive resets:\n%s", strings.Join(got, "\n"))
+	}
+	if bl := h.e.Snapshot().Blocks; len(bl) != 1 || !bl[0].Proactive {
+		t.Errorf("blocks %+v", bl)
+	}
+}
