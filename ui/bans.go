@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"charm.land/lipgloss/v2"
-
 	"canopy/rules"
 )
 
@@ -23,6 +21,7 @@ type bansPane struct {
 	now   time.Time
 	cur   cursor
 	selID uint64
+	valW  int // widest value, in cells
 
 	cache string
 	valid bool
@@ -70,6 +69,18 @@ func (p *bansPane) SetData(rs []rules.Entry, now time.Time) {
 		if rs[j].ID == p.selID {
 			p.cur.idx = i
 			break
+		}
+	}
+	// The value column fits the widest entry; measured here, once per
+	// snapshot, not on every frame.
+	p.valW = 15
+	var b []byte
+	for i := range rs {
+		if rs[i].Kind != rules.KindACL && rs[i].Value.IsValid() {
+			b = rs[i].Value.AppendTo(b[:0])
+			p.valW = max(p.valW, len(b))
+		} else {
+			p.valW = max(p.valW, width(entryValue(&rs[i])))
 		}
 	}
 	p.cur.clamp(len(p.order), max(1, p.h-2))
@@ -165,11 +176,7 @@ func (p *bansPane) View() string {
 	if p.valid {
 		return p.cache
 	}
-	valW := 15
-	for _, j := range p.order {
-		valW = max(valW, width(entryValue(&p.rules[j])))
-	}
-	valW = min(valW, max(18, p.w/3))
+	valW := min(p.valW, max(18, p.w/3))
 	var hb []byte
 	hb = append(hb, "  "...)
 	hb = appendPadRight(hb, "value", valW)
@@ -200,7 +207,7 @@ func (p *bansPane) View() string {
 		header: string(hb),
 		n:      len(p.order),
 		empty:  "  no bans: select a talker and press b",
-		row: func(b []byte, i int) ([]byte, *lipgloss.Style) {
+		row: func(b []byte, i int) ([]byte, *wrap) {
 			e := &p.rules[p.order[i]]
 			b = append(b, ' ')
 			b = appendPadRight(b, entryValue(e), valW)
@@ -218,7 +225,7 @@ func (p *bansPane) View() string {
 				b = append(b, e.Reason...)
 			}
 			if e.Kind == rules.KindAllow {
-				return b, &p.st.Allow
+				return b, &p.st.w.allow
 			}
 			return b, nil
 		},

@@ -6,8 +6,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"charm.land/lipgloss/v2"
-
 	"canopy/sensor"
 )
 
@@ -149,7 +147,7 @@ func (p *blocksPane) View() string {
 		header: string(hb),
 		n:      len(p.shown),
 		empty:  "  no blocks yet: when a ban or ACL matches live traffic its sessions show here",
-		row: func(b []byte, i int) ([]byte, *lipgloss.Style) {
+		row: func(b []byte, i int) ([]byte, *wrap) {
 			k := &p.all[p.shown[i]]
 			b = append(b, ' ')
 			b = k.At.In(p.loc).AppendFormat(b, "15:04:05")
@@ -182,11 +180,11 @@ func (p *blocksPane) View() string {
 			}
 			switch k.Outcome {
 			case sensor.OutcomeFailed:
-				return b, &p.st.Failed
+				return b, &p.st.w.failed
 			case sensor.OutcomeConfirmed:
-				return b, &p.st.Confirmed
+				return b, &p.st.w.confirmed
 			case sensor.OutcomeObserved, sensor.OutcomeRetrying:
-				return b, &p.st.Pending
+				return b, &p.st.w.pending
 			}
 			return b, nil
 		},

@@ -5,8 +5,6 @@ import (
 	"strconv"
 	"time"
 
-	"charm.land/lipgloss/v2"
-
 	"canopy/flow"
 )
 
@@ -105,7 +103,7 @@ func (p *flowsPane) View() string {
 		header: string(hb),
 		n:      len(p.flows),
 		empty:  empty,
-		row: func(b []byte, i int) ([]byte, *lipgloss.Style) {
+		row: func(b []byte, i int) ([]byte, *wrap) {
 			f := &p.flows[i]
 			b = append(b, ' ')
 			b = appendPadRight(b, protoName(f.Proto), 5)
@@ -132,7 +130,7 @@ func (p *flowsPane) View() string {
 			b = appendPadLeft(b, ago(f.LastSeen, p.now), 6)
 			if f.Blocked {
 				b = append(b, "  BLOCKED"...)
-				return b, &p.st.Failed
+				return b, &p.st.w.failed
 			}
 			return b, nil
 		},

@@ -1,10 +1,6 @@
 package ui
 
-import (
-	"strings"
-
-	"charm.land/lipgloss/v2"
-)
+import "strings"
 
 // listSpec describes a simple scrolling pane (blocks, bans, flows) for
 // renderList: its title, column header and a row writer.
@@ -15,7 +11,7 @@ type listSpec struct {
 	empty  string
 	// row appends row i's text and may return a style for the whole row
 	// (nil for none): row-level styling, never per cell.
-	row func(b []byte, i int) ([]byte, *lipgloss.Style)
+	row func(b []byte, i int) ([]byte, *wrap)
 }
 
 // renderList renders a pane of height h: a title line, a column header and
@@ -25,20 +21,20 @@ func renderList(st *Styles, w, h int, focused bool, cur *cursor, buf []byte, ls 
 	sb.Grow(w * h * 2)
 	title := string(padTo(appendTrunc2(nil, ls.title, w), w))
 	if focused {
-		sb.WriteString(st.PaneTitleFocus.Render(title))
+		st.w.paneTitleFocus.write(&sb, title)
 	} else {
-		sb.WriteString(st.PaneTitle.Render(title))
+		st.w.paneTitle.write(&sb, title)
 	}
 	if h < 2 {
 		return sb.String(), buf
 	}
 	sb.WriteByte('\n')
-	sb.WriteString(st.ColHeader.Render(string(appendTrunc2(buf[:0], ls.header, w))))
+	st.w.colHeader.writeBytes(&sb, appendTrunc2(buf[:0], ls.header, w))
 	body := max(1, h-2)
 	cur.clamp(ls.n, body)
 	if ls.n == 0 {
 		sb.WriteByte('\n')
-		sb.WriteString(st.Empty.Render(string(appendTrunc2(buf[:0], ls.empty, w))))
+		st.w.empty.writeBytes(&sb, appendTrunc2(buf[:0], ls.empty, w))
 		return sb.String(), buf
 	}
 	last := min(ls.n, cur.offset+body)
@@ -49,9 +45,9 @@ func renderList(st *Styles, w, h int, focused bool, cur *cursor, buf []byte, ls 
 		buf = b
 		switch {
 		case i == cur.idx && focused:
-			sb.WriteString(st.Selected.Render(string(padTo(b, w))))
+			st.w.selected.writeBytes(&sb, padTo(b, w))
 		case style != nil:
-			sb.WriteString(style.Render(string(b)))
+			style.writeBytes(&sb, b)
 		default:
 			sb.Write(b)
 		}

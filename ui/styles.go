@@ -3,6 +3,7 @@ package ui
 import (
 	"image/color"
 	"os"
+	"strings"
 
 	"charm.land/bubbles/v2/help"
 	"charm.land/lipgloss/v2"
@@ -47,6 +48,41 @@ type Styles struct {
 	Hint        lipgloss.Style // key hints inside dialogs
 
 	Help help.Styles // short and full help
+
+	// Row-level styles reduced to their escape sequences, so a row costs a
+	// string concatenation instead of a lipgloss Render (which measures
+	// and splits its input on every call).
+	w rowStyles
+}
+
+// rowStyles are the styles applied to whole rows and titles, pre-split.
+type rowStyles struct {
+	paneTitle, paneTitleFocus, colHeader, selected, selectedBlur, empty wrap
+	confirmed, failed, pending, allow                                   wrap
+}
+
+// wrap is a style as the escape sequences before and after its text. Only
+// for styles without width, padding, margins or borders.
+type wrap struct{ pre, post string }
+
+func wrapOf(st lipgloss.Style) wrap {
+	r := st.Render("X") // SGR sequences never contain an X
+	i := strings.IndexByte(r, 'X')
+	return wrap{pre: r[:i], post: r[i+1:]}
+}
+
+// write writes s in the style.
+func (w wrap) write(sb *strings.Builder, s string) {
+	sb.WriteString(w.pre)
+	sb.WriteString(s)
+	sb.WriteString(w.post)
+}
+
+// writeBytes writes b in the style.
+func (w wrap) writeBytes(sb *strings.Builder, b []byte) {
+	sb.WriteString(w.pre)
+	sb.Write(b)
+	sb.WriteString(w.post)
 }
 
 // noColor reports whether the NO_COLOR convention (https://no-color.org)
@@ -109,6 +145,13 @@ func NewStyles(noColor bool) Styles {
 		// Without colour the error line must still stand out: reverse video
 		// is a decoration NO_COLOR keeps.
 		st.StatusErr = s().Bold(true).Reverse(true)
+	}
+	st.w = rowStyles{
+		paneTitle: wrapOf(st.PaneTitle), paneTitleFocus: wrapOf(st.PaneTitleFocus),
+		colHeader: wrapOf(st.ColHeader), selected: wrapOf(st.Selected),
+		selectedBlur: wrapOf(st.SelectedBlur), empty: wrapOf(st.Empty),
+		confirmed: wrapOf(st.Confirmed), failed: wrapOf(st.Failed),
+		pending: wrapOf(st.Pending), allow: wrapOf(st.Allow),
 	}
 	st.Help = help.Styles{
 		Ellipsis:       s().Faint(true),

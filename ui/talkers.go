@@ -350,7 +350,7 @@ func (p *talkersPane) render() string {
 		}
 		b = appendPadRight(b, h, c.spark)
 	}
-	sb.WriteString(p.st.ColHeader.Render(string(b)))
+	p.st.w.colHeader.writeBytes(&sb, b)
 	sb.WriteByte('\n')
 
 	if len(p.order) == 0 {
@@ -361,7 +361,7 @@ func (p *talkersPane) render() string {
 		case p.view.filter.active():
 			msg = "  nothing matches the filter " + p.view.filter.describe() + " (esc clears it)"
 		}
-		sb.WriteString(p.st.Empty.Render(msg))
+		p.st.w.empty.write(&sb, msg)
 		p.buf = b
 		return sb.String()
 	}
@@ -376,9 +376,9 @@ func (p *talkersPane) render() string {
 		selected := i == p.cur.idx
 		switch {
 		case selected && p.focused:
-			sb.WriteString(p.st.Selected.Render(string(padTo(b, p.w))))
+			p.st.w.selected.writeBytes(&sb, padTo(b, p.w))
 		case selected:
-			sb.WriteString(p.st.SelectedBlur.Render(string(b)))
+			p.st.w.selectedBlur.writeBytes(&sb, b)
 		case mk != markNone:
 			// Style the marker segment only: one Render per marked row.
 			sb.Write(b[:at])
@@ -489,9 +489,9 @@ func (p *talkersPane) writeTitle(sb *strings.Builder) {
 	}
 	title := string(padTo(t, p.w))
 	if p.focused {
-		sb.WriteString(p.st.PaneTitleFocus.Render(title))
+		p.st.w.paneTitleFocus.write(sb, title)
 	} else {
-		sb.WriteString(p.st.PaneTitle.Render(title))
+		p.st.w.paneTitle.write(sb, title)
 	}
 	sb.WriteByte('\n')
 }
