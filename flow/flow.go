@@ -107,16 +107,22 @@ type Enforcement struct {
 // the next Update or Expire call on its table (the slot may be recycled);
 // keep a Handle to find it again. Callers may write only Enf; everything
 // else belongs to the table and is read through the fields and methods.
+//
+// Layout: the key and the fields every packet reads come first, so a lookup
+// and an update of direction AtoB touch the first two cache lines of the
+// 256-byte struct; the enforcement record and the index links, rarely
+// touched, come last.
 type Flow struct {
-	Dirs [2]DirState // per-direction state, indexed by Dir
-	Enf  Enforcement // the sensor's record; the table only zeroes it
-
 	key   key
 	state State
 	bits  uint8
-	gen   uint32    // bumped whenever the slot gets a new flow or is freed
-	idx   uint32    // the slot's own index, for Handle
-	ep    [2]epLink // per-address index links, for the key's lo (0) and hi (1) endpoints
+	gen   uint32 // bumped whenever the slot gets a new flow
+	idx   uint32 // the slot's own index, for Handle
+
+	Dirs [2]DirState // per-direction state, indexed by Dir
+	Enf  Enforcement // the sensor's record; the table only zeroes it
+
+	ep [2]epLink // per-address index links, for the key's lo (0) and hi (1) endpoints
 }
 
 // epLink links one endpoint of a flow into the per-address index. Values

@@ -105,3 +105,13 @@ func (k *key) hash(seed uint64) uint64 {
 	x := uint64(k.loPort) | uint64(k.hiPort)<<16 | uint64(k.proto)<<32 | uint64(k.v6)<<40
 	return mix(h^h2^hk2, x^hk1^seed)
 }
+
+// eq compares two keys field by field: inlined, unlike the runtime's
+// memequal call that == on the 38-byte struct compiles to.
+func (k *key) eq(o *key) bool {
+	return binary.LittleEndian.Uint64(k.lo[:8]) == binary.LittleEndian.Uint64(o.lo[:8]) &&
+		binary.LittleEndian.Uint64(k.lo[8:]) == binary.LittleEndian.Uint64(o.lo[8:]) &&
+		binary.LittleEndian.Uint64(k.hi[:8]) == binary.LittleEndian.Uint64(o.hi[:8]) &&
+		binary.LittleEndian.Uint64(k.hi[8:]) == binary.LittleEndian.Uint64(o.hi[8:]) &&
+		k.loPort == o.loPort && k.hiPort == o.hiPort && k.proto == o.proto && k.v6 == o.v6
+}

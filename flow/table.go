@@ -85,6 +85,10 @@ func NewTable(cfg Config) *Table {
 		epMask:  uint64(hsize - 1),
 		bucket:  NewBucket(cfg.MaxTalkers),
 	}
+	adviseHuge(t.flows)
+	adviseHuge(t.chain)
+	adviseHuge(t.heads)
+	adviseHuge(t.epHeads)
 	t.idle[idleEstablished] = int64(cfg.IdleEstablished)
 	t.idle[idleHalfOpen] = int64(cfg.IdleHalfOpen)
 	t.idle[idleClosed] = int64(cfg.IdleClosed)
@@ -169,7 +173,7 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	k, srcIsLo := makeKey(&ap)
 	h := k.hash(t.seed)
 	for i := t.heads[h&t.mask]; i != 0; i = t.chain[i] {
-		if t.flows[i].key == k {
+		if t.flows[i].key.eq(&k) {
 			f = &t.flows[i]
 			break
 		}

@@ -1,0 +1,310 @@
+package flow
+
+import (
+	"net/netip"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"canopy/capture"
+)
+
+const benchFlows = 1 << 20
+
+// flowPacket fills p as a packet of synthetic flow i (i < 1<<24): client
+// 10.x.y.z:(1024+i%50000) to one of 256 servers on port 443, in direction
+// dir.
+func flowPacket(p *capture.Packet, i uint32, dir Dir, ts int64) {
+	c := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	s := netip.AddrFrom4([4]byte{192, 0, 2, byte(i * 7)})
+	cp := uint16(1024 + i%50000)
+	p.Timestamp = ts
+	if dir == AtoB {
+		p.Src, p.Dst, p.SrcPort, p.DstPort = c, s, cp, 443
+	} else {
+		p.Src, p.Dst, p.SrcPort, p.DstPort = s, c, 443, cp
+	}
+	p.Seq += 1448
+	p.Ack += 1
+}
+
+func basePacket() capture.Packet {
+	return capture.Packet{
+		IPVersion: 4, Proto: capture.ProtoTCP, TTL: 64, Flags: capture.FlagACK | capture.FlagPSH,
+		PayloadLen: 1448, IPLen: 1500, WireLen: 1514, Window: 500,
+	}
+}
+
+var (
+	bigOnce  sync.Once
+	bigTable *Table
+)
+
+// big returns a table holding benchFlows established flows (one SYN,
+// SYN-ACK, ACK each).
+func big(b *testing.B) *Table {
+	bigOnce.Do(func() {
+		tb := NewTable(Config{MaxFlows: benchFlows})
+		p := basePacket()
+		ts := t0
+		for i := uint32(0); i < benchFlows; i++ {
+			p.Flags = capture.FlagSYN
+			flowPacket(&p, i, AtoB, ts)
+			tb.Update(&p)
+			p.Flags = capture.FlagSYN | capture.FlagACK
+			flowPacket(&p, i, BtoA, ts)
+			tb.Update(&p)
+			p.Flags = capture.FlagACK
+			flowPacket(&p, i, AtoB, ts)
+			tb.Update(&p)
+		}
+		tb.SwapBucket(nil)
+		bigTable = tb
+	})
+	if bigTable.Len() != benchFlows {
+		b.Fatalf("big table holds %d flows", bigTable.Len())
+	}
+	return bigTable
+}
+
+// BenchmarkUpdate measures Update with 1M live flows.
+//   - random: every packet belongs to a uniformly random flow of the 1M, the
+//     worst case: two dependent cache+TLB misses (hash head, then the flow)
+//     per packet, so it measures this machine's DRAM latency more than code.
+//   - train8: 8 packets in a row per random flow (a TCP burst), closer to
+//     real traffic.
+//   - hot16k: random flows among 16384 of the 1M (the active set of a busy
+//     link fits in cache): what the code itself costs.
+func BenchmarkUpdate(b *testing.B) {
+	tb := big(b)
+	cases := []struct {
+		name  string
+		train int
+		mask  uint32
+	}{
+		{"random", 1, 1<<20 - 1},
+		{"train8", 8, 1<<20 - 1},
+		{"hot16k", 1, 1<<14 - 1},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
+			p := basePacket()
+			rng := uint32(12345)
+			ts := t0 + sec
+			var i uint32
+			spare := NewBucket(tb.Config().MaxTalkers)
+			b.ReportAllocs()
+			b.ResetTimer()
+			defer reportCPU(b)()
+			for n := 0; n < b.N; n++ {
+				if n%c.train == 0 {
+					rng = rng*1664525 + 1013904223
+					i = (rng >> 12) & c.mask // top 20 bits: one of the 1M flows
+				}
+				ts += 100
+				flowPacket(&p, i, Dir(n&1), ts)
+				if f, _, created := tb.Update(&p); f == nil || created {
+					b.Fatal("lost a flow")
+				}
+				if n&(1<<20-1) == 0 {
+					// A second passes: keep the bucket realistic rather than
+					// saturated with every key, as the sensor does.
+					spare = tb.SwapBucket(spare)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkUpdateNewFlows measures Update when every packet creates a flow
+// in a full 1M table, i.e. each one evicts (a SYN flood).
+func BenchmarkUpdateNewFlows(b *testing.B) {
+	tb := big(b)
+	p := basePacket()
+	p.Flags = capture.FlagSYN
+	ts := t0 + 2*sec
+	i := uint32(1 << 21)
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for n := 0; n < b.N; n++ {
+		i++
+		ts += 100
+		flowPacket(&p, i&(1<<24-1)|1<<21, AtoB, ts)
+		tb.Update(&p)
+	}
+	b.StopTimer()
+	bigOnce = sync.Once{} // the shared table is no longer the pristine 1M established flows
+}
+
+// BenchmarkMemoryPerFlow reports heap bytes per flow for a full table of
+// 1M flows (everything NewTable reserves, divided by the flows in it) and
+// the resident set growth.
+func BenchmarkMemoryPerFlow(b *testing.B) {
+	b.ReportAllocs()
+	for n := 0; n < b.N; n++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		rss0 := rssBytes()
+		tb := NewTable(Config{MaxFlows: benchFlows})
+		p := basePacket()
+		for i := uint32(0); i < benchFlows; i++ {
+			flowPacket(&p, i, AtoB, t0)
+			tb.Update(&p)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		rss1 := rssBytes()
+		if tb.Len() != benchFlows {
+			b.Fatalf("len %d", tb.Len())
+		}
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/benchFlows, "heap-B/flow")
+		b.ReportMetric(float64(rss1-rss0)/benchFlows, "rss-B/flow")
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), "heap-MiB")
+		runtime.KeepAlive(tb)
+	}
+}
+
+// reportCPU reports process CPU time per op besides wall time: on a
+// machine shared with other jobs the wall time includes time spent
+// descheduled, the CPU time does not. Call as defer reportCPU(b)().
+func reportCPU(b *testing.B) func() {
+	start := cpuNanos()
+	return func() {
+		b.ReportMetric(float64(cpuNanos()-start)/float64(b.N), "cpu-ns/op")
+	}
+}
+
+func cpuNanos() int64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// rssBytes is this process's resident set size.
+func rssBytes() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// BenchmarkForEachSingleIP finds the 100 sessions of one address among 1M.
+func BenchmarkForEachSingleIP(b *testing.B) {
+	tb := big(b)
+	// Flow i's server is 192.0.2.(i*7 mod 256); pick a client address: one flow each.
+	// Add 100 flows of one banned address.
+	p := basePacket()
+	banned := netip.MustParseAddr("203.0.113.7")
+	tb.Expire(t0) // nothing to expire; keeps the clock sane
+	for i := range 100 {
+		flowPacket(&p, uint32(i), AtoB, t0+3*sec)
+		p.Src, p.SrcPort = banned, uint16(2000+i)
+		tb.Update(&p)
+	}
+	pref := netip.PrefixFrom(banned, 32)
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for n := 0; n < b.N; n++ {
+		k := 0
+		tb.ForEach(pref, func(*Flow) bool { k++; return true })
+		if k != 100 {
+			b.Fatalf("found %d", k)
+		}
+	}
+	b.StopTimer()
+	bigOnce = sync.Once{}
+}
+
+// BenchmarkExpireBatch measures one Expire call (65536 slots examined, none
+// due) on a 1M table: the longest a worker is held by expiry.
+func BenchmarkExpireBatch(b *testing.B) {
+	tb := big(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for n := 0; n < b.N; n++ {
+		if tb.Expire(t0+sec) != 0 {
+			b.Fatal("expired")
+		}
+	}
+}
+
+// BenchmarkSnapshot measures the snapshotter's work per second with 2
+// workers whose buckets are full (4096 keys per kind each) and a full
+// 60-second history: both SwapBuckets, both Adds, and one Snapshot(50).
+// It does not depend on the number of flows.
+func BenchmarkSnapshot(b *testing.B) {
+	const workers = 2
+	tbs := make([]*Table, workers)
+	spare := make([]*Bucket, workers)
+	for w := range tbs {
+		tbs[w] = NewTable(Config{MaxFlows: 1 << 14})
+		spare[w] = NewBucket(DefaultMaxTalkers)
+	}
+	agg := NewAggregator(0)
+	p := basePacket()
+	fill := func(s int64) {
+		for w, tb := range tbs {
+			for i := uint32(0); i < DefaultMaxTalkers; i++ {
+				flowPacket(&p, i+uint32(w)<<12+uint32(s%60)<<8, AtoB, s*sec)
+				tb.Update(&p)
+			}
+		}
+	}
+	sec0 := s0
+	for s := range int64(60) {
+		fill(sec0 + s)
+		for w, tb := range tbs {
+			old := tb.SwapBucket(spare[w])
+			agg.Add(w, old, sec0+s)
+			spare[w] = old
+		}
+	}
+	s := sec0 + 60
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		b.StopTimer()
+		fill(s)
+		b.StartTimer()
+		for w, tb := range tbs {
+			old := tb.SwapBucket(spare[w])
+			agg.Add(w, old, s)
+			spare[w] = old
+		}
+		snap := agg.Snapshot(50, 0)
+		if len(snap.Talkers[BySrc]) != 50 {
+			b.Fatalf("rows %d", len(snap.Talkers[BySrc]))
+		}
+		s++
+	}
+}
+
+// BenchmarkSwapBucket is what the worker itself pays once a second.
+func BenchmarkSwapBucket(b *testing.B) {
+	tb := NewTable(Config{MaxFlows: 1 << 10})
+	x, y := NewBucket(DefaultMaxTalkers), NewBucket(DefaultMaxTalkers)
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for n := 0; n < b.N; n++ {
+		x = tb.SwapBucket(x)
+		x, y = y, x
+	}
+}
