@@ -19,17 +19,24 @@ const (
 
 // Error is a refusal (or a persistence failure) from the Store. Msg is meant
 // for the operator as is: it says what was refused and what to do.
+//
+// The class is in the field ErrCode (not Code: a field and a method cannot
+// share a name in Go, and the API looks for the method Code() string).
 type Error struct {
-	Code  ErrCode
-	Msg   string
-	Entry *Entry // the entry involved: the allowlist entry that refused a ban, the entry that was added but not persisted; may be nil
+	ErrCode ErrCode
+	Msg     string
+	Entry   *Entry // the entry involved: the allowlist entry that refused a ban, the entry that was added but not persisted; may be nil
 }
 
 func (e *Error) Error() string { return e.Msg }
 
+// Code is the class as a string: "invalid", "too_wide", "allowlisted",
+// "full", "not_found" or "storage". The API maps it to an HTTP status.
+func (e *Error) Code() string { return string(e.ErrCode) }
+
 // HTTPStatus is the HTTP status code the API should answer with.
 func (e *Error) HTTPStatus() int {
-	switch e.Code {
+	switch e.ErrCode {
 	case CodeInvalid:
 		return http.StatusBadRequest
 	case CodeTooWide:
@@ -49,11 +56,11 @@ func (e *Error) HTTPStatus() int {
 func CodeOf(err error) ErrCode {
 	var e *Error
 	if errors.As(err, &e) {
-		return e.Code
+		return e.ErrCode
 	}
 	return ""
 }
 
 func errf(code ErrCode, entry *Entry, msg string) *Error {
-	return &Error{Code: code, Msg: msg, Entry: entry}
+	return &Error{ErrCode: code, Msg: msg, Entry: entry}
 }

@@ -157,7 +157,7 @@ func flatten(spans []span, parent []int32) (starts []u128, vals []int32) {
 // shared by every prefix in the table (so clustered sets still spread over
 // all buckets) and k index bits after them.
 func bucketParams(spans []span, n, width int) (cp, k int, cpMask, cpVal u128) {
-	k = bits.Len(uint(n))
+	k = bits.Len(uint(n)) - lpmBucketShift
 	k = min(max(k, 4), 20)
 	if len(spans) == 0 {
 		return 0, min(k, width), u128{}, u128{}
@@ -191,10 +191,14 @@ func bucketParams(spans []span, n, width int) (cp, k int, cpMask, cpVal u128) {
 	return cp, k, cpMask, cpVal
 }
 
+// lpmBucketShift sets the bucket count to about n/2^lpmBucketShift: small
+// enough that the index stays in cache, large enough that a bucket spans
+// one or two cache lines.
+var lpmBucketShift = 2
+
 // lpm4 is a flattened IPv4 prefix table.
 type lpm4 struct {
-	starts []uint32
-	vals   []int32
+	ents   []ent4   // interval starts with their labels: one cache line per probe
 	idx    []uint32 // idx[b] = first i with bucket(starts[i]) >= b
 	cpMask uint32
 	cpVal  uint32
@@ -213,28 +217,33 @@ func (t *lpm4) bucket(a uint32) uint32 {
 	return (a << t.cp) >> (32 - t.k)
 }
 
+// ent4 is one interval start and its label (rule index, -1 for none).
+type ent4 struct {
+	start uint32
+	val   int32
+}
+
 // lookup returns the label of the interval holding a (-1 for none).
 func (t *lpm4) lookup(a uint32) int32 {
 	b := t.bucket(a)
 	lo, hi := t.idx[b], t.idx[b+1]
-	starts := t.starts
+	ents := t.ents
 	for lo < hi {
 		m := (lo + hi) >> 1
-		if starts[m] <= a {
+		if ents[m].start <= a {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return t.vals[lo-1]
+	return ents[lo-1].val
 }
 
 func buildLPM4(spans []span, parent []int32) lpm4 {
 	s128, vals := flatten(spans, parent)
 	cp, k, cm, cv := bucketParams(spans, len(s128), 32)
 	t := lpm4{
-		starts: make([]uint32, len(s128)),
-		vals:   vals,
+		ents:   make([]ent4, len(s128)),
 		cpMask: uint32(cm.lo),
 		cpVal:  uint32(cv.lo),
 		cp:     uint8(cp),
@@ -242,26 +251,25 @@ func buildLPM4(spans []span, parent []int32) lpm4 {
 		last:   uint32(1)<<k - 1,
 	}
 	for i, s := range s128 {
-		t.starts[i] = uint32(s.lo)
+		t.ents[i] = ent4{uint32(s.lo), vals[i]}
 	}
 	t.idx = make([]uint32, int(t.last)+2)
 	i := 0
 	for b := 0; b <= int(t.last); b++ {
-		for i < len(t.starts) && int(t.bucket(t.starts[i])) < b {
+		for i < len(t.ents) && int(t.bucket(t.ents[i].start)) < b {
 			i++
 		}
 		t.idx[b] = uint32(i)
 	}
-	// starts[0] is 0 and lies in bucket 0, so every bucket but the first
-	// begins at index >= 1 and lookup's lo-1 never goes below zero.
-	t.idx[t.last+1] = uint32(len(t.starts))
+	// ents[0] starts at 0 and lies in bucket 0, so every bucket but the
+	// first begins at index >= 1 and lookup's lo-1 never goes below zero.
+	t.idx[t.last+1] = uint32(len(t.ents))
 	return t
 }
 
 // lpm6 is a flattened IPv6 prefix table.
 type lpm6 struct {
-	starts []u128
-	vals   []int32
+	ents   []ent6
 	idx    []uint32
 	cpMask u128
 	cpVal  u128
@@ -280,43 +288,51 @@ func (t *lpm6) bucket(a u128) uint32 {
 	return uint32(a.shl(uint(t.cp)).hi >> (64 - t.k))
 }
 
+// ent6 is one IPv6 interval start and its label.
+type ent6 struct {
+	start u128
+	val   int32
+}
+
 func (t *lpm6) lookup(a u128) int32 {
 	b := t.bucket(a)
 	lo, hi := t.idx[b], t.idx[b+1]
-	starts := t.starts
+	ents := t.ents
 	for lo < hi {
 		m := (lo + hi) >> 1
-		s := starts[m]
+		s := ents[m].start
 		if s.hi < a.hi || (s.hi == a.hi && s.lo <= a.lo) {
 			lo = m + 1
 		} else {
 			hi = m
 		}
 	}
-	return t.vals[lo-1]
+	return ents[lo-1].val
 }
 
 func buildLPM6(spans []span, parent []int32) lpm6 {
 	starts, vals := flatten(spans, parent)
 	cp, k, cm, cv := bucketParams(spans, len(starts), 128)
 	t := lpm6{
-		starts: starts,
-		vals:   vals,
+		ents:   make([]ent6, len(starts)),
 		cpMask: cm,
 		cpVal:  cv,
 		cp:     uint8(cp),
 		k:      uint8(k),
 		last:   uint32(1)<<k - 1,
 	}
+	for i, s := range starts {
+		t.ents[i] = ent6{s, vals[i]}
+	}
 	t.idx = make([]uint32, int(t.last)+2)
 	i := 0
 	for b := 0; b <= int(t.last); b++ {
-		for i < len(t.starts) && int(t.bucket(t.starts[i])) < b {
+		for i < len(t.ents) && int(t.bucket(t.ents[i].start)) < b {
 			i++
 		}
 		t.idx[b] = uint32(i)
 	}
-	t.idx[t.last+1] = uint32(len(t.starts))
+	t.idx[t.last+1] = uint32(len(t.ents))
 	return t
 }
 

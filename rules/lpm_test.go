@@ -75,7 +75,7 @@ func TestLPMAgainstBruteForce(t *testing.T) {
 			rs := make([]rule, len(ps))
 			for i, p := range ps {
 				k, _ := addrKey(p.Addr())
-				rs[i] = rule{first: k, id: uint64(i + 1), bits: uint8(p.Bits())}
+				rs[i] = rule{first: k, id: uint64(i + 1), rec: new(record), bits: uint8(p.Bits())}
 			}
 			b := buildBase(rs, nil)
 			if fam == "v6" {
@@ -148,7 +148,7 @@ func TestOverlayAndTombstones(t *testing.T) {
 	}
 	mk := func(i int) rule {
 		k, _ := addrKey(ps[i].Addr())
-		return rule{first: k, id: uint64(i + 1), bits: uint8(ps[i].Bits())}
+		return rule{first: k, id: uint64(i + 1), rec: new(record), bits: uint8(ps[i].Bits())}
 	}
 	var rs []rule
 	for i := range 200 {
@@ -180,14 +180,14 @@ func TestOverlayAndTombstones(t *testing.T) {
 	check := func(s *Set, a netip.Addr) {
 		t.Helper()
 		k, is4 := addrKey(a)
-		r, _ := s.lookupBan(k, is4)
+		h := s.lookupBan(k, is4)
 		want := -1
 		if w := bruteLPM(liveP, a); w >= 0 {
 			want = liveIdx[w]
 		}
 		got := -1
-		if r != nil {
-			got = int(r.id) - 1
+		if h.n != nil {
+			got = int(h.id) - 1
 		}
 		if got != want {
 			t.Fatalf("lookup(%s) = %d, want %d", a, got, want)

@@ -24,20 +24,38 @@ func codeOf(a Action) actCode {
 	return actBlock
 }
 
-// rule is one compiled ban or allowlist entry.
+// rule is one ban or allowlist entry as the compiler and the overlay see
+// it. Overlay matches count into rec.ovHits.
 type rule struct {
-	first  u128           // first address of the prefix (IPv4 in lo)
-	id     uint64         // Entry.ID
-	hits   *atomic.Uint64 // the store's counter for this entry
-	parent int32          // next enclosing rule in the same table, -1 for none
-	bits   uint8          // prefix length
+	first u128    // first address of the prefix (IPv4 in lo)
+	id    uint64  // Entry.ID
+	rec   *record // the store's record, for hit counting
+	bits  uint8   // prefix length
+	act   actCode
+}
+
+// baseRule is a compiled rule in a base table. The fields a match reads —
+// id, the hit counter, the action — sit together at the front so a match
+// costs one cache line; the counter lives here rather than behind a
+// pointer for the same reason (the record points at it instead).
+type baseRule struct {
+	id     uint64
+	n      atomic.Uint64 // packets matched through this base
 	act    actCode
+	bits   uint8
+	parent int32 // next enclosing rule in the same table, -1 for none
+	first  u128
+	rec    *record
+}
+
+func (b *baseRule) static() rule {
+	return rule{first: b.first, id: b.id, rec: b.rec, bits: b.bits, act: b.act}
 }
 
 // family is one address family's base table: rules sorted by (first, bits)
 // and the flattened index over them.
 type family struct {
-	rules []rule
+	rules []baseRule
 	t4    lpm4 // used when the family is IPv4
 	t6    lpm6
 }
@@ -123,31 +141,28 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 	if s.hasAllow {
 		if sv {
 			if r, _ := s.allow.lookup(sk, s4, nil); r != nil {
-				r.hits.Add(1)
+				r.n.Add(1)
 				return Verdict{Allowlisted: true, RuleID: r.id}
 			}
 		}
 		if dv {
 			if r, _ := s.allow.lookup(dk, d4, nil); r != nil {
-				r.hits.Add(1)
+				r.n.Add(1)
 				return Verdict{Allowlisted: true, RuleID: r.id}
 			}
 		}
 	}
-	var best *rule
-	var bestBits int = -1
+	var best hit
 	if sv {
-		if r, b := s.lookupBan(sk, s4); r != nil {
-			best, bestBits = r, b
-		}
+		best = s.lookupBan(sk, s4)
 	}
 	if dv {
-		if r, b := s.lookupBan(dk, d4); r != nil && b > bestBits {
-			best = r
+		if h := s.lookupBan(dk, d4); h.bits > best.bits {
+			best = h
 		}
 	}
-	if best != nil {
-		best.hits.Add(1)
+	if best.n != nil {
+		best.n.Add(1)
 		return Verdict{Action: actions[best.act], RuleID: best.id}
 	}
 	if len(s.acls) > 0 && sv && dv {
@@ -156,29 +171,40 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 	return Verdict{}
 }
 
+// hit is a ban lookup result: n is nil when nothing matched.
+type hit struct {
+	n    *atomic.Uint64
+	id   uint64
+	bits int
+	act  actCode
+}
+
 // lookupBan is the most specific live ban covering one address, from the
-// base or the overlay, and its prefix length.
-func (s *Set) lookupBan(k u128, is4 bool) (*rule, int) {
-	best, bestBits := s.base.lookup(k, is4, s.ov.tomb)
+// base or the overlay.
+func (s *Set) lookupBan(k u128, is4 bool) hit {
+	h := hit{bits: -1}
+	if r, bits := s.base.lookup(k, is4, s.ov.tomb); r != nil {
+		h = hit{n: &r.n, id: r.id, bits: bits, act: r.act}
+	}
 	bk := s.ov.v6
 	if is4 {
 		bk = s.ov.v4
 	}
 	for i := range bk {
 		b := &bk[i]
-		if int(b.bits) <= bestBits {
+		if int(b.bits) <= h.bits {
 			break // buckets are sorted longest first
 		}
 		if r := b.find(k, is4); r != nil {
-			return r, int(b.bits)
+			return hit{n: &r.rec.ovHits, id: r.id, bits: int(b.bits), act: r.act}
 		}
 	}
-	return best, bestBits
+	return h
 }
 
 // lookup walks from the innermost rule covering k outwards past removed
 // (tombstoned) entries.
-func (b *base) lookup(k u128, is4 bool, tomb []uint64) (*rule, int) {
+func (b *base) lookup(k u128, is4 bool, tomb []uint64) (*baseRule, int) {
 	var f *family
 	var i int32
 	if is4 {
@@ -307,16 +333,35 @@ func buildFamily(rs []rule, is4 bool) family {
 		spans[i] = span{first: r.first, last: r.first.or(hostMask(int(r.bits), width)), idx: int32(i)}
 	}
 	parent := make([]int32, len(rs))
-	f := family{rules: rs}
+	f := family{rules: make([]baseRule, len(rs))}
 	if is4 {
 		f.t4 = buildLPM4(spans, parent)
 	} else {
 		f.t6 = buildLPM6(spans, parent)
 	}
 	for i := range rs {
-		rs[i].parent = parent[i]
+		r := &rs[i]
+		br := &f.rules[i]
+		br.id, br.act, br.bits, br.parent, br.first, br.rec = r.id, r.act, r.bits, parent[i], r.first, r.rec
 	}
 	return f
+}
+
+// adopt points every record of b at its counter in b, retiring the count
+// of the counter it replaces, so Entry.Hits keeps adding up across folds.
+// Matches made through an older Set after this point are not counted.
+func (b *base) adopt() {
+	for _, f := range []*family{&b.v4, &b.v6} {
+		for i := range f.rules {
+			r := &f.rules[i]
+			if r.rec == nil {
+				continue
+			}
+			if old := r.rec.baseHits.Swap(&r.n); old != nil && old != &r.n {
+				r.rec.retired.Add(old.Load())
+			}
+		}
+	}
 }
 
 func cmpRule(a, b rule) int {
@@ -339,9 +384,10 @@ func mergeBase(b *base, ov *overlay) *base {
 			n += len(x.rules)
 		}
 		out := make([]rule, 0, n)
-		for _, r := range f.rules {
+		for i := range f.rules {
+			r := &f.rules[i]
 			if len(ov.tomb) == 0 || !hasID(ov.tomb, r.id) {
-				out = append(out, r)
+				out = append(out, r.static())
 			}
 		}
 		for _, x := range bk {

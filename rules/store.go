@@ -24,10 +24,21 @@ const (
 
 // record is the store's copy of one entry.
 type record struct {
-	e    Entry
-	hits atomic.Uint64
-	key  entryKey
-	dead bool
+	e        Entry
+	key      entryKey
+	dead     bool
+	ovHits   atomic.Uint64                 // matches through the overlay (and ACL matches)
+	baseHits atomic.Pointer[atomic.Uint64] // counter in the current base, if compiled into one
+	retired  atomic.Uint64                 // counts of bases this entry has left
+}
+
+// hits is the entry's match count.
+func (r *record) hits() uint64 {
+	n := r.ovHits.Load() + r.retired.Load()
+	if p := r.baseHits.Load(); p != nil {
+		n += p.Load()
+	}
+	return n
 }
 
 // entryKey identifies an entry for idempotent adds: same kind and value
@@ -244,13 +255,14 @@ func (s *Store) rebuildLocked() {
 		}
 	}
 	s.base = buildBase(v4, v6)
+	s.base.adopt()
 	s.ov = &overlay{}
 	s.lastFold = s.now()
 }
 
 func compileRule(r *record) (rule, bool) {
 	k, is4 := addrKey(r.e.Value.Addr())
-	return rule{first: k, id: r.e.ID, hits: &r.hits, parent: -1, bits: uint8(r.e.Value.Bits()), act: codeOf(r.e.Action)}, is4
+	return rule{first: k, id: r.e.ID, rec: r, bits: uint8(r.e.Value.Bits()), act: codeOf(r.e.Action)}, is4
 }
 
 // publishLocked compiles what changed and publishes a new Set, then hands
@@ -268,6 +280,7 @@ func (s *Store) publishLocked() {
 			}
 		}
 		s.allowBase = buildBase(v4, v6)
+		s.allowBase.adopt()
 		s.allowDirty = false
 	}
 	if s.aclDirty {
@@ -308,7 +321,7 @@ func (s *Store) publishLocked() {
 
 func compileACL(r *record) aclRule {
 	a := r.e.ACL
-	c := aclRule{id: r.e.ID, hits: &r.hits, src: a.Src, dst: a.Dst, sp: a.SrcPorts, dp: a.DstPorts, dir: a.Direction, act: codeOf(r.e.Action)}
+	c := aclRule{id: r.e.ID, hits: &r.ovHits, src: a.Src, dst: a.Dst, sp: a.SrcPorts, dp: a.DstPorts, dir: a.Direction, act: codeOf(r.e.Action)}
 	switch a.Proto {
 	case ProtoTCP:
 		c.proto = 6
@@ -339,10 +352,19 @@ func (s *Store) startFoldLocked() {
 			}
 		}
 		s.base, s.ov = nb, nov
-		s.folding = false
 		s.foldOps = nil
 		s.lastFold = s.now()
 		s.publishLocked()
+		s.mu.Unlock()
+		// Outside the lock: a million counter swaps take a while, and
+		// Add must not wait for them. folding stays set meanwhile so no
+		// second fold adopts concurrently.
+		nb.adopt()
+		s.mu.Lock()
+		s.folding = false
+		if s.ov.size() >= foldAt {
+			s.startFoldLocked()
+		}
 	}()
 }
 
@@ -600,7 +622,7 @@ func (s *Store) extendLocked(r *record, req Request, expires, now time.Time) Ent
 		ops = append(ops, OpUpdated)
 	}
 	e := r.e
-	e.Hits = r.hits.Load()
+	e.Hits = r.hits()
 	if len(ops) == 0 {
 		return e
 	}
@@ -783,7 +805,7 @@ func (s *Store) removeLocked(r *record, op ChangeOp, who, reason string, now tim
 		s.nDead = 0
 	}
 	e := r.e
-	e.Hits = r.hits.Load()
+	e.Hits = r.hits()
 	s.pending = append(s.pending, Change{Op: op, Entry: e, At: now})
 	s.journalDelLocked(r)
 	act := AuditRemove
@@ -803,7 +825,7 @@ func (s *Store) Get(id uint64) (Entry, bool) {
 		return Entry{}, false
 	}
 	e := r.e
-	e.Hits = r.hits.Load()
+	e.Hits = r.hits()
 	return e, true
 }
 
@@ -834,7 +856,7 @@ func (s *Store) List(f Filter) ([]Entry, int) {
 			continue
 		}
 		e := r.e
-		e.Hits = r.hits.Load()
+		e.Hits = r.hits()
 		out = append(out, e)
 	}
 	return out, total
