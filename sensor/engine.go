@@ -354,3 +354,31 @@ func (e *Engine) watchRules(ctx context.Context, changes <-chan rules.Change) {
 
 // publish makes s the snapshot readers see.
 func (e *Engine) publish(s Snapshot) { e.snap.Store(&s) }
+
+// Summary is the final account of a run, printed by `canopy --read FILE
+// --daemon` for offline triage.
+type Summary struct {
+	Packets      uint64            `json:"packets"`       // every frame read, decodable or not
+	Bytes        uint64            `json:"bytes"`         // bytes of those frames
+	DecodeErrors map[string]uint64 `json:"decode_errors"` // frames skipped, by reason
+	Flows        uint64            `json:"flows"`         // distinct TCP/UDP sessions
+	Blocks       BlockStats        `json:"blocks"`
+}
+
+// Summary totals the workers' counters. Call it after Run returned for
+// final figures.
+func (e *Engine) Summary() Summary {
+	s := Summary{DecodeErrors: map[string]uint64{}}
+	for _, w := range e.workers {
+		s.Packets += w.frames.Load()
+		s.Bytes += w.bytes.Load()
+		s.Flows += w.created.Load()
+		for r := capture.Reason(1); r < capture.NumReasons; r++ {
+			if n := w.decode[r].Load(); n > 0 {
+				s.DecodeErrors[r.String()] += n
+			}
+		}
+	}
+	s.Blocks = e.Snapshot().Status.Blocks
+	return s
+}

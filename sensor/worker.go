@@ -85,6 +85,7 @@ type worker struct {
 	attempted, confirmed, failed   atomic.Uint64
 	observed, resets, icmp         atomic.Uint64
 	suppressed, sendErrors, frames atomic.Uint64
+	bytes, created                 atomic.Uint64
 	reaction                       Histogram
 }
 
@@ -103,6 +104,7 @@ func newWorker(e *Engine, id int, fc flow.Config) *worker {
 func (w *worker) Frame(frame []byte, m *capture.Meta) {
 	p := &w.pkt
 	w.frames.Add(1)
+	w.bytes.Add(uint64(len(frame)))
 	if r := capture.Decode(frame, m, p); r != capture.OK {
 		w.decode[r].Add(1)
 		return
@@ -520,6 +522,7 @@ func (w *worker) housekeep(now int64) {
 	st := w.table.Stats()
 	w.flows.Store(int64(w.table.Len()))
 	w.evicted.Store(int64(st.Evicted))
+	w.created.Store(st.Created)
 }
 
 // rotate hands the finished bucket to the snapshotter; if it has no room
@@ -579,6 +582,7 @@ func (w *worker) finish() {
 	default:
 	}
 	w.flows.Store(int64(w.table.Len()))
+	w.created.Store(w.table.Stats().Created)
 }
 
 // killPrefix resets every live TCP flow with an endpoint in p from the flow
