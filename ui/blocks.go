@@ -80,11 +80,14 @@ func appendEndpoint(b []byte, a netip.Addr, port uint16) []byte {
 	return netip.AddrPortFrom(a, port).AppendTo(b)
 }
 
-func outcomeText(o sensor.Outcome) string {
+func outcomeText(o sensor.Outcome, compact bool) string {
 	switch o {
 	case sensor.OutcomeFailed:
 		return "FAILED"
 	case sensor.OutcomeObserved:
+		if compact {
+			return "observed"
+		}
 		return "would-block"
 	case "":
 		return "pending"
@@ -100,10 +103,10 @@ func (p *blocksPane) View() string {
 	// Narrow terminals drop the protocol and the initiator's port from the
 	// flow column rather than cutting off the destination.
 	compact := p.w < 110
-	ruleW, rstW, reactW := 16, 14, 9
+	ruleW, rstW, outW, reactW := 16, 14, 11, 9
 	rstHead := "RSTs →src/→dst"
 	if compact {
-		ruleW, rstW, reactW = 10, 5, 8
+		ruleW, rstW, outW, reactW = 10, 5, 9, 8
 		rstHead = "RSTs"
 	}
 	flowText := func(b []byte, k *sensor.Block) []byte {
@@ -121,7 +124,7 @@ func (p *blocksPane) View() string {
 	for _, j := range p.shown {
 		flowW = max(flowW, utf8.RuneCount(flowText(p.buf[:0], &p.all[j])))
 	}
-	fixed := 1 + 8 + 2 + 2 + ruleW + 1 + rstW + 2 + 11 + 1 + reactW
+	fixed := 2 + 8 + 2 + 2 + ruleW + 1 + rstW + 2 + outW + 1 + reactW
 	flowW = max(16, min(flowW, p.w-fixed))
 	var hb []byte
 	hb = append(hb, "  "...)
@@ -133,7 +136,7 @@ func (p *blocksPane) View() string {
 	hb = append(hb, ' ')
 	hb = appendPadLeft(hb, rstHead, rstW)
 	hb = append(hb, "  "...)
-	hb = appendPadRight(hb, "outcome", 11)
+	hb = appendPadRight(hb, "outcome", outW)
 	hb = append(hb, ' ')
 	hb = appendPadLeft(hb, "reaction", reactW)
 	hb = append(hb, "  reason"...)
@@ -170,7 +173,7 @@ func (p *blocksPane) View() string {
 			scratch = strconv.AppendInt(scratch, int64(k.ToDst), 10)
 			b = appendPadLeftB(b, scratch, rstW)
 			b = append(b, "  "...)
-			b = appendPadRight(b, outcomeText(k.Outcome), 11)
+			b = appendPadRight(b, outcomeText(k.Outcome, compact), outW)
 			b = append(b, ' ')
 			scratch = appendMicros(scratch[:0], k.Reaction)
 			b = appendPadLeftB(b, scratch, reactW)

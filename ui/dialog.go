@@ -154,16 +154,16 @@ func (d *dialog) view(st *Styles, w int, now time.Time) string {
 		} else {
 			add(st.DialogTitle.Render("Switch to ENFORCE?"))
 			add("")
-			wrap(st.DialogWarn, "canopy will START sending resets now for every ban and ACL in force ("+itoa(int64(d.bans))+" entries), including sessions already open.")
+			wrap(st.DialogWarn, "canopy will START sending resets now for every ban and ACL in force ("+plural(d.bans, "entry", "entries")+"), including sessions already open.")
 			add(st.Hint.Render("y/enter start blocking · esc stay in observe"))
 		}
 	case dlgQuit:
 		add(st.DialogTitle.Render("Quit the dashboard?"))
 		add("")
 		if d.attached {
-			wrap(plain, "The daemon keeps running and keeps enforcing its "+itoa(int64(d.bans))+" bans: quitting only closes this view.")
+			wrap(plain, "The daemon keeps running and keeps enforcing its "+plural(d.bans, "ban", "bans")+": quitting only closes this view.")
 		} else {
-			wrap(st.DialogWarn, itoa(int64(d.bans))+" bans are active and blocking stops with this process: banned hosts get through once canopy exits (bans are kept and return on the next start).")
+			wrap(st.DialogWarn, plural(d.bans, "ban is", "bans are")+" active and blocking stops with this process: banned hosts get through once canopy exits (bans are kept and return on the next start).")
 		}
 		add(st.Hint.Render("y/enter quit · esc stay"))
 	}
@@ -177,7 +177,7 @@ func formLine(st *Styles, label, val string, focused bool, hint string, w int) s
 	if focused {
 		shown += "▏"
 	}
-	fw := max(12, min(40, w-len(label)-2))
+	fw := max(12, min(24, w-len(label)-2))
 	cell := string(appendPadRight(nil, shown, fw))
 	line := label + ": "
 	if focused {
@@ -217,3 +217,11 @@ func wrapText(s string, w int) []string {
 }
 
 func itoa(n int64) string { return string(appendInt(nil, uint64(max(0, n)))) }
+
+// plural says "1 ban" or "3 bans".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return itoa(int64(n)) + " " + many
+}

@@ -455,7 +455,7 @@ func (m *Model) openBan() {
 	if !m.drill {
 		w := m.view.window
 		d.context = append(d.context, "now "+string(appendRate(nil, t.Bits[w], m.view.bytes))+", "+
-			string(appendCount(nil, t.Pkts[w]))+" pkts/s ("+w.String()+" avg), "+strconv.Itoa(t.Flows)+" flows")
+			string(appendCount(nil, t.Pkts[w]))+" pkts/s ("+w.String()+" avg), "+plural(t.Flows, "flow", "flows"))
 	}
 	switch m.marks.mark(ip) {
 	case markAllow:

@@ -218,7 +218,7 @@ func TestFilterByIPPrefixAndPort(t *testing.T) {
 	typeText(t, m, "443")
 	press(t, m, "enter")
 	wantOrder(t, m)
-	mustContain(t, screen(m), "press t until it shows")
+	mustContain(t, screen(m), "press t to reach it")
 	press(t, m, "t", "t", "t") // src → dst → pair → port
 	wantOrder(t, m, "tcp/443")
 	mustContain(t, screen(m), "Top talkers by port", "filter: port 443")
@@ -506,6 +506,9 @@ func TestFramesFitEverySize(t *testing.T) {
 		press(t, m, "?")
 		checkFits(t, screen(m), sz[0], sz[1])
 		press(t, m, "?", "b")
+		checkFits(t, screen(m), sz[0], sz[1])
+		press(t, m, "esc", "/")
+		typeText(t, m, "a long filter that matches nothing at all, 10.0.0.0/8")
 		checkFits(t, screen(m), sz[0], sz[1])
 		press(t, m, "esc")
 	}

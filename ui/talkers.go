@@ -357,11 +357,11 @@ func (p *talkersPane) render() string {
 		msg := "  no talkers yet"
 		switch {
 		case p.view.filter.port != 0 && p.view.kind != flow.ByPort:
-			msg = "  a port filter matches only the by-port view: press t until it shows \"by port\""
+			msg = "  port filters apply to the by-port view: press t to reach it"
 		case p.view.filter.active():
 			msg = "  nothing matches the filter " + p.view.filter.describe() + " (esc clears it)"
 		}
-		p.st.w.empty.write(&sb, msg)
+		p.st.w.empty.writeBytes(&sb, appendTrunc2(b[:0], msg, p.w))
 		p.buf = b
 		return sb.String()
 	}
@@ -487,7 +487,7 @@ func (p *talkersPane) writeTitle(sb *strings.Builder) {
 	if p.paused {
 		t = append(t, " · PAUSED"...)
 	}
-	title := string(padTo(t, p.w))
+	title := string(padTo(truncBytes(t, p.w), p.w))
 	if p.focused {
 		p.st.w.paneTitleFocus.write(sb, title)
 	} else {
