@@ -138,7 +138,7 @@ func pktBytes(p *capture.Packet) uint64 {
 // Update accounts p: it finds or creates p's flow, updates the direction p
 // travelled in, and adds p to the current talkers Bucket. It returns the
 // flow (nil for packets that have no flow: non-IP, protocols other than TCP
-// and UDP, IPv4 later fragments), the direction, and whether this packet
+// and UDP, IPv4 later fragments; those still count in the talkers), the direction, and whether this packet
 // started a new flow (also when a new SYN reuses the 5-tuple of a closed
 // flow: the flow's Handle then changes).
 //
@@ -153,14 +153,15 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	b := t.bucket
 	b.pkts++
 	b.bytes += size
-	if p.IPVersion != 4 && p.IPVersion != 6 {
+	if (p.IPVersion != 4 && p.IPVersion != 6) || !p.Src.IsValid() || p.Src.Is4() != p.Dst.Is4() {
+		// Not IP, or addresses no decoder should produce: totals only.
 		return nil, AtoB, false
 	}
 	var ap addrPorts
 	ap.src = p.Src.As16()
 	ap.dst = p.Dst.As16()
-	if p.IPVersion == 6 {
-		ap.v6 = 1
+	if !p.Src.Is4() {
+		ap.v6 = 1 // from the address itself, so A() and B() give back exactly p.Src and p.Dst
 	}
 	ap.proto = p.Proto
 	tcp := p.IsTCP()
