@@ -1,0 +1,248 @@
+package sensor_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"canopy/capture"
+	"canopy/inject"
+	"canopy/lab"
+	"canopy/rules"
+	"canopy/sensor"
+)
+
+// running is a sensor started on a lab's tap and inject ports.
+type running struct {
+	e     *sensor.Engine
+	store *rules.Store
+	stop  func()
+}
+
+// startSensor runs a real engine in the lab's sensor namespace: live
+// TPACKET rings on the tap, a transmit socket on the inject port addressed
+// to the router.
+func startSensor(t *testing.T, l *lab.Lab, mode sensor.Mode) *running {
+	t.Helper()
+	var (
+		src    *capture.Live
+		sender *inject.PacketSender
+		hop    *inject.NextHop
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	err := l.Do(lab.Sensor, func() error {
+		var err error
+		if src, err = capture.OpenLive(capture.LiveConfig{Ifaces: []string{l.TapIface}, Workers: 2, Lane: true, Promiscuous: true}); err != nil {
+			return err
+		}
+		if sender, err = inject.OpenSender(inject.DefaultSenderConfig(l.InjectIface)); err != nil {
+			return err
+		}
+		hop, err = inject.NewNextHop(ctx, l.InjectIface, l.RouterInject4.String(), inject.DefaultRefresh)
+		return err
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	store, err := rules.Open(rules.Config{StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inj := sensor.Injection{Sender: sender, Iface: l.InjectIface, NextHop: hop, Ceiling: inject.NewCeiling(100000)}
+	copy(inj.SrcMAC[:], sender.MAC())
+	e, err := sensor.New(sensor.Config{Mode: mode, Injection: inj, ConfirmAfter: 200 * time.Millisecond}, src, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	go store.Run(ctx)
+	r := &running{e: e, store: store}
+	r.stop = func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("engine: %v", err)
+		}
+		src.Close()
+		sender.Close()
+		hop.Close()
+		store.Close()
+	}
+	t.Cleanup(r.stop)
+	for deadline := time.Now().Add(5 * time.Second); !e.Ready(); {
+		if time.Now().After(deadline) {
+			t.Fatal("sensor not ready after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return r
+}
+
+func (r *running) ban(t *testing.T, value string) {
+	t.Helper()
+	if _, _, err := r.store.Add(rules.Request{Kind: rules.KindBan, Value: value, Origin: rules.OriginAPI, Reason: "lab test"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLabShortConnectionsNothingLeaks is the product's promise in small:
+// with a WAN-like delay, no line a banned client sends is ever read by the
+// server, and the legitimate address on the same host is untouched.
+func TestLabShortConnectionsNothingLeaks(t *testing.T) {
+	l := lab.NewT(t, lab.Config{Delay: 5 * time.Millisecond})
+	r := startSensor(t, l, sensor.ModeEnforce)
+	r.ban(t, l.ClientBanned4.String())
+	r.ban(t, l.ClientBanned6.String())
+
+	ctx := context.Background()
+	for _, tc := range []struct {
+		src, dst netip.Addr
+	}{{l.ClientBanned4, l.Server4}, {l.ClientBanned6, l.Server6}} {
+		res, err := l.Probe(ctx, lab.ProbeConfig{Src: tc.src, Dst: netip.AddrPortFrom(tc.dst, lab.EchoPort),
+			Conns: 300, Rate: 500, Concurrency: 64, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("banned %s: %+v", tc.src, res)
+		if res.Completed != 0 {
+			t.Errorf("banned %s: %d of %d connections got their echo", tc.src, res.Completed, res.Total())
+		}
+		if got := l.Echo.Count(tc.src); got.Requests != 0 {
+			t.Errorf("banned %s: the server read %d lines (accepted %d connections)", tc.src, got.Requests, got.Accepted)
+		}
+	}
+	legit, err := l.Probe(ctx, lab.ProbeConfig{Src: l.ClientLegit4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort),
+		Conns: 300, Rate: 500, Concurrency: 64, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if legit.Completed != 300 {
+		t.Errorf("legitimate client disturbed: %+v", legit)
+	}
+	time.Sleep(1500 * time.Millisecond) // one snapshot later
+	st := r.e.Snapshot().Status
+	t.Logf("blocks %+v", st.Blocks)
+	// A client may reuse a source port, so two connections can share one
+	// flow record; nearly every connection must still have its own block.
+	if st.Blocks.Attempted < 570 {
+		t.Errorf("attempted %d blocks for 600 banned connections", st.Blocks.Attempted)
+	}
+	if st.Blocks.Failed != 0 {
+		t.Errorf("%d blocks failed", st.Blocks.Failed)
+	}
+}
+
+// TestLabProactiveKill bans an address while it holds live sessions: every
+// one must die at once, from the flow table's numbers, without waiting for
+// the client's next line.
+func TestLabProactiveKill(t *testing.T) {
+	l := lab.NewT(t, lab.Config{})
+	r := startSensor(t, l, sensor.ModeEnforce)
+	ctx := context.Background()
+	ss, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientBanned4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort),
+		N: 50, Interval: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	legit, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientLegit4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort),
+		N: 5, Interval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer legit.Close()
+	time.Sleep(700 * time.Millisecond) // every session has exchanged a line and gone quiet
+	banAt := time.Now()
+	r.ban(t, l.ClientBanned4.String())
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if alive := ss.WaitDead(wctx, 0); alive != 0 {
+		t.Fatalf("%d of 50 sessions still alive 2s after the ban", alive)
+	}
+	var lat []time.Duration
+	for _, s := range ss.Snapshot() {
+		lat = append(lat, s.Died.Sub(banAt))
+		if s.Cause != lab.Reset {
+			t.Errorf("session %v died of %v (%s), want a reset", s.Local, s.Cause, s.Err)
+		}
+	}
+	slices.Sort(lat)
+	t.Logf("ban → death of 50 idle sessions: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
+	// Every session must have died before its next line was due: the kill
+	// was proactive, not triggered by the client's traffic.
+	if lat[len(lat)-1] > 400*time.Millisecond {
+		t.Errorf("slowest death %v after the ban: not proactive", lat[len(lat)-1])
+	}
+	if alive := legit.Alive(); alive != 5 {
+		t.Errorf("legitimate sessions alive %d of 5", alive)
+	}
+}
+
+// TestLabObserveSendsNothing runs the same banned traffic in observe mode:
+// everything completes, and would-block events say what would have gone out.
+func TestLabObserveSendsNothing(t *testing.T) {
+	l := lab.NewT(t, lab.Config{})
+	r := startSensor(t, l, sensor.ModeObserve)
+	events, cancel := r.e.Subscribe()
+	defer cancel()
+	r.ban(t, l.ClientBanned4.String())
+	res, err := l.Probe(context.Background(), lab.ProbeConfig{Src: l.ClientBanned4,
+		Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort), Conns: 50, Rate: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 50 {
+		t.Errorf("observe mode disturbed traffic: %+v", res)
+	}
+	would := 0
+	for deadline := time.After(2 * time.Second); would < 50; {
+		select {
+		case ev := <-events:
+			if ev.Type == sensor.EventWouldBlock && len(ev.Sent) > 0 {
+				would++
+			}
+		case <-deadline:
+			t.Fatalf("%d would-block events for 50 connections", would)
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if st := r.e.Snapshot().Status.Blocks; st.ResetsSent != 0 || st.Observed < 50 {
+		t.Errorf("observe mode stats %+v", st)
+	}
+}
+
+// TestLabUDPRefused: a banned client's connected UDP socket gets
+// ECONNREFUSED from the forged ICMP port unreachable.
+func TestLabUDPRefused(t *testing.T) {
+	l := lab.NewT(t, lab.Config{})
+	r := startSensor(t, l, sensor.ModeEnforce)
+	r.ban(t, l.ClientBanned4.String())
+	var got error
+	err := l.Do(lab.Client, func() error {
+		c, err := net.DialUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.ClientBanned4, 0)),
+			net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.Server4, lab.UDPEchoPort)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		for i := 0; i < 5 && got == nil; i++ {
+			c.Write([]byte("query"))
+			c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+			_, got = c.Read(buf)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(got, syscall.ECONNREFUSED) {
+		t.Fatalf("banned UDP client read error %v, want ECONNREFUSED", got)
+	}
+}
