@@ -3,6 +3,7 @@ package inject
 import (
 	"math"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultCeilingPPS is the global injection ceiling canopy runs with: far
@@ -30,6 +31,10 @@ type Ceiling struct {
 	suppressed atomic.Uint64
 }
 
+// clockSlack is how far apart the clocks of different callers may be before
+// Ceiling takes a difference for a backwards jump of the clock.
+const clockSlack = int64(time.Second)
+
 // NewCeiling returns a ceiling of pps frames per second; pps ≤ 0 means
 // DefaultCeilingPPS. The burst is pps/10 frames (at least 1).
 func NewCeiling(pps int) *Ceiling {
@@ -52,12 +57,20 @@ func NewCeiling(pps int) *Ceiling {
 
 // Allow reports whether one more frame may be sent at time now (ns, any
 // clock the callers share, e.g. time.Now().UnixNano() or the capture
-// timestamp), and takes its token if so. A refusal is counted in
-// Suppressed. It does not allocate.
+// timestamp; callers' clocks may differ by up to a second), and takes its
+// token if so. A refusal is counted in Suppressed. A clock that jumps
+// backwards by more than a second resets the bucket instead of stalling
+// it. It does not allocate.
 func (c *Ceiling) Allow(now int64) bool {
 	for {
 		old := c.tat.Load()
 		tat := max(old, now)
+		if tat-now > c.tolerance+c.interval+clockSlack {
+			// tat is further ahead than Allow ever moves it: the callers'
+			// clock jumped backwards. Start afresh rather than refuse
+			// everything until the clock catches up again.
+			tat = now
+		}
 		if tat-now > c.tolerance {
 			c.suppressed.Add(1)
 			return false

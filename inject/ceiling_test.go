@@ -99,3 +99,18 @@ func BenchmarkCeilingAllowParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestCeilingClockJumpsBack(t *testing.T) {
+	c := NewCeiling(100) // burst 10
+	now := int64(1_700_000_000_000_000_000)
+	for c.Allow(now) {
+	}
+	// A small skew between workers' clocks is still limited...
+	if c.Allow(now - 50_000_000) {
+		t.Error("allowed a frame from a worker 50 ms behind with the bucket empty")
+	}
+	// ...but a clock stepped back an hour does not stall injection for an hour.
+	if !c.Allow(now - 3600e9) {
+		t.Error("refused after the clock stepped back an hour")
+	}
+}

@@ -2,6 +2,7 @@ package inject
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -101,9 +102,18 @@ func (r *resolver) lookup(ip netip.Addr) (mac [6]byte, state int, err error) {
 	if ip.Is6() {
 		fam = netlink.FAMILY_V6
 	}
-	neighs, err := r.h.NeighList(r.index, fam)
-	if err != nil {
-		return mac, absent, fmt.Errorf("next hop %s on %s: read neighbour table: %w", ip, r.iface, err)
+	var neighs []netlink.Neigh
+	for try := 0; ; try++ {
+		neighs, err = r.h.NeighList(r.index, fam)
+		// A dump the table changed under (likely while an entry is being
+		// resolved) may be inconsistent: read it again.
+		if errors.Is(err, netlink.ErrDumpInterrupted) && try < 3 {
+			continue
+		}
+		if err != nil {
+			return mac, absent, fmt.Errorf("next hop %s on %s: read neighbour table: %w", ip, r.iface, err)
+		}
+		break
 	}
 	for _, n := range neighs {
 		a, _ := netip.AddrFromSlice(n.IP)

@@ -27,6 +27,9 @@ type PacketSender struct {
 	writers sync.Pool // *frameWriter: the closure RawConn.Write needs, reused
 }
 
+// sendBuffer is the socket send buffer OpenSender asks for.
+const sendBuffer = 4 << 20
+
 // ifaceAddr names the inject interface in errors.
 type ifaceAddr string
 
@@ -45,11 +48,12 @@ func (w *frameWriter) write(fd uintptr) bool {
 	// The socket is bound to the interface, so a plain write(2) sends on it
 	// with no sockaddr to build; the kernel reads the protocol from the
 	// frame's own EtherType (packet_parse_headers).
-	_, err := unix.Write(int(fd), w.frame)
-	if err == unix.EAGAIN {
-		return false // send buffer full: park on the netpoller until writable
-	}
-	w.err = err
+	//
+	// Returning true even on EAGAIN (send buffer full) makes Send fail
+	// instead of parking the worker on the netpoller: a worker stuck in Send
+	// stops capturing, while a lost reset is re-armed by the flow's next
+	// packet.
+	_, w.err = unix.Write(int(fd), w.frame)
 	return true
 }
 
@@ -82,6 +86,14 @@ func OpenSender(cfg SenderConfig) (*PacketSender, error) {
 		conn.Close()
 		return nil, opErr(err)
 	}
+	// Room for a proactive kill's burst (hundreds of frames) while a NIC's
+	// transmit completions lag. Best effort: without CAP_NET_ADMIN the
+	// kernel caps SO_SNDBUF at net.core.wmem_max, which is still usable.
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, sendBuffer)
+		}
+	})
 	if cfg.QdiscBypass {
 		var serr error
 		if err := rc.Control(func(fd uintptr) {
@@ -108,9 +120,13 @@ func OpenSender(cfg SenderConfig) (*PacketSender, error) {
 	return s, nil
 }
 
-// Send writes frame, a complete Ethernet frame, to the wire. Errors are
-// *net.OpError with Op "inject"; a failed send is not retried here (the
-// caller decides, e.g. re-resolving the next hop). Send does not allocate.
+// Send writes frame, a complete Ethernet frame, to the wire. It never
+// blocks and does not allocate. Errors are *net.OpError with Op "inject"
+// wrapping the errno: EAGAIN (send buffer full) or ENOBUFS (driver queue
+// full, with QdiscBypass) mean this frame was dropped and the caller should
+// count it; ENETDOWN, ENXIO or ENODEV mean the interface went down or away
+// (reopen the sender once it is back); net.ErrClosed after Close. A failed
+// send is not retried here.
 func (s *PacketSender) Send(frame []byte) error {
 	if len(frame) < EthernetLen {
 		return s.opError(os.NewSyscallError("write", unix.EINVAL))
