@@ -12,11 +12,11 @@ import (
 
 // EtherType values canopy writes or reads.
 const (
-	EtherTypeIPv4  uint16 = 0x0800 // Internet Protocol version 4
-	EtherTypeIPv6  uint16 = 0x86dd // Internet Protocol version 6
-	EtherTypeVLAN  uint16 = 0x8100 // IEEE 802.1Q customer tag (C-tag)
-	EtherTypeQinQ  uint16 = 0x88a8 // IEEE 802.1ad service tag (S-tag)
-	EtherTypeQinQ1 uint16 = 0x9100 // pre-standard QinQ tag some switches still emit
+	EtherTypeIPv4    uint16 = 0x0800 // Internet Protocol version 4
+	EtherTypeIPv6    uint16 = 0x86dd // Internet Protocol version 6
+	EtherTypeVLAN    uint16 = 0x8100 // IEEE 802.1Q customer tag (C-tag)
+	EtherTypeQinQ    uint16 = 0x88a8 // IEEE 802.1ad service tag (S-tag)
+	EtherTypeQinQOld uint16 = 0x9100 // pre-standard QinQ tag some switches still emit
 )
 
 // Header lengths.
@@ -83,7 +83,7 @@ func (b VLANTag) SetType(t uint16) { binary.BigEndian.PutUint16(b[vlanType:], t)
 
 // isVLANTPID reports whether t is a tag protocol identifier canopy knows.
 func isVLANTPID(t uint16) bool {
-	return t == EtherTypeVLAN || t == EtherTypeQinQ || t == EtherTypeQinQ1
+	return t == EtherTypeVLAN || t == EtherTypeQinQ || t == EtherTypeQinQOld
 }
 
 // IPv4 is a view of an IPv4 header (RFC 791).
@@ -165,11 +165,21 @@ func (b IPv4) SetProtocol(p uint8) { b[ipv4Protocol] = p }
 // SetChecksum sets the header checksum field.
 func (b IPv4) SetChecksum(c uint16) { binary.BigEndian.PutUint16(b[ipv4Checksum:], c) }
 
-// SetSrc sets the source address; a must be an IPv4 address.
-func (b IPv4) SetSrc(a netip.Addr) { a4 := a.As4(); copy(b[ipv4Src:ipv4Src+4], a4[:]) }
+// SetSrc sets the source address: an IPv4 (or IPv4-mapped) address;
+// anything else is written as 0.0.0.0.
+func (b IPv4) SetSrc(a netip.Addr) { a4 := as4(a); copy(b[ipv4Src:ipv4Src+4], a4[:]) }
 
-// SetDst sets the destination address; a must be an IPv4 address.
-func (b IPv4) SetDst(a netip.Addr) { a4 := a.As4(); copy(b[ipv4Dst:ipv4Dst+4], a4[:]) }
+// SetDst sets the destination address: an IPv4 (or IPv4-mapped) address;
+// anything else is written as 0.0.0.0.
+func (b IPv4) SetDst(a netip.Addr) { a4 := as4(a); copy(b[ipv4Dst:ipv4Dst+4], a4[:]) }
+
+// as4 is a's IPv4 form without netip's panic for other addresses.
+func as4(a netip.Addr) [4]byte {
+	if a = a.Unmap(); a.Is4() {
+		return a.As4()
+	}
+	return [4]byte{}
+}
 
 // CalculateChecksum returns the header checksum over HeaderLen bytes with
 // the checksum field taken as zero. Store it with SetChecksum.
@@ -231,10 +241,12 @@ func (b IPv6) SetNextHeader(p uint8) { b[ipv6NextHeader] = p }
 // SetHopLimit sets the hop limit.
 func (b IPv6) SetHopLimit(h uint8) { b[ipv6HopLimit] = h }
 
-// SetSrc sets the source address (an IPv4 address is written in its IPv4-mapped form).
+// SetSrc sets the source address (an IPv4 address is written in its
+// IPv4-mapped form, the zero Addr as ::).
 func (b IPv6) SetSrc(a netip.Addr) { a16 := a.As16(); copy(b[ipv6Src:ipv6Src+16], a16[:]) }
 
-// SetDst sets the destination address (an IPv4 address is written in its IPv4-mapped form).
+// SetDst sets the destination address (an IPv4 address is written in its
+// IPv4-mapped form, the zero Addr as ::).
 func (b IPv6) SetDst(a netip.Addr) { a16 := a.As16(); copy(b[ipv6Dst:ipv6Dst+16], a16[:]) }
 
 // pseudoSum is the one's complement sum of the IPv6 pseudo-header for an

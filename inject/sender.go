@@ -39,8 +39,12 @@ func DefaultSenderConfig(iface string) SenderConfig {
 // sender out of the port p was captured on ("reflect" mode, injecting on the
 // capture port itself): the destination is p's source and the source is
 // p's destination, so the frame looks like the peer's reply to the switch.
-// With a dedicated inject port, use the next hop's MAC (NextHop) and the
-// port's own (PacketSender.MAC) instead.
+// The caller swaps the observed MACs this way and rebuilds p's VLAN stack.
+// Sending with the peer's source MAC out of the sensor's port can make the
+// switch relearn that MAC on the sensor's port (MAC flapping, port-security
+// shutdowns), and many SPAN ports drop ingress frames anyway: prefer a
+// dedicated inject port, with the next hop's MAC (NextHop) and the port's
+// own (PacketSender.MAC).
 func ReflectMACs(p *capture.Packet) (dst, src [6]byte) {
 	return p.SrcMAC, p.DstMAC
 }
