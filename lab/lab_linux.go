@@ -28,7 +28,9 @@ type Lab struct {
 	Server4       netip.Addr // server address (echo, HTTP, UDP echo)
 	Server6       netip.Addr // IPv6 server address
 	RouterClient4 netip.Addr // router on the client subnet (client's gateway)
+	RouterClient6 netip.Addr // router on the IPv6 client subnet (client's IPv6 gateway)
 	RouterServer4 netip.Addr // router on the server subnet (server's gateway)
+	RouterServer6 netip.Addr // router on the IPv6 server subnet (server's IPv6 gateway)
 	SensorInject4 netip.Addr // sensor's inject port address
 	SensorInject6 netip.Addr // sensor's IPv6 inject port address
 	RouterInject4 netip.Addr // router on the inject subnet: next hop for injected frames
@@ -51,6 +53,7 @@ type Lab struct {
 	names   [nsCount]string
 	handles [nsCount]netns.NsHandle
 	delay   *delayLine
+	cables  int // veth pairs made so far (numbers their ifindexes)
 
 	mu      sync.Mutex
 	closers []func() error // servers to stop on Close, in start order
@@ -84,6 +87,8 @@ func New(cfg Config) (*Lab, error) {
 		Server6:       planServer6,
 		RouterClient4: planRouterClient4,
 		RouterServer4: planRouterServer4,
+		RouterClient6: planRouterClient6,
+		RouterServer6: planRouterServer6,
 		SensorInject4: planSensorInject4,
 		SensorInject6: planSensorInject6,
 		RouterInject4: planRouterInject4,
@@ -154,14 +159,14 @@ func (l *Lab) build(prefix string, cfg Config) error {
 				netip.PrefixFrom(l.ClientBanned4, prefixLen4), netip.PrefixFrom(l.ClientLegit4, prefixLen4),
 				netip.PrefixFrom(l.ClientBanned6, prefixLen6), netip.PrefixFrom(l.ClientLegit6, prefixLen6),
 			},
-			[]netip.Addr{l.RouterClient4, planRouterClient6})
+			[]netip.Addr{l.RouterClient4, l.RouterClient6})
 	}); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	if err := l.Do(Server, func() error {
 		return setupHost(ServerIface, true,
 			[]netip.Prefix{netip.PrefixFrom(l.Server4, prefixLen4), netip.PrefixFrom(l.Server6, prefixLen6)},
-			[]netip.Addr{l.RouterServer4, planRouterServer6})
+			[]netip.Addr{l.RouterServer4, l.RouterServer6})
 	}); err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
@@ -178,7 +183,48 @@ func (l *Lab) build(prefix string, cfg Config) error {
 		}
 		l.delay = d
 	}
+	if err := l.waitLinksUp(roles, 5*time.Second); err != nil {
+		return err
+	}
 	return l.startServers()
+}
+
+// waitLinksUp waits until every link of the lab is operationally up. A
+// veth's carrier comes up at once, but the kernel's linkwatch attaches its
+// real qdisc up to a second later (it batches events); until then every
+// frame sent on it is dropped silently, so the first ARP or SYN of a test
+// would vanish and cost a one-second retransmission, or a probe's timeout.
+func (l *Lab) waitLinksUp(roles []NS, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for _, r := range roles {
+		err := l.Do(r, func() error {
+			for {
+				links, err := netlink.LinkList()
+				if err != nil {
+					return fmt.Errorf("list links: %w", err)
+				}
+				var down string
+				for _, link := range links {
+					a := link.Attrs()
+					if a.Name != "lo" && a.OperState != netlink.OperUp {
+						down = a.Name + " (" + a.OperState.String() + ")"
+						break
+					}
+				}
+				if down == "" {
+					return nil
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("link %s not up after %v", down, limit)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+		if err != nil {
+			return fmt.Errorf("%s namespace: %w", r, err)
+		}
+	}
+	return nil
 }
 
 // prepareNS sets the sysctls a namespace needs before any interface exists
@@ -239,9 +285,16 @@ func prepareNS(role NS) error {
 }
 
 // cable creates a veth pair with one end in each namespace.
+//
+// The first end gets an explicit ifindex (100 and up, distinct per cable).
+// In fresh namespaces both ends would otherwise get the same ifindex (2,
+// the first after lo), and the kernel's linkwatch treats a device whose
+// ifindex equals its iflink as non-urgent and activates its qdisc up to a
+// second late: every frame sent before that is dropped.
 func (l *Lab) cable(aNS NS, aName string, bNS NS, bName string) error {
+	l.cables++
 	v := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: aName, Namespace: netlink.NsFd(int(l.handles[aNS]))},
+		LinkAttrs:     netlink.LinkAttrs{Name: aName, Index: 100 + l.cables, Namespace: netlink.NsFd(int(l.handles[aNS]))},
 		PeerName:      bName,
 		PeerNamespace: netlink.NsFd(int(l.handles[bNS])),
 	}
@@ -314,8 +367,8 @@ func (l *Lab) setupRouter() error {
 		name  string
 		addrs []netip.Prefix
 	}{
-		{RouterCli, []netip.Prefix{netip.PrefixFrom(l.RouterClient4, prefixLen4), netip.PrefixFrom(planRouterClient6, prefixLen6)}},
-		{RouterSrv, []netip.Prefix{netip.PrefixFrom(l.RouterServer4, prefixLen4), netip.PrefixFrom(planRouterServer6, prefixLen6)}},
+		{RouterCli, []netip.Prefix{netip.PrefixFrom(l.RouterClient4, prefixLen4), netip.PrefixFrom(l.RouterClient6, prefixLen6)}},
+		{RouterSrv, []netip.Prefix{netip.PrefixFrom(l.RouterServer4, prefixLen4), netip.PrefixFrom(l.RouterServer6, prefixLen6)}},
 		{RouterInj, []netip.Prefix{netip.PrefixFrom(l.RouterInject4, prefixLen4), netip.PrefixFrom(l.RouterInject6, prefixLen6)}},
 		{RouterTap, nil},
 	}

@@ -97,6 +97,9 @@ func newNamedNS(name string) (netns.NsHandle, error) {
 		if h.IsOpen() {
 			h.Close()
 		}
+		if errors.Is(err, os.ErrPermission) {
+			return netns.None(), fmt.Errorf("create network namespace %s: %w (the lab needs root: CAP_SYS_ADMIN and CAP_NET_ADMIN)", name, err)
+		}
 		return netns.None(), fmt.Errorf("create network namespace %s: %w", name, err)
 	}
 	return h, nil
