@@ -471,3 +471,79 @@ func (ov *overlay) withRemove(id uint64, bits uint8, is4 bool) *overlay {
 
 // size is how much the overlay holds: the fold trigger.
 func (ov *overlay) size() int { return ov.n + len(ov.tomb) }
+
+// apply returns a copy of ov with ops applied in order, rebuilding the
+// overlay once: O((overlay+ops) log) instead of a copy per op, for bulk
+// changes (a block file, a fold's replay).
+func (ov *overlay) apply(ops []foldOp) *overlay {
+	if len(ops) == 0 {
+		return ov
+	}
+	type final struct {
+		r       rule
+		is4     bool
+		present bool
+	}
+	last := make(map[uint64]final, len(ops))
+	tomb := slices.Clone(ov.tomb)
+	for _, op := range ops {
+		if op.add {
+			last[op.r.id] = final{r: op.r, is4: op.is4, present: true}
+		} else {
+			last[op.id] = final{}
+			tomb = append(tomb, op.id)
+		}
+	}
+	slices.Sort(tomb)
+	tomb = slices.Compact(tomb)
+	keep := func(bk []ovBucket) []rule {
+		var out []rule
+		for _, b := range bk {
+			for _, r := range b.rules {
+				if _, touched := last[r.id]; !touched {
+					out = append(out, r)
+				}
+			}
+		}
+		return out
+	}
+	v4, v6 := keep(ov.v4), keep(ov.v6)
+	for _, f := range last {
+		if !f.present {
+			continue
+		}
+		if f.is4 {
+			v4 = append(v4, f.r)
+		} else {
+			v6 = append(v6, f.r)
+		}
+	}
+	return &overlay{v4: bucketize(v4), v6: bucketize(v6), tomb: tomb, n: len(v4) + len(v6)}
+}
+
+// bucketize groups rules by prefix length, longest first, each bucket
+// sorted by address.
+func bucketize(rs []rule) []ovBucket {
+	slices.SortStableFunc(rs, func(a, b rule) int {
+		if a.bits != b.bits {
+			return int(b.bits) - int(a.bits)
+		}
+		switch {
+		case a.first.less(b.first):
+			return -1
+		case b.first.less(a.first):
+			return 1
+		}
+		return 0
+	})
+	var out []ovBucket
+	for i := 0; i < len(rs); {
+		j := i
+		for j < len(rs) && rs[j].bits == rs[i].bits {
+			j++
+		}
+		out = append(out, ovBucket{bits: rs[i].bits, rules: slices.Clone(rs[i:j])})
+		i = j
+	}
+	return out
+}

@@ -86,6 +86,8 @@ type Store struct {
 	ov         *overlay
 	folding    bool
 	foldOps    []foldOp
+	bulk       bool
+	bulkOps    []foldOp
 	lastFold   time.Time
 	allowRecs  map[uint64]*record
 	allowBase  *base
@@ -102,7 +104,8 @@ type Store struct {
 	subs    map[*subscriber]struct{}
 	dropped atomic.Uint64
 
-	fileExpired map[string]map[netip.Prefix]bool // block-file lines whose ban expired while the line stayed
+	fileExpired map[string]map[netip.Prefix]bool    // block-file lines whose ban expired while the line stayed
+	fileRecs    map[string]map[netip.Prefix]*record // bans in force per block file
 
 	p        *persister // nil without StateDir
 	auditMem []AuditRecord
@@ -157,6 +160,7 @@ func Open(cfg Config) (*Store, error) {
 		expWake:     make(chan struct{}, 1),
 		subs:        make(map[*subscriber]struct{}),
 		fileExpired: make(map[string]map[netip.Prefix]bool),
+		fileRecs:    make(map[string]map[netip.Prefix]*record),
 	}
 	if cfg.StateDir != "" {
 		p, err := openPersister(s, cfg.StateDir)
@@ -213,6 +217,14 @@ func (s *Store) insertLocked(r *record) {
 	}
 	if r.e.Origin != OriginSystem {
 		s.nUser++
+	}
+	if r.e.Origin == OriginFile {
+		m := s.fileRecs[r.e.RequestedBy]
+		if m == nil {
+			m = make(map[netip.Prefix]*record)
+			s.fileRecs[r.e.RequestedBy] = m
+		}
+		m[r.e.Value] = r
 	}
 	switch r.e.Kind {
 	case KindAllow:
@@ -343,14 +355,7 @@ func (s *Store) startFoldLocked() {
 		nb := mergeBase(b, ov)
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		nov := &overlay{}
-		for _, op := range s.foldOps {
-			if op.add {
-				nov = nov.withAdd(op.r, op.is4)
-			} else {
-				nov = nov.withRemove(op.id, op.bits, op.is4)
-			}
-		}
+		nov := (&overlay{}).apply(s.foldOps)
 		s.base, s.ov = nb, nov
 		s.foldOps = nil
 		s.lastFold = s.now()
@@ -370,19 +375,40 @@ func (s *Store) startFoldLocked() {
 
 func (s *Store) ovAddLocked(r *record) {
 	cr, is4 := compileRule(r)
-	s.ov = s.ov.withAdd(cr, is4)
+	op := foldOp{add: true, r: cr, is4: is4}
+	if s.bulk {
+		s.bulkOps = append(s.bulkOps, op)
+	} else {
+		s.ov = s.ov.withAdd(cr, is4)
+	}
 	if s.folding {
-		s.foldOps = append(s.foldOps, foldOp{add: true, r: cr, is4: is4})
+		s.foldOps = append(s.foldOps, op)
 	}
 }
 
 func (s *Store) ovRemoveLocked(r *record) {
 	is4 := r.e.Value.Addr().Is4()
 	bits := uint8(r.e.Value.Bits())
-	s.ov = s.ov.withRemove(r.e.ID, bits, is4)
-	if s.folding {
-		s.foldOps = append(s.foldOps, foldOp{id: r.e.ID, bits: bits, is4: is4})
+	op := foldOp{id: r.e.ID, bits: bits, is4: is4}
+	if s.bulk {
+		s.bulkOps = append(s.bulkOps, op)
+	} else {
+		s.ov = s.ov.withRemove(r.e.ID, bits, is4)
 	}
+	if s.folding {
+		s.foldOps = append(s.foldOps, op)
+	}
+}
+
+// beginBulkLocked collects overlay changes until endBulkLocked applies them
+// in one rebuild of the overlay (a block file of 100k lines would otherwise
+// copy the overlay 100k times).
+func (s *Store) beginBulkLocked() { s.bulk = true }
+
+func (s *Store) endBulkLocked() {
+	s.ov = s.ov.apply(s.bulkOps)
+	s.bulk = false
+	s.bulkOps = nil
 }
 
 // Set returns the current compiled rule set. It never returns nil after
@@ -789,6 +815,9 @@ func (s *Store) removeLocked(r *record, op ChangeOp, who, reason string, now tim
 	s.nDead++
 	if r.e.Origin != OriginSystem {
 		s.nUser--
+	}
+	if r.e.Origin == OriginFile {
+		delete(s.fileRecs[r.e.RequestedBy], r.e.Value)
 	}
 	switch r.e.Kind {
 	case KindBan:
