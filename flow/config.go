@@ -20,7 +20,9 @@ const (
 	// DefaultMaxTalkers is how many distinct keys of each kind one Bucket holds.
 	DefaultMaxTalkers = 4096
 	// DefaultExpireBatch is how many slots one Expire call examines at most.
-	DefaultExpireBatch = 1 << 16
+	DefaultExpireBatch = 8192
+	// DefaultSweepEvery is how often Expire aims to have examined every slot.
+	DefaultSweepEvery = 5 * time.Second
 	// DefaultEvictSample is how many candidates are compared when the table
 	// is full and a slot must be reclaimed.
 	DefaultEvictSample = 8
@@ -55,9 +57,15 @@ type Config struct {
 	// an "other" row. Default 4096.
 	MaxTalkers int
 	// ExpireBatch is the most slots one Expire call examines, which bounds
-	// how long it holds the worker. Default 65536 (a full sweep of a 1M
-	// table takes 16 calls).
+	// how long it holds the worker. Default 8192 (about 0.2 ms on a full
+	// 1M table).
 	ExpireBatch int
+	// SweepEvery is how long (in the Expire clock) a full sweep of the
+	// table should take: each Expire call examines the share of slots the
+	// time since the previous call is due, within ExpireBatch. Expiry is
+	// therefore up to SweepEvery late (longer if calls are rarer than
+	// SweepEvery × ExpireBatch / Cap). Default 5 s.
+	SweepEvery time.Duration
 	// EvictSample is how many randomly drawn slots are compared to pick the
 	// victim when the table is full: the one furthest past (or closest to)
 	// its idle deadline wins. Default 8; at most 64.
@@ -91,6 +99,7 @@ func (c Config) withDefaults() Config {
 	if c.ExpireBatch <= 0 {
 		c.ExpireBatch = DefaultExpireBatch
 	}
+	dur(&c.SweepEvery, DefaultSweepEvery)
 	if c.EvictSample <= 0 {
 		c.EvictSample = DefaultEvictSample
 	}

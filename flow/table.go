@@ -30,12 +30,13 @@ type Table struct {
 	epHeads []uint32 // address hash → first ref (slot<<1 | side)
 	epMask  uint64
 
-	used uint32 // slots 1..used have been handed out at least once
-	free uint32 // first slot of the free list
-	live int
-	hand uint32 // Expire's clock hand
-	rng  uint64 // eviction sampling state (wyrand)
-	now  int64  // latest timestamp seen (packets or Expire)
+	used       uint32 // slots 1..used have been handed out at least once
+	free       uint32 // first slot of the free list
+	live       int
+	hand       uint32 // Expire's clock hand
+	lastExpire int64  // now of the previous Expire call
+	rng        uint64 // eviction sampling state (wyrand)
+	now        int64  // latest timestamp seen (packets or Expire)
 
 	idle [4]int64 // timeouts in ns, by timeoutClass
 
@@ -451,17 +452,31 @@ func (t *Table) epUnlink(f *Flow, s int) {
 }
 
 // Expire removes flows idle longer than their state's timeout at time now
-// (ns, the same clock as packet timestamps). It examines at most
-// Config.ExpireBatch slots, continuing where the previous call stopped, so
-// call it regularly (on every Idle and about every 100 ms of traffic); a
-// full sweep takes Cap/ExpireBatch calls. It returns how many flows it
-// removed. Pointers to removed flows become invalid; Handles see nil.
+// (ns, the same clock as packet timestamps) and returns how many it
+// removed. It continues a clock hand where the previous call stopped and
+// examines about Cap × (now − previous call) / Config.SweepEvery slots, at
+// least min(1024, ExpireBatch) and at most ExpireBatch, so calling it often
+// (the sensor does every 10 ms) costs a little each time and sweeps the
+// whole table about once per SweepEvery, and no call holds the worker for
+// long (8192 slots ≈ 0.2 ms on a 1M table). Pointers to removed flows
+// become invalid; Handles see nil.
 func (t *Table) Expire(now int64) int {
 	if now > t.now {
 		t.now = now
 	}
+	budget := t.cfg.ExpireBatch
+	if t.lastExpire != 0 && now > t.lastExpire {
+		b := uint64(t.used) * uint64(now-t.lastExpire) / uint64(t.cfg.SweepEvery)
+		budget = int(min(b, uint64(budget)))
+	} else if t.lastExpire != 0 {
+		budget = 0
+	}
+	if now > t.lastExpire {
+		t.lastExpire = now
+	}
+	budget = max(budget, min(1024, t.cfg.ExpireBatch))
+	budget = min(budget, int(t.used))
 	n := 0
-	budget := min(t.cfg.ExpireBatch, int(t.used))
 	for ; budget > 0; budget-- {
 		t.hand++
 		if t.hand > t.used {
@@ -567,14 +582,14 @@ func (f *Flow) StateName() string {
 
 // SwapBucket installs fresh as the table's current talkers bucket and
 // returns the previous one. The sensor calls it once a second on the
-// worker's goroutine and hands the old bucket to the Aggregator. fresh is
-// cleared here if it was not already (Aggregator.Add clears the buckets it
-// merges); nil makes a new bucket (an allocation: recycle instead).
+// worker's goroutine and hands the old bucket to the Aggregator, which
+// clears it in Add so it can come back as the next fresh one. fresh is
+// installed as it is, so a bucket that could not be handed over can be put
+// back and keeps counting (its flows may then be counted twice as
+// distinct). nil makes a new bucket (an allocation: recycle instead).
 func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 	if fresh == nil {
 		fresh = NewBucket(t.cfg.MaxTalkers)
-	} else if fresh.dirty() {
-		fresh.Reset()
 	}
 	old := t.bucket
 	t.bucket = fresh

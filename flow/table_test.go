@@ -633,3 +633,46 @@ func TestConfigDefaults(t *testing.T) {
 		t.Fatalf("MaxFlows not clamped: %d", c.MaxFlows)
 	}
 }
+
+func TestExpireBudgetFollowsTheClock(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 10000, IdleUDP: time.Second, ExpireBatch: 8192, SweepEvery: 10 * time.Second})
+	for i := range 10000 {
+		tb.Update(udp(cli, uint16(i), srv, uint16(i>>16+1), 1, t0))
+	}
+	// First call: a full batch. Then 1 s later: 10000 × 1 s / 10 s = 1000
+	// slots, raised to the 1024 floor. Then what is left.
+	for i, want := range []int{8192, 1024, 784, 0} {
+		if n := tb.Expire(t0 + 2*sec + int64(i)*sec); n != want {
+			t.Fatalf("call %d expired %d, want %d", i, n, want)
+		}
+	}
+	// A call with the clock standing still still makes (floor) progress.
+	for i := range 3000 {
+		tb.Update(udp(cli, uint16(i), srv, 9, 1, t0+10*sec))
+	}
+	total := tb.Expire(t0 + 20*sec) // 15 s since the last call: a full batch
+	for call := 0; total < 3000; call++ {
+		n := tb.Expire(t0 + 20*sec)
+		if n > 1024 {
+			t.Fatalf("same-time call expired %d > the 1024 floor", n)
+		}
+		if call > 10 {
+			t.Fatalf("no progress: %d of 3000 expired", total)
+		}
+		total += n
+	}
+	tb.check(t)
+}
+
+func TestSwapBucketPutBackKeepsCounts(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 8})
+	tb.Update(udp(cli, 1, srv, 2, 100, t0))
+	old := tb.SwapBucket(NewBucket(0))
+	// The snapshotter had no room: the sensor puts the old bucket back.
+	fresh := tb.SwapBucket(old)
+	tb.Update(udp(cli, 1, srv, 2, 100, t0+1))
+	got := tb.SwapBucket(fresh)
+	if got != old || got.Pkts() != 2 || got.Bytes() != 2*128 {
+		t.Fatalf("put-back bucket: %d pkts %d bytes", got.Pkts(), got.Bytes())
+	}
+}
