@@ -282,7 +282,7 @@ func TestSessionsReportDeaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	victims, err := l.OpenSessions(ctx, SessionsConfig{Src: l.ClientBanned4, Dst: netip.AddrPortFrom(l.Server4, 8007), N: 20, Interval: 20 * time.Millisecond})
+	victims, err := l.OpenSessions(ctx, SessionsConfig{Src: l.ClientBanned4, Dst: netip.AddrPortFrom(l.Server4, 8007), N: 100, Interval: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,9 +291,9 @@ func TestSessionsReportDeaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	if n := victims.Alive(); n != 20 {
-		t.Fatalf("%d of 20 sessions alive before the kill", n)
+	time.Sleep(400 * time.Millisecond)
+	if n := victims.Alive(); n != 100 {
+		t.Fatalf("%d of 100 sessions alive before the kill", n)
 	}
 	kill := time.Now()
 	extra.Close() // closes every server-side connection of port 8007
@@ -337,5 +337,22 @@ func TestCleanupStale(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(netnsDir, prefix+"client")); !os.IsNotExist(err) {
 		t.Errorf("stale namespace still there: %v", err)
+	}
+}
+
+// TestProbeRatePaces checks Rate spaces connection starts: n connections
+// at r per second cannot finish before (n-1)/r. A lower bound only, so it
+// cannot flake on a slow machine.
+func TestProbeRatePaces(t *testing.T) {
+	l := NewT(t, Config{})
+	res, err := l.Probe(context.Background(), ProbeConfig{Src: l.ClientLegit4, Dst: netip.AddrPortFrom(l.Server4, EchoPort), Conns: 101, Rate: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Completed != 101 {
+		t.Fatalf("%+v", res)
+	}
+	if min := 200 * time.Millisecond; res.Elapsed < min {
+		t.Errorf("101 connections at 500/s took %v, want at least %v", res.Elapsed, min)
 	}
 }

@@ -330,7 +330,6 @@ func (l *Lab) startServers() error {
 	h.srv = &http.Server{
 		Handler:           http.HandlerFunc(h.handler),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
 		ConnState: func(c net.Conn, s http.ConnState) {
 			if s == http.StateNew {
 				h.counts.of(remoteAddr(c)).accepted.Add(1)
