@@ -177,7 +177,8 @@ func (n *NextHop) Refresh(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the netlink socket. MAC keeps returning the last value.
+// Close releases the netlink socket; call it after Run has returned. MAC
+// keeps returning the last value.
 func (n *NextHop) Close() error {
 	if n.res != nil {
 		n.res.close()

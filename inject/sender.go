@@ -15,6 +15,11 @@ type Sender interface {
 	Send(frame []byte) error
 }
 
+var (
+	_ Sender = (*PacketSender)(nil)
+	_ Sender = (*Recorder)(nil)
+)
+
 // SenderConfig configures OpenSender.
 type SenderConfig struct {
 	// Iface is the inject interface (--inject-iface). Required.
@@ -24,9 +29,11 @@ type SenderConfig struct {
 	// keeps a reset's latency independent of load. The price: a full driver
 	// queue makes Send fail (ENOBUFS/EBUSY) instead of waiting, tc rules on
 	// the interface are ignored, and tcpdump on the inject interface no
-	// longer sees the injected frames. canopy's default (DefaultSenderConfig
-	// and the command line) is true; the zero value, false, goes through the
-	// qdisc.
+	// longer sees the injected frames. The last point is also a benefit:
+	// in reflect mode (injecting on a capture port) the sensor's own capture
+	// sockets do not see its resets either. canopy's default
+	// (DefaultSenderConfig and the command line) is true; the zero value,
+	// false, goes through the qdisc.
 	QdiscBypass bool
 }
 
