@@ -23,12 +23,14 @@ const (
 	journalSuffix = ".jsonl"
 	auditFile     = "audit.jsonl"
 	stateVersion  = 1
-	// compactAfter is how many journal records trigger a compaction, on
-	// top of the number of persisted entries (so a big store does not
-	// rewrite its snapshot on every few thousand changes).
-	compactAfter = 100_000
-	auditMemMax  = 10_000
+	auditMemMax   = 10_000
 )
+
+// compactAfter is how many journal records trigger a compaction, on top of
+// the number of persisted entries (so a big store does not rewrite its
+// snapshot every few thousand changes). A variable so tests can force
+// compactions.
+var compactAfter = 100_000
 
 // persisted reports whether entries of this origin are saved in the state
 // directory. Config and file entries are re-derived from their sources at

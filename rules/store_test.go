@@ -431,3 +431,35 @@ func TestStoreChurnMatchesModel(t *testing.T) {
 		}
 	}
 }
+
+func TestAddBatch(t *testing.T) {
+	s := newStore(t, Config{StateDir: t.TempDir()})
+	ch, cancel := s.Subscribe()
+	defer cancel()
+	res := s.AddBatch([]Request{
+		{Kind: KindBan, Value: "203.0.113.1"},
+		{Kind: KindBan, Value: "bogus"},
+		{Kind: KindBan, Value: "203.0.113.0/24", Action: ActionObserve},
+		{Kind: KindBan, Value: "203.0.113.1", TTL: time.Hour}, // same value: not a new entry
+	})
+	if res[0].Err != nil || !res[0].Created || CodeOf(res[1].Err) != CodeInvalid || res[2].Err != nil || res[3].Created || res[3].Entry.ID != res[0].Entry.ID {
+		t.Fatalf("results: %+v", res)
+	}
+	set := s.Set()
+	if v := set.Match(ip("203.0.113.1"), ip("10.0.0.1"), 6, 1, 2); v.RuleID != res[0].Entry.ID {
+		t.Fatalf("batch ban not matched: %+v", v)
+	}
+	if v := set.Match(ip("203.0.113.2"), ip("10.0.0.1"), 6, 1, 2); v.RuleID != res[2].Entry.ID || v.Action != ActionObserve {
+		t.Fatalf("batch prefix not matched: %+v", v)
+	}
+	// Changes arrive only after the Set that reflects them is published.
+	for range 2 {
+		c := <-ch
+		if c.Op != OpAdded || s.Set().Generation() < set.Generation() {
+			t.Fatalf("change %+v before its set", c)
+		}
+	}
+}
+
+// Error satisfies the API's seam, interface{ Code() string }.
+var _ interface{ Code() string } = (*Error)(nil)
