@@ -13,6 +13,7 @@ import (
 	"canopy/capture"
 
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -280,5 +281,70 @@ func BenchmarkMdlayherWriteTo(b *testing.B) {
 		if _, err := s.conn.WriteTo(buf[:n], addr); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// throttle puts a tbf qdisc of 1000 bytes/s with a 16 MB queue on the
+// sender's interface: through the qdisc, frames pile up in the socket's
+// send buffer.
+func (b *wireBed) throttle(t testing.TB) {
+	t.Helper()
+	h := nlHandle(t, b.ns)
+	l, err := h.LinkByName(b.tx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &netlink.Tbf{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(1, 0), Parent: netlink.HANDLE_ROOT},
+		Rate:       1000, Limit: 16 << 20, Buffer: netlink.Xmittime(1000, 1600),
+	}
+	if err := h.QdiscAdd(q); err != nil {
+		t.Fatalf("add tbf qdisc: %v", err)
+	}
+}
+
+// TestPacketSenderNeverBlocks: with the send buffer full, Send fails with
+// EAGAIN at once instead of parking the worker; with QdiscBypass the qdisc
+// (and its backlog) is not in the path at all.
+func TestPacketSenderNeverBlocks(t *testing.T) {
+	b := newWireBed(t)
+	b.throttle(t)
+	f := testFrames(t)["rst v4"]
+	sendMany := func(s *PacketSender, n int) (int, error) {
+		type result struct {
+			sent int
+			err  error
+		}
+		done := make(chan result, 1)
+		go func() {
+			for i := range n {
+				if err := s.Send(f); err != nil {
+					done <- result{i, err}
+					return
+				}
+			}
+			done <- result{n, nil}
+		}()
+		select {
+		case r := <-done:
+			return r.sent, r.err
+		case <-time.After(20 * time.Second):
+			t.Fatal("Send blocked")
+			return 0, nil
+		}
+	}
+
+	sent, err := sendMany(b.open(t, false), 100000)
+	if !errors.Is(err, unix.EAGAIN) {
+		t.Fatalf("through a stalled qdisc: %d sent, then %v; want EAGAIN", sent, err)
+	}
+	var oe *net.OpError
+	if !errors.As(err, &oe) || oe.Op != "inject" {
+		t.Errorf("error %v is not an inject *net.OpError", err)
+	}
+	t.Logf("through a stalled qdisc: %d frames queued, then %v", sent, err)
+
+	if sent, err := sendMany(b.open(t, true), 20000); err != nil {
+		t.Errorf("with QDISC_BYPASS past the same qdisc: %d sent, then %v", sent, err)
 	}
 }
