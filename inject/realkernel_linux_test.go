@@ -462,3 +462,77 @@ func TestNextHopFollowsTable(t *testing.T) {
 		t.Errorf("static next hop: %v", err)
 	}
 }
+
+// TestRealKernelResetSynSent proves the reset for a bare SYN: a host in
+// SYN-SENT drops an RST without ACK, and takes RST|ACK with ack = ISN+1 as
+// "connection refused".
+func TestRealKernelResetSynSent(t *testing.T) {
+	b := newSwitchBed(t)
+	serverMAC := linkMAC(t, b.server, b.sIf)
+	h := nlHandle(t, b.client)
+	link, err := h.LinkByName(b.cIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name           string
+		client, silent netip.Addr
+		fam            int
+	}{
+		{"ipv4", bedClient4, netip.MustParseAddr("10.77.0.9"), netlink.FAMILY_V4},
+		{"ipv6", bedClient6, netip.MustParseAddr("fd77::9"), netlink.FAMILY_V6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// Nobody has the address; a static neighbour entry lets the
+			// client's SYNs out (to the server's MAC, whose stack drops them).
+			if err := h.NeighSet(&netlink.Neigh{LinkIndex: link.Attrs().Index, Family: tc.fam, IP: tc.silent.AsSlice(),
+				HardwareAddr: net.HardwareAddr(serverMAC[:]), State: netlink.NUD_PERMANENT}); err != nil {
+				t.Fatal(err)
+			}
+			dialed := make(chan error, 1)
+			go func() {
+				dialed <- onThread(func() error {
+					if err := netns.Set(b.client); err != nil {
+						return err
+					}
+					c, err := net.DialTimeout("tcp", netip.AddrPortFrom(tc.silent, 80).String(), 10*time.Second)
+					if err == nil {
+						c.Close()
+					}
+					return err
+				})
+			}()
+			var syn capture.Packet
+			if _, err := b.sniff.await(3*time.Second, func(f []byte) bool {
+				p, ok := decode(f)
+				if ok && p.IsTCP() && p.Src == tc.client && p.Dst == tc.silent && p.Flags == capture.FlagSYN {
+					syn = p
+					return true
+				}
+				return false
+			}); err != nil {
+				t.Fatalf("client's SYN: %v", err)
+			}
+			spec := Reset{Src: tc.silent, Dst: tc.client, SrcPort: 80, DstPort: syn.SrcPort, Seq: 0, Ack: syn.Seq + 1,
+				Flags: capture.FlagRST, TTL: 64}
+			b.deliver(t, b.reset(t, spec))
+			select {
+			case err := <-dialed:
+				t.Fatalf("connect ended by an RST without ACK: %v", err)
+			case <-time.After(300 * time.Millisecond):
+			}
+			spec.Flags = capture.FlagRST | capture.FlagACK
+			f := b.reset(t, spec)
+			t.Logf("sending %s", Describe(f))
+			b.deliver(t, f)
+			select {
+			case err := <-dialed:
+				if !errors.Is(err, syscall.ECONNREFUSED) {
+					t.Fatalf("connect: %v, want ECONNREFUSED", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("connect still pending after RST|ACK with ack = ISN+1")
+			}
+		})
+	}
+}
