@@ -114,7 +114,6 @@ func (d *dialog) view(st *Styles, w int, now time.Time) string {
 			add(style.Render(l))
 		}
 	}
-	plain := lipgloss.NewStyle()
 	switch d.kind {
 	case dlgBan:
 		add(st.DialogTitle.Render("Ban " + d.ip.String()))
@@ -161,7 +160,7 @@ func (d *dialog) view(st *Styles, w int, now time.Time) string {
 		add(st.DialogTitle.Render("Quit the dashboard?"))
 		add("")
 		if d.attached {
-			wrap(plain, "The daemon keeps running and keeps enforcing its "+plural(d.bans, "ban", "bans")+": quitting only closes this view.")
+			wrap(st.Body, "The daemon keeps running and keeps enforcing its "+plural(d.bans, "ban", "bans")+": quitting only closes this view.")
 		} else {
 			wrap(st.DialogWarn, plural(d.bans, "ban is", "bans are")+" active and blocking stops with this process: banned hosts get through once canopy exits (bans are kept and return on the next start).")
 		}

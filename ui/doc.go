@@ -4,8 +4,11 @@
 // one-key actions.
 //
 // The dashboard only ever reads immutable snapshots through a [Backend]
-// (the in-process sensor or a daemon's HTTP API), one fetch per second in a
-// tea.Cmd, so a slow terminal can never slow capture or blocking. Every
+// (the in-process sensor or a daemon's HTTP API). It pulls: one fetch per
+// second in a tea.Cmd, never two at once, and a late answer older than one
+// already shown is dropped, so the latest snapshot always wins. Nothing
+// pushes into the program (no p.Send), so a slow terminal can never slow
+// capture or blocking; at worst the dashboard skips a second. Every
 // action (ban, unban, mode, flows) also runs in a tea.Cmd and comes back as a
 // message; Update does no I/O. The root [Model] is the only tea.Model; the
 // panes are plain structs with SetSize/SetData/View methods, all styles live

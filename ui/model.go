@@ -304,8 +304,7 @@ func (m *Model) onKey(k tea.KeyPressMsg) tea.Cmd {
 		return m.dialogKey(k)
 	}
 	if m.editing {
-		m.filterKey(k)
-		return nil
+		return m.filterKey(k)
 	}
 	km := &m.keys
 	switch {
@@ -507,7 +506,7 @@ func (m *Model) openMode() {
 func (m *Model) dialogKey(k tea.KeyPressMsg) tea.Cmd {
 	d := m.dlg
 	km := &m.keys
-	if k.String() == "esc" {
+	if k.String() == "esc" || k.String() == "ctrl+c" && d.kind != dlgQuit {
 		m.dlg = nil
 		return nil
 	}
@@ -642,8 +641,12 @@ func (m *Model) onModeResult(r modeResultMsg) tea.Cmd {
 }
 
 // filterKey edits the filter line; the filter applies as it is typed.
-func (m *Model) filterKey(k tea.KeyPressMsg) {
+func (m *Model) filterKey(k tea.KeyPressMsg) tea.Cmd {
 	switch k.String() {
+	case "ctrl+c":
+		// Leave the filter as typed and handle ctrl+c as quit.
+		m.editing = false
+		return m.onKey(k)
 	case "enter":
 		m.editing = false
 	case "esc":
@@ -654,11 +657,12 @@ func (m *Model) filterKey(k tea.KeyPressMsg) {
 	default:
 		if !m.filterIn.key(k) {
 			m.dirty = false
-			return
+			return nil
 		}
 		m.view.filter = parseFilter(m.filterIn.String())
 		m.setView()
 	}
+	return nil
 }
 
 func (m *Model) onPaste(s string) {

@@ -566,3 +566,24 @@ func TestSnapshotErrorShowsStale(t *testing.T) {
 	m.Update(snapshotMsg{seq: m.seq + 1, err: errors.New("dial tcp 127.0.0.1:9000: connection refused")})
 	mustContain(t, screen(m), "STALE", "connection refused", "850 Mb/s")
 }
+
+func TestCtrlCCancelsFormsAndAsksBeforeQuitting(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 120, 40)
+	press(t, m, "b", "ctrl+c")
+	if m.dlg != nil {
+		t.Fatal("ctrl+c left the ban form open")
+	}
+	if bans, _, _ := fb.recorded(); len(bans) != 0 {
+		t.Fatalf("ctrl+c banned: %+v", bans)
+	}
+	press(t, m, "/")
+	typeText(t, m, "10.0")
+	_, cmd := m.Update(keyMsg("ctrl+c"))
+	if cmd != nil || m.dlg == nil || m.dlg.kind != dlgQuit {
+		t.Fatal("ctrl+c in the filter did not ask to quit while bans are active")
+	}
+	_, cmd = m.Update(keyMsg("ctrl+c"))
+	if cmd == nil || cmd() != tea.Quit() {
+		t.Fatal("a second ctrl+c did not quit")
+	}
+}

@@ -40,6 +40,7 @@ type Styles struct {
 	StatusOK   lipgloss.Style // "banned 10.0.0.5 for 1h"
 	StatusErr  lipgloss.Style // the backend's refusal, verbatim
 
+	Body        lipgloss.Style // plain dialog text
 	Dialog      lipgloss.Style // confirmation and form box
 	DialogTitle lipgloss.Style
 	DialogWarn  lipgloss.Style // the consequence line of a confirmation
@@ -134,6 +135,7 @@ func NewStyles(noColor bool) Styles {
 		StatusOK:   fg(s().Bold(true), lipgloss.Green),
 		StatusErr:  fg(s().Bold(true).Reverse(true), lipgloss.Red),
 
+		Body:        s(),
 		Dialog:      s().Border(lipgloss.RoundedBorder()).Padding(0, 1),
 		DialogTitle: s().Bold(true),
 		DialogWarn:  fg(s().Bold(true), lipgloss.Red),
