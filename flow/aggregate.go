@@ -244,38 +244,56 @@ func (a *Aggregator) Snapshot(n int, activeFlows int) Snapshot {
 	if n <= 0 {
 		return snap
 	}
-	cands := make([]*series, 0, 256)
+	top := make([]*series, 0, n)
 	for k := TalkerKind(0); k < NumKinds; k++ {
 		kt := &a.kinds[k]
-		cands = cands[:0]
+		top = top[:0]
 		for _, i := range kt.index {
 			if s := &kt.series[i]; s.sumPkts[Win40s] != 0 {
-				cands = append(cands, s)
+				top = offerTop(top, n, s)
 			}
 		}
 		if kt.other.sumPkts[Win40s] != 0 {
-			cands = append(cands, &kt.other)
+			top = offerTop(top, n, &kt.other)
 		}
-		slices.SortFunc(cands, func(x, y *series) int {
-			if c := cmp.Compare(y.sumBytes[Win10s], x.sumBytes[Win10s]); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(y.sumBytes[Win40s], x.sumBytes[Win40s]); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(y.sumBytes[Win2s], x.sumBytes[Win2s]); c != 0 {
-				return c
-			}
-			return cmpKey(&x.key, &y.key)
-		})
-		cands = cands[:min(n, len(cands))]
-		rows := make([]Talker, len(cands))
-		for j, s := range cands {
+		rows := make([]Talker, len(top))
+		for j, s := range top {
 			rows[j] = a.talker(k, s, s == &kt.other, &el)
 		}
 		snap.Talkers[k] = rows
 	}
 	return snap
+}
+
+// offerTop inserts s into top (sorted best first, at most n long) if it
+// ranks there: a bounded insertion, O(keys × log n) comparisons for the
+// usual case where few keys beat the current n-th.
+func offerTop(top []*series, n int, s *series) []*series {
+	if len(top) == n && rank(s, top[n-1]) >= 0 {
+		return top
+	}
+	i, _ := slices.BinarySearchFunc(top, s, rank)
+	if len(top) < n {
+		top = append(top, nil)
+	}
+	copy(top[i+1:], top[i:len(top)-1])
+	top[i] = s
+	return top
+}
+
+// rank orders series best first: bits over 10 s, then 40 s, then 2 s,
+// then by key so equal rates come out in a stable order.
+func rank(x, y *series) int {
+	if c := cmp.Compare(y.sumBytes[Win10s], x.sumBytes[Win10s]); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(y.sumBytes[Win40s], x.sumBytes[Win40s]); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(y.sumBytes[Win2s], x.sumBytes[Win2s]); c != 0 {
+		return c
+	}
+	return cmpKey(&x.key, &y.key)
 }
 
 func cmpKey(x, y *talkerKey) int {

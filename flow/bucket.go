@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
 )
@@ -57,7 +58,7 @@ func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) {
 			r = &m.rows[len(m.rows)-1]
 			break
 		}
-		if m.rows[i-1].key == *k {
+		if m.rows[i-1].key.eq(k) {
 			r = &m.rows[i-1]
 			break
 		}
@@ -162,4 +163,13 @@ func (b *Bucket) add(src, dst *[16]byte, v6 uint8, port uint16, proto uint8, siz
 	b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
 	k = talkerKey{port: port, proto: proto}
 	b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)
+}
+
+// eq compares two talker keys without the runtime's memequal call.
+func (k *talkerKey) eq(o *talkerKey) bool {
+	return binary.LittleEndian.Uint64(k.a[:8]) == binary.LittleEndian.Uint64(o.a[:8]) &&
+		binary.LittleEndian.Uint64(k.a[8:]) == binary.LittleEndian.Uint64(o.a[8:]) &&
+		binary.LittleEndian.Uint64(k.b[:8]) == binary.LittleEndian.Uint64(o.b[:8]) &&
+		binary.LittleEndian.Uint64(k.b[8:]) == binary.LittleEndian.Uint64(o.b[8:]) &&
+		k.port == o.port && k.proto == o.proto && k.v6 == o.v6
 }
