@@ -24,8 +24,8 @@ const DefaultRefresh = 30 * time.Second
 // the network namespace that holds iface. The error names the IP and the
 // interface and tells the operator how to get past it.
 func ResolveNextHop(ctx context.Context, iface string, hop string) (net.HardwareAddr, error) {
-	if mac, ok := parseMAC(hop); ok {
-		return net.HardwareAddr(mac[:]), nil
+	if mac, ok, err := parseMAC(iface, hop); ok {
+		return net.HardwareAddr(mac[:]), err
 	}
 	ip, err := parseHop(iface, hop)
 	if err != nil {
@@ -43,15 +43,19 @@ func ResolveNextHop(ctx context.Context, iface string, hop string) (net.Hardware
 	return net.HardwareAddr(mac[:]), nil
 }
 
-// parseMAC accepts an Ethernet (6-byte) address in any form net.ParseMAC knows.
-func parseMAC(s string) ([6]byte, bool) {
-	var m [6]byte
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return m, false
+// parseMAC reports whether hop is an Ethernet (6-byte) address in any form
+// net.ParseMAC knows; err is set when it is one but cannot be a next hop.
+func parseMAC(iface, hop string) (m [6]byte, ok bool, err error) {
+	hw, perr := net.ParseMAC(hop)
+	if perr != nil || len(hw) != 6 {
+		return m, false, nil
 	}
 	copy(m[:], hw)
-	return m, true
+	if m == [6]byte{} || m[0]&1 != 0 {
+		// All-zero, or the group bit: resets would go nowhere or everywhere.
+		return m, true, fmt.Errorf("next hop %s on %s: not a unicast MAC address", hop, iface)
+	}
+	return m, true, nil
 }
 
 func parseHop(iface, hop string) (netip.Addr, error) {
@@ -59,10 +63,11 @@ func parseHop(iface, hop string) (netip.Addr, error) {
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("next hop %q on %s: neither an IP address nor a MAC address", hop, iface)
 	}
-	if ip.Zone() != "" {
-		ip = ip.WithZone("") // the zone is iface, which we already know
+	ip = ip.WithZone("").Unmap() // a zone can only name iface, which we know
+	if !ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() {
+		return netip.Addr{}, fmt.Errorf("next hop %s on %s: not a unicast address a router could have", ip, iface)
 	}
-	return ip.Unmap(), nil
+	return ip, nil
 }
 
 // resolveErr is the operator-facing failure of a resolution.
@@ -96,7 +101,10 @@ func NewNextHop(ctx context.Context, iface, hop string, refresh time.Duration) (
 		refresh = DefaultRefresh
 	}
 	n := &NextHop{hop: hop, every: refresh, kick: make(chan struct{}, 1)}
-	if mac, ok := parseMAC(hop); ok {
+	if mac, ok, err := parseMAC(iface, hop); ok {
+		if err != nil {
+			return nil, err
+		}
 		n.mac.Store(&mac)
 		return n, nil
 	}
