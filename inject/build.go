@@ -96,10 +96,11 @@ type Unreachable struct {
 }
 
 // ipIDState drives the IPv4 identification of forged packets. A constant ID
-// (Suricata writes 0) fingerprints an injector (Weaver et al., NDSS 2009); a
-// Weyl sequence run through the splitmix64 finalizer costs one atomic add,
-// never repeats within 2^16 frames of one another across all workers, and
-// looks random.
+// (Suricata writes 0) fingerprints an injector (Weaver et al., NDSS 2009).
+// A Weyl sequence run through the splitmix64 finalizer (a cheap xorshift-
+// multiply mix) costs one atomic add shared by all workers, gives every call
+// a distinct 64-bit value, and its low 16 bits look random. Resets carry DF
+// and are never fragmented, so an ID repeating now and then is harmless.
 var ipIDState atomic.Uint64
 
 func init() { ipIDState.Store(uint64(time.Now().UnixNano())) }
