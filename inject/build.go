@@ -63,12 +63,13 @@ const (
 	// UnreachPort is "port unreachable": ICMPv4 3/3, ICMPv6 1/4. Linux
 	// maps both to ECONNREFUSED (a hard error) on a connected UDP socket,
 	// which is what applications treat as "nobody there, give up". This is
-	// the default because it is the code every stack acts on.
+	// the default because it is the outcome canopy promises (proved on a
+	// real kernel in TestRealKernelUnreachable).
 	UnreachPort UnreachCode = iota
 	// UnreachAdmin is "communication administratively prohibited": ICMPv4
 	// 3/13, ICMPv6 1/1. It is the honest code for a policy block, but
-	// Linux reports it as EHOSTUNREACH (v4) or EACCES (v6), which some
-	// applications retry, and some stacks ignore it entirely.
+	// Linux reports it as EHOSTUNREACH (v4) or EACCES (v6), errors that
+	// applications may take for a transient routing problem and retry.
 	UnreachAdmin
 )
 

@@ -37,8 +37,8 @@ func suffix(t testing.TB) string {
 }
 
 // onThread runs fn on a fresh goroutine locked to its OS thread and returns
-// its error. When keep is false the thread is never unlocked, so whatever
-// namespace fn left it in dies with the goroutine.
+// its error. The thread is never unlocked, so whatever namespace fn left it
+// in dies with the goroutine and no other goroutine ever runs there.
 func onThread(fn func() error) error {
 	done := make(chan error, 1)
 	go func() {
