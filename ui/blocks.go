@@ -126,6 +126,8 @@ func (p *blocksPane) View() string {
 	}
 	fixed := 2 + 8 + 2 + 2 + ruleW + 1 + rstW + 2 + outW + 1 + reactW
 	flowW = max(16, min(flowW, p.w-fixed))
+	// The reason is last and only worth showing with some room.
+	withReason := p.w-fixed-flowW >= 10
 	var hb []byte
 	hb = append(hb, "  "...)
 	hb = appendPadRight(hb, "time", 8)
@@ -139,7 +141,9 @@ func (p *blocksPane) View() string {
 	hb = appendPadRight(hb, "outcome", outW)
 	hb = append(hb, ' ')
 	hb = appendPadLeft(hb, "reaction", reactW)
-	hb = append(hb, "  reason"...)
+	if withReason {
+		hb = append(hb, "  reason"...)
+	}
 	title := " 2 Live blocks · " + strconv.Itoa(len(p.shown)) + " recent, newest first"
 	if p.filter.active() {
 		title += " · filter: " + p.filter.describe()
@@ -177,7 +181,7 @@ func (p *blocksPane) View() string {
 			b = append(b, ' ')
 			scratch = appendMicros(scratch[:0], k.Reaction)
 			b = appendPadLeftB(b, scratch, reactW)
-			if k.Reason != "" {
+			if withReason && k.Reason != "" {
 				b = append(b, "  "...)
 				b = append(b, k.Reason...)
 			}

@@ -104,7 +104,8 @@ type Model struct {
 	flows   flowsPane
 
 	frame    string
-	dirty    bool
+	dirty    bool // something on screen changed since frame was built
+	noop     bool // the key being handled did nothing
 	helpLine string
 	helpKey  string
 }
@@ -174,8 +175,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.width, m.height = msg.Width, msg.Height
 		m.layout()
 	case tea.KeyPressMsg:
-		m.dirty = true
-		return m, m.onKey(msg)
+		prev := m.dirty
+		m.dirty, m.noop = true, false
+		cmd := m.onKey(msg)
+		if m.noop {
+			m.dirty = prev // an unbound key changes nothing on screen
+		}
+		return m, cmd
 	case tea.PasteMsg:
 		m.dirty = true
 		m.onPaste(msg.Content)
@@ -381,7 +387,7 @@ func (m *Model) onKey(k tea.KeyPressMsg) tea.Cmd {
 			m.apply()
 		}
 	default:
-		m.dirty = false // nothing changed
+		m.noop = true
 	}
 	return nil
 }
@@ -656,7 +662,7 @@ func (m *Model) filterKey(k tea.KeyPressMsg) tea.Cmd {
 		m.setView()
 	default:
 		if !m.filterIn.key(k) {
-			m.dirty = false
+			m.noop = true
 			return nil
 		}
 		m.view.filter = parseFilter(m.filterIn.String())

@@ -498,8 +498,32 @@ func checkFits(t *testing.T, s string, w, h int) {
 	}
 }
 
+// ipv6Snapshot is the demo with IPv6 talkers, blocks and bans: the widest
+// addresses the columns must hold.
+func ipv6Snapshot() sensor.Snapshot {
+	s := demoSnapshot()
+	ts := append([]flow.Talker(nil), s.Traffic.Talkers[flow.BySrc]...)
+	ts = append(ts, talker("2001:db8:ffff:ffff:ffff:ffff:ffff:fff1", 2e9, 2e9, 2e9, 99999))
+	s.Traffic.Talkers[flow.BySrc] = ts
+	s.Traffic.Talkers[flow.ByPair] = append(s.Traffic.Talkers[flow.ByPair], flow.Talker{
+		Src: mustAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:fff1"), Dst: mustAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:fff2"), Bits: [3]float64{1, 1, 1}})
+	b := s.Blocks[0]
+	b.Src, b.Dst = mustAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:fff1"), mustAddr("2001:db8:ffff:ffff:ffff:ffff:ffff:fff2")
+	b.Reason = strings.Repeat("a very long reason ", 20)
+	s.Blocks = append(s.Blocks, b)
+	s.Rules = append(s.Rules, rules.Entry{ID: 99, Kind: rules.KindBan, Value: netip.MustParsePrefix("2001:db8:ffff:ffff:ffff:ffff:ffff:fff1/128"),
+		Origin: rules.OriginTUI, Reason: strings.Repeat("long ", 50)})
+	return s
+}
+
 func TestFramesFitEverySize(t *testing.T) {
-	m, _ := newTestModel(t, demoSnapshot(), 80, 24)
+	for _, snap := range []sensor.Snapshot{demoSnapshot(), ipv6Snapshot()} {
+		framesFit(t, snap)
+	}
+}
+
+func framesFit(t *testing.T, snap sensor.Snapshot) {
+	m, _ := newTestModel(t, snap, 80, 24)
 	for _, sz := range [][2]int{{80, 24}, {81, 25}, {100, 30}, {115, 33}, {120, 40}, {200, 60}, {300, 90}} {
 		m.Update(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
 		checkFits(t, screen(m), sz[0], sz[1])
@@ -510,8 +534,24 @@ func TestFramesFitEverySize(t *testing.T) {
 		press(t, m, "esc", "/")
 		typeText(t, m, "a long filter that matches nothing at all, 10.0.0.0/8")
 		checkFits(t, screen(m), sz[0], sz[1])
+		press(t, m, "esc", "t", "t")
+		checkFits(t, screen(m), sz[0], sz[1])
+		press(t, m, "t", "t")
+		m.setStatus(statusErr, strings.Repeat("a long refusal from the backend ", 12))
+		checkFits(t, screen(m), sz[0], sz[1])
 		press(t, m, "esc")
 	}
+}
+
+func TestLongErrorUsesTheHelpLine(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 80, 24)
+	fb.banErr = errors.New("refused: 203.0.113.7 is allowlisted by 203.0.113.0/24 (upstream transit, ticket NET-4410, do not block)")
+	press(t, m, "b", "y")
+	s := screen(m)
+	mustContain(t, s, "ban 203.0.113.7: refused: 203.0.113.7 is allowlisted by", "(upstream transit, ticket NET-4410, do not block)")
+	mustNotContain(t, s, "? more")
+	press(t, m, "esc")
+	mustContain(t, screen(m), "? more")
 }
 
 // colourSGR matches SGR sequences that set a foreground or background

@@ -44,9 +44,15 @@ func (m *Model) render() string {
 	}
 	writePane(&sb, m.blocks.View(), m.blocks.h)
 	writePane(&sb, m.bans.View(), m.bans.h)
-	m.writeStatus(&sb)
-	sb.WriteByte('\n')
-	sb.WriteString(m.helpView())
+	if rest := m.writeStatus(&sb); rest != "" {
+		// A long error takes the help line rather than being cut: the
+		// operator must be able to read all of it.
+		sb.WriteByte('\n')
+		sb.WriteString(rest)
+	} else {
+		sb.WriteByte('\n')
+		sb.WriteString(m.helpView())
+	}
 	frame := sb.String()
 	if m.dlg != nil {
 		box := m.dlg.view(m.st, m.width, m.now())
@@ -192,8 +198,9 @@ func (m *Model) headerH() int {
 }
 
 // writeStatus writes the status line: the filter being typed, or the last
-// action's progress or result.
-func (m *Model) writeStatus(sb *strings.Builder) {
+// action's progress or result. An error too long for one line returns its
+// second line, styled, for the caller to put where the help goes.
+func (m *Model) writeStatus(sb *strings.Builder) string {
 	st := m.st
 	switch {
 	case m.editing:
@@ -212,12 +219,18 @@ func (m *Model) writeStatus(sb *strings.Builder) {
 		case statusErr:
 			style = st.StatusErr
 		}
-		s := " " + m.status + " "
+		s := m.status
 		if m.statusKind == statusErr {
 			s += " (esc dismisses)"
 		}
-		sb.WriteString(style.Render(string(appendTrunc2(nil, s, m.width))))
+		lines := wrapText(s, m.width-2)
+		sb.WriteString(style.Render(" " + string(appendTrunc2(nil, lines[0], m.width-2)) + " "))
+		if len(lines) > 1 && m.statusKind == statusErr {
+			rest := strings.Join(lines[1:], " ")
+			return style.Render(" " + string(appendTrunc2(nil, rest, m.width-2)) + " ")
+		}
 	}
+	return ""
 }
 
 // truncLine cuts a styled line to w cells.
