@@ -357,7 +357,9 @@ func TestRealKernelResolveNextHop(t *testing.T) {
 			c, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			var err error
+			start := time.Now()
 			mac, err = ResolveNextHop(c, b.iIf, ip.String())
+			t.Logf("resolved %s in %v", ip, time.Since(start))
 			return err
 		})
 		if !bytes.Equal(mac, b.clientMAC[:]) {
