@@ -146,11 +146,12 @@ func BenchmarkMatch(b *testing.B) {
 func BenchmarkMatchWithOverlay(b *testing.B) {
 	set, ps := cachedSet(1_000_000, false)
 	extra := benchPrefixes(foldAt, false, 2)
-	ov := &overlay{}
+	var ops []foldOp
 	for i, p := range extra {
 		k, _ := addrKey(p.Addr())
-		ov = ov.withAdd(rule{first: k, id: uint64(2_000_000 + i), rec: new(record), bits: uint8(p.Bits()), act: actBlock}, true)
+		ops = append(ops, foldOp{add: true, r: rule{first: k, id: uint64(2_000_000 + i), rec: new(record), bits: uint8(p.Bits()), act: actBlock}, is4: true})
 	}
+	ov := (&overlay{}).apply(ops)
 	s2 := *set
 	s2.ov = ov
 	pr := probes(ps, false, 1<<16)

@@ -74,7 +74,6 @@ func (s *Store) applyBlockFile(path string, entries []FileEntry, perrs []LineErr
 	cur := s.fileRecs[path]
 	want := make(map[netip.Prefix]bool, len(entries))
 	exp := s.fileExpired[path]
-	s.beginBulkLocked()
 	for _, fe := range entries {
 		want[fe.Value] = true
 		if r := cur[fe.Value]; r != nil {
@@ -115,10 +114,8 @@ func (s *Store) applyBlockFile(path string, entries []FileEntry, perrs []LineErr
 			delete(exp, p)
 		}
 	}
-	s.endBulkLocked()
 	s.auditLocked(AuditRecord{Time: now, Action: AuditReload, Who: "file", Detail: rep.String()})
-	s.publishLocked()
-	b := s.p.batchLocked()
+	b := s.commitLocked()
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return rep, errf(CodeStorage, nil, fmt.Sprintf("block file %s applied, but the audit log write failed: %v", path, err))

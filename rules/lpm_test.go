@@ -160,15 +160,26 @@ func TestOverlayAndTombstones(t *testing.T) {
 		live[i] = true
 	}
 	// add 100 via overlay, remove 60 random (base and overlay)
+	// Applied in several batches, as commits do.
+	var ops []foldOp
 	for i := 200; i < 300; i++ {
-		set.ov = set.ov.withAdd(mk(i), true)
+		ops = append(ops, foldOp{add: true, r: mk(i), is4: true})
 		live[i] = true
+		if i%7 == 0 {
+			set.ov = set.ov.apply(ops)
+			ops = nil
+		}
 	}
 	for range 60 {
 		i := rng.IntN(300)
-		set.ov = set.ov.withRemove(uint64(i+1), uint8(ps[i].Bits()), true)
+		ops = append(ops, foldOp{id: uint64(i + 1), bits: uint8(ps[i].Bits()), is4: true})
 		delete(live, i)
+		if rng.IntN(5) == 0 {
+			set.ov = set.ov.apply(ops)
+			ops = nil
+		}
 	}
+	set.ov = set.ov.apply(ops)
 	var liveP []netip.Prefix
 	var liveIdx []int
 	for i := range ps {

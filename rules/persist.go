@@ -72,13 +72,8 @@ type persister struct {
 
 	jbuf, abuf     []byte
 	spareJ, spareA []byte
-	cur            *batch
 	jrecs          int
 	compacting     atomic.Bool
-
-	kick chan struct{}
-	stop chan struct{}
-	done chan struct{}
 }
 
 // journalRec is one line of a journal: put (upsert the entry) or del.
@@ -141,41 +136,8 @@ func (s *Store) auditLocked(rec AuditRecord) {
 	s.p.abuf = append(append(s.p.abuf, b...), '\n')
 }
 
-// batchLocked returns the batch the caller's queued writes belong to and
-// wakes the writer; nil when nothing is queued or nothing is persisted.
-func (p *persister) batchLocked() *batch {
-	if p == nil || (len(p.jbuf) == 0 && len(p.abuf) == 0) {
-		return nil
-	}
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-	return p.cur
-}
-
-func (p *persister) run() {
-	defer p.s.bg.Done()
-	defer close(p.done)
-	for {
-		select {
-		case <-p.kick:
-			p.flush()
-		case <-p.stop:
-			p.flush()
-			return
-		}
-	}
-}
-
-// flush writes and fsyncs everything queued so far and releases its waiters.
-func (p *persister) flush() {
-	s := p.s
-	s.mu.Lock()
-	jb, ab, b := p.jbuf, p.abuf, p.cur
-	p.jbuf, p.abuf, p.cur = p.spareJ[:0], p.spareA[:0], newBatch()
-	compact := p.jrecs > compactAfter+len(s.byID) && !p.compacting.Load()
-	s.mu.Unlock()
+// write appends the journal and audit lines of one batch and fsyncs them.
+func (p *persister) write(jb, ab []byte) error {
 	var err error
 	if len(jb) > 0 {
 		err = writeSync(p.jf, jb)
@@ -186,14 +148,9 @@ func (p *persister) flush() {
 		}
 	}
 	if err != nil {
-		s.log.Error("rules: state write failed; changes are in force but not durable", "dir", p.dir, "err", err)
+		p.s.log.Error("rules: state write failed; changes are in force but not durable", "dir", p.dir, "err", err)
 	}
-	b.err = err
-	close(b.done)
-	p.spareJ, p.spareA = jb, ab
-	if compact {
-		p.rotateAndCompact()
-	}
+	return err
 }
 
 func writeSync(f *os.File, b []byte) error {
@@ -204,8 +161,6 @@ func writeSync(f *os.File, b []byte) error {
 }
 
 func (p *persister) close() error {
-	close(p.stop)
-	<-p.done
 	for p.compacting.Load() {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -388,7 +343,7 @@ func openPersister(s *Store, dir string) (*persister, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("rules: state directory %s: %w; create it or fix its permissions", dir, err)
 	}
-	p := &persister{s: s, dir: dir, cur: newBatch(), kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	p := &persister{s: s, dir: dir}
 	s.p = p // audit records from here on go to p.abuf
 	now := s.now()
 	var problems []string
@@ -646,7 +601,7 @@ func (s *Store) Audit(rec AuditRecord) error {
 		return errf(CodeStorage, nil, "rules store is closed; audit record not written")
 	}
 	s.auditLocked(rec)
-	b := s.p.batchLocked()
+	b := s.commitLocked()
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return fmt.Errorf("rules: audit record not saved: %w", err)

@@ -398,83 +398,12 @@ func mergeBase(b *base, ov *overlay) *base {
 	return buildBase(collect(&b.v4, ov.v4), collect(&b.v6, ov.v6))
 }
 
-// withAdd returns a copy of ov with r added (replacing a rule with the same
-// prefix). Only the touched bucket is copied.
-func (ov *overlay) withAdd(r rule, is4 bool) *overlay {
-	n := *ov
-	bk := &n.v6
-	if is4 {
-		bk = &n.v4
-	}
-	buckets := slices.Clone(*bk)
-	i := slices.IndexFunc(buckets, func(b ovBucket) bool { return b.bits <= r.bits })
-	if i < 0 || buckets[i].bits != r.bits {
-		if i < 0 {
-			i = len(buckets)
-		}
-		buckets = slices.Insert(buckets, i, ovBucket{bits: r.bits})
-	}
-	rs := buckets[i].rules
-	j, found := slices.BinarySearchFunc(rs, r.first, func(x rule, k u128) int {
-		switch {
-		case x.first.less(k):
-			return -1
-		case k.less(x.first):
-			return 1
-		}
-		return 0
-	})
-	nr := make([]rule, 0, len(rs)+1)
-	nr = append(nr, rs[:j]...)
-	nr = append(nr, r)
-	if found {
-		nr = append(nr, rs[j+1:]...)
-	} else {
-		nr = append(nr, rs[j:]...)
-		n.n++
-	}
-	buckets[i].rules = nr
-	*bk = buckets
-	return &n
-}
-
-// withRemove returns a copy of ov where entry id no longer matches: its
-// overlay rule (if any) is dropped and id is tombstoned for the base.
-func (ov *overlay) withRemove(id uint64, bits uint8, is4 bool) *overlay {
-	n := *ov
-	bk := &n.v6
-	if is4 {
-		bk = &n.v4
-	}
-	for i, b := range *bk {
-		if b.bits != bits {
-			continue
-		}
-		j := slices.IndexFunc(b.rules, func(x rule) bool { return x.id == id })
-		if j < 0 {
-			break
-		}
-		buckets := slices.Clone(*bk)
-		buckets[i].rules = slices.Delete(slices.Clone(b.rules), j, j+1)
-		if len(buckets[i].rules) == 0 {
-			buckets = slices.Delete(buckets, i, i+1)
-		}
-		*bk = buckets
-		n.n--
-		break
-	}
-	if k, found := slices.BinarySearch(ov.tomb, id); !found {
-		n.tomb = slices.Insert(slices.Clone(ov.tomb), k, id)
-	}
-	return &n
-}
-
 // size is how much the overlay holds: the fold trigger.
 func (ov *overlay) size() int { return ov.n + len(ov.tomb) }
 
 // apply returns a copy of ov with ops applied in order, rebuilding the
-// overlay once: O((overlay+ops) log) instead of a copy per op, for bulk
-// changes (a block file, a fold's replay).
+// overlay once: O((overlay+ops) log) per commit batch, however many
+// changes joined it. ov itself is not modified (published Sets share it).
 func (ov *overlay) apply(ops []foldOp) *overlay {
 	if len(ops) == 0 {
 		return ov

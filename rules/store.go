@@ -85,9 +85,8 @@ type Store struct {
 	base       *base
 	ov         *overlay
 	folding    bool
-	foldOps    []foldOp
-	bulk       bool
-	bulkOps    []foldOp
+	foldOps    []foldOp // overlay ops since the running fold started
+	pendOps    []foldOp // overlay ops not yet applied: the committer applies them once per batch
 	lastFold   time.Time
 	allowRecs  map[uint64]*record
 	allowBase  *base
@@ -109,6 +108,9 @@ type Store struct {
 
 	p        *persister // nil without StateDir
 	auditMem []AuditRecord
+	batch    *batch        // the group commit that changes made now will join
+	kick     chan struct{} // wakes the committer
+	stop     chan struct{} // closed by Close
 	bg       sync.WaitGroup
 }
 
@@ -158,6 +160,9 @@ func Open(cfg Config) (*Store, error) {
 		aclRecs:     make(map[uint64]*record),
 		ov:          &overlay{},
 		expWake:     make(chan struct{}, 1),
+		batch:       newBatch(),
+		kick:        make(chan struct{}, 1),
+		stop:        make(chan struct{}),
 		subs:        make(map[*subscriber]struct{}),
 		fileExpired: make(map[string]map[netip.Prefix]bool),
 		fileRecs:    make(map[string]map[netip.Prefix]*record),
@@ -188,11 +193,9 @@ func Open(cfg Config) (*Store, error) {
 		}, key: k})
 	}
 	s.rebuildLocked()
-	s.publishLocked()
-	if s.p != nil {
-		s.bg.Add(1)
-		go s.p.run()
-	}
+	s.publishLocked(true)
+	s.bg.Add(1)
+	go s.commitLoop()
 	return s, nil
 }
 
@@ -277,10 +280,15 @@ func compileRule(r *record) (rule, bool) {
 	return rule{first: k, id: r.e.ID, rec: r, bits: uint8(r.e.Value.Bits()), act: codeOf(r.e.Action)}, is4
 }
 
-// publishLocked compiles what changed and publishes a new Set, then hands
-// the pending changes to subscribers (so a subscriber always sees a Set at
-// least as new as the change).
-func (s *Store) publishLocked() {
+// publishLocked compiles what changed and publishes a new Set (force: even
+// if nothing did), then hands the pending changes to subscribers, so a
+// subscriber always sees a Set at least as new as the change.
+func (s *Store) publishLocked(force bool) {
+	changed := force || len(s.pendOps) > 0 || s.allowDirty || s.aclDirty
+	if len(s.pendOps) > 0 {
+		s.ov = s.ov.apply(s.pendOps)
+		s.pendOps = nil
+	}
 	if s.allowDirty {
 		var v4, v6 []rule
 		for _, r := range s.allowRecs {
@@ -304,17 +312,19 @@ func (s *Store) publishLocked() {
 		}
 		s.aclDirty = false
 	}
-	s.gen++
-	s.cur.Store(&Set{
-		gen:      s.gen,
-		n:        len(s.byID),
-		base:     s.base,
-		ov:       s.ov,
-		allow:    s.allowBase,
-		hasAllow: len(s.allowRecs) > 0,
-		acls:     s.acls,
-		home:     s.cfg.HomeNets,
-	})
+	if changed {
+		s.gen++
+		s.cur.Store(&Set{
+			gen:      s.gen,
+			n:        len(s.byID),
+			base:     s.base,
+			ov:       s.ov,
+			allow:    s.allowBase,
+			hasAllow: len(s.allowRecs) > 0,
+			acls:     s.acls,
+			home:     s.cfg.HomeNets,
+		})
+	}
 	for _, c := range s.pending {
 		for sub := range s.subs {
 			select {
@@ -346,6 +356,12 @@ func compileACL(r *record) aclRule {
 // startFoldLocked merges the overlay into a new base in the background.
 // Changes made meanwhile are recorded in foldOps and replayed on top.
 func (s *Store) startFoldLocked() {
+	// Ops not yet applied go into the overlay the fold starts from (they
+	// are published by the next commit as usual).
+	if len(s.pendOps) > 0 {
+		s.ov = s.ov.apply(s.pendOps)
+		s.pendOps = nil
+	}
 	s.folding = true
 	s.foldOps = s.foldOps[:0]
 	b, ov := s.base, s.ov
@@ -355,11 +371,13 @@ func (s *Store) startFoldLocked() {
 		nb := mergeBase(b, ov)
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		// foldOps holds every op since the fold started, including those
+		// still pending, so the pending list is folded in here too.
 		nov := (&overlay{}).apply(s.foldOps)
 		s.base, s.ov = nb, nov
-		s.foldOps = nil
+		s.foldOps, s.pendOps = nil, nil
 		s.lastFold = s.now()
-		s.publishLocked()
+		s.publishLocked(true)
 		s.mu.Unlock()
 		// Outside the lock: a million counter swaps take a while, and
 		// Add must not wait for them. folding stays set meanwhile so no
@@ -376,11 +394,7 @@ func (s *Store) startFoldLocked() {
 func (s *Store) ovAddLocked(r *record) {
 	cr, is4 := compileRule(r)
 	op := foldOp{add: true, r: cr, is4: is4}
-	if s.bulk {
-		s.bulkOps = append(s.bulkOps, op)
-	} else {
-		s.ov = s.ov.withAdd(cr, is4)
-	}
+	s.pendOps = append(s.pendOps, op)
 	if s.folding {
 		s.foldOps = append(s.foldOps, op)
 	}
@@ -390,25 +404,69 @@ func (s *Store) ovRemoveLocked(r *record) {
 	is4 := r.e.Value.Addr().Is4()
 	bits := uint8(r.e.Value.Bits())
 	op := foldOp{id: r.e.ID, bits: bits, is4: is4}
-	if s.bulk {
-		s.bulkOps = append(s.bulkOps, op)
-	} else {
-		s.ov = s.ov.withRemove(r.e.ID, bits, is4)
-	}
+	s.pendOps = append(s.pendOps, op)
 	if s.folding {
 		s.foldOps = append(s.foldOps, op)
 	}
 }
 
-// beginBulkLocked collects overlay changes until endBulkLocked applies them
-// in one rebuild of the overlay (a block file of 100k lines would otherwise
-// copy the overlay 100k times).
-func (s *Store) beginBulkLocked() { s.bulk = true }
+// commitLocked hands everything changed so far to the committer and
+// returns the batch to wait for (nil if there is nothing to commit). The
+// committer applies the pending overlay ops once for the whole batch,
+// publishes the Set, delivers the changes, then writes and fsyncs the
+// journal and audit lines: one rebuild and one fsync however many
+// concurrent changes joined.
+func (s *Store) commitLocked() *batch {
+	dirty := len(s.pending) > 0 || len(s.pendOps) > 0 || s.allowDirty || s.aclDirty
+	if p := s.p; p != nil {
+		dirty = dirty || len(p.jbuf) > 0 || len(p.abuf) > 0
+	}
+	if !dirty {
+		return nil
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	return s.batch
+}
 
-func (s *Store) endBulkLocked() {
-	s.ov = s.ov.apply(s.bulkOps)
-	s.bulk = false
-	s.bulkOps = nil
+func (s *Store) commitLoop() {
+	defer s.bg.Done()
+	for {
+		select {
+		case <-s.kick:
+			s.commitOnce()
+		case <-s.stop:
+			s.commitOnce()
+			return
+		}
+	}
+}
+
+// commitOnce publishes and persists one batch and releases its waiters.
+func (s *Store) commitOnce() {
+	s.mu.Lock()
+	s.publishLocked(false)
+	b := s.batch
+	s.batch = newBatch()
+	var jb, ab []byte
+	compact := false
+	p := s.p
+	if p != nil {
+		jb, ab = p.jbuf, p.abuf
+		p.jbuf, p.abuf = p.spareJ[:0], p.spareA[:0]
+		compact = p.jrecs > compactAfter+len(s.byID) && !p.compacting.Load()
+	}
+	s.mu.Unlock()
+	if p != nil {
+		b.err = p.write(jb, ab)
+		p.spareJ, p.spareA = jb, ab
+	}
+	close(b.done)
+	if compact {
+		p.rotateAndCompact()
+	}
 }
 
 // Set returns the current compiled rule set. It never returns nil after
@@ -502,8 +560,7 @@ func (s *Store) Add(req Request) (Entry, bool, error) {
 		s.mu.Unlock()
 		return Entry{}, false, err
 	}
-	s.publishLocked()
-	b := s.p.batchLocked()
+	b := s.commitLocked()
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return e, created, errf(CodeStorage, &e, fmt.Sprintf("%s %s is in force but was not saved, so it will not survive a restart: %v; check the state directory %s", e.Kind, e.Value, err, s.cfg.StateDir))
@@ -534,13 +591,10 @@ func (s *Store) AddBatch(reqs []Request) []AddResult {
 		return out
 	}
 	now := s.now()
-	s.beginBulkLocked()
 	for i, req := range reqs {
 		out[i].Entry, out[i].Created, out[i].Err = s.addLocked(req, now)
 	}
-	s.endBulkLocked()
-	s.publishLocked()
-	b := s.p.batchLocked()
+	b := s.commitLocked()
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		for i := range out {
@@ -840,8 +894,7 @@ func (s *Store) removeAndCommit(r *record, who, reason string) (Entry, error) {
 		return Entry{}, errf(CodeInvalid, &e, fmt.Sprintf("%s is an implicit allowlist entry (%s); it comes from the configuration and cannot be removed here", r.e.Value, r.e.Reason))
 	}
 	e := s.removeLocked(r, OpRemoved, who, reason, s.now())
-	s.publishLocked()
-	b := s.p.batchLocked()
+	b := s.commitLocked()
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		return e, errf(CodeStorage, &e, fmt.Sprintf("entry %d is lifted but the removal was not saved, so it may come back after a restart: %v", e.ID, err))
@@ -1016,8 +1069,7 @@ func (s *Store) expireDue() time.Time {
 		s.mu.Unlock()
 		return next
 	}
-	s.publishLocked()
-	b := s.p.batchLocked()
+	b := s.commitLocked()
 	s.mu.Unlock()
 	if err := b.wait(); err != nil {
 		s.log.Error("rules: expired entries were lifted but the journal write failed; they may reappear after a restart until their expiry is seen again", "count", n, "err", err)
@@ -1055,12 +1107,12 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	var err error
-	if s.p != nil {
-		err = s.p.close()
-	}
+	close(s.stop) // the committer commits what is queued, then exits
 	s.bg.Wait()
-	return err
+	if s.p != nil {
+		return s.p.close()
+	}
+	return nil
 }
 
 // closeFiles releases the state files when Open fails after loading.
