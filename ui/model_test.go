@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"regexp"
@@ -625,5 +626,52 @@ func TestCtrlCCancelsFormsAndAsksBeforeQuitting(t *testing.T) {
 	_, cmd = m.Update(keyMsg("ctrl+c"))
 	if cmd == nil || cmd() != tea.Quit() {
 		t.Fatal("a second ctrl+c did not quit")
+	}
+}
+
+// countingBackend counts calls without answering until released, to show
+// that Update itself never calls the backend.
+type countingBackend struct {
+	*fakeBackend
+	calls   chan string
+	release chan struct{}
+}
+
+func (c *countingBackend) Snapshot(ctx context.Context) (sensor.Snapshot, error) {
+	c.calls <- "snapshot"
+	<-c.release
+	return c.fakeBackend.Snapshot(ctx)
+}
+
+func (c *countingBackend) Ban(ctx context.Context, r rules.Request) (rules.Entry, error) {
+	c.calls <- "ban"
+	<-c.release
+	return c.fakeBackend.Ban(ctx, r)
+}
+
+func TestUpdateDoesNoIO(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 120, 40)
+	cb := &countingBackend{fakeBackend: fb, calls: make(chan string, 10), release: make(chan struct{})}
+	m.cfg.Backend = cb
+
+	_, tickCmd := m.Update(tickMsg(t0))
+	press(t, m, "b")
+	_, banCmd := m.Update(keyMsg("y"))
+	if len(cb.calls) != 0 {
+		t.Fatalf("Update called the backend: %d calls", len(cb.calls))
+	}
+	mustContain(t, screen(m), "banning 203.0.113.7 for 1h…")
+	if banCmd == nil || tickCmd == nil {
+		t.Fatal("no commands returned")
+	}
+	// The work happens when the commands run, off the event loop.
+	done := make(chan tea.Msg)
+	go func() { done <- banCmd() }()
+	if got := <-cb.calls; got != "ban" {
+		t.Fatalf("ban command called %s", got)
+	}
+	close(cb.release)
+	if r, ok := (<-done).(banResultMsg); !ok || r.err != nil {
+		t.Fatalf("ban result %#v", r)
 	}
 }
