@@ -54,3 +54,25 @@ func (c Config) banTTL() time.Duration {
 	}
 	return defaultBanTTL
 }
+
+// noBackend stands in for a missing Config.Backend: every call fails with
+// errNoBackend, which the dashboard shows, instead of panicking.
+type noBackend struct{}
+
+func (noBackend) Snapshot(context.Context) (sensor.Snapshot, error) {
+	return sensor.Snapshot{}, errNoBackend
+}
+
+func (noBackend) Ban(context.Context, rules.Request) (rules.Entry, error) {
+	return rules.Entry{}, errNoBackend
+}
+
+func (noBackend) Unban(context.Context, uint64, string) (rules.Entry, error) {
+	return rules.Entry{}, errNoBackend
+}
+
+func (noBackend) SetMode(context.Context, sensor.Mode) error { return errNoBackend }
+
+func (noBackend) Flows(context.Context, netip.Addr) ([]flow.Info, error) {
+	return nil, errNoBackend
+}

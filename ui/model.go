@@ -113,6 +113,10 @@ type Model struct {
 // New builds the dashboard for cfg. It does no I/O: the first snapshot is
 // fetched by the command Init returns. Colours follow NO_COLOR.
 func New(cfg Config) *Model {
+	if cfg.Backend == nil {
+		// Never panic on a missing backend: every call reports it.
+		cfg.Backend = noBackend{}
+	}
 	st := NewStyles(noColor())
 	m := &Model{
 		cfg:   cfg,
@@ -149,9 +153,6 @@ func (m *Model) fetch() tea.Cmd {
 	m.inflight++
 	seq, be, ctx := m.seq, m.cfg.Backend, m.ctx
 	return func() tea.Msg {
-		if be == nil {
-			return snapshotMsg{seq: seq, err: errNoBackend}
-		}
 		ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 		defer cancel()
 		s, err := be.Snapshot(ctx)

@@ -675,3 +675,20 @@ func TestUpdateDoesNoIO(t *testing.T) {
 		t.Fatalf("ban result %#v", r)
 	}
 }
+
+func TestNilBackendReportsInsteadOfPanicking(t *testing.T) {
+	m := New(Config{})
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	run(t, m, m.Init())
+	mustContain(t, screen(m), "STALE", "no backend configured")
+}
+
+func TestNoFreshSnapshotShowsStale(t *testing.T) {
+	m, _ := newTestModel(t, demoSnapshot(), 120, 40)
+	mustNotContain(t, screen(m), "STALE")
+	m.now = func() time.Time { return t0.Add(12 * time.Second) }
+	m.inflight = 1 // the last fetch is still hanging
+	_, cmd := m.Update(tickMsg(t0.Add(12 * time.Second)))
+	_ = cmd // no second fetch while one is in flight; not run here
+	mustContain(t, screen(m), "STALE: no snapshot for 12s")
+}
