@@ -85,7 +85,6 @@ type Aggregator struct {
 	head       int64 // latest second added
 	evicted    uint64
 	late       uint64 // buckets dropped because their second was out of the history
-	workers    []int64
 }
 
 // NewAggregator returns an empty aggregator tracking at most maxTracked
@@ -105,18 +104,14 @@ func NewAggregator(maxTracked int) *Aggregator {
 // Add merges b, worker's counters for the second starting at unix second
 // sec, and clears b so it can go back to the worker. Buckets may come late
 // or out of order across workers: a second still in the 60-second history
-// is merged where it belongs; older ones are dropped (and counted).
+// is merged where it belongs; older ones are dropped (and counted). Flows
+// live on exactly one worker, so per-second distinct-flow counts simply
+// add up across workers; worker is accepted for symmetry and not needed.
 func (a *Aggregator) Add(worker int, b *Bucket, sec int64) {
 	if b == nil {
 		return
 	}
 	defer b.Reset()
-	if worker >= 0 && worker < 1024 {
-		for len(a.workers) <= worker {
-			a.workers = append(a.workers, 0)
-		}
-		a.workers[worker] = max(a.workers[worker], sec)
-	}
 	if !a.started {
 		a.started, a.start, a.head = true, sec, sec
 	}

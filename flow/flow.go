@@ -14,6 +14,7 @@ const (
 	BtoA Dir = 1 // from the responder (B) back to the initiator (A)
 )
 
+// String is "a>b" or "b>a".
 func (d Dir) String() string {
 	if d == AtoB {
 		return "a>b"

@@ -9,29 +9,46 @@ import (
 type Window uint8
 
 const (
-	Win2s  Window = iota // last 2 seconds
-	Win10s               // last 10 seconds
-	Win40s               // last 40 seconds
-	NumWindows
+	Win2s      Window = iota // last 2 seconds
+	Win10s                   // last 10 seconds
+	Win40s                   // last 40 seconds
+	NumWindows               // how many windows there are
 )
 
-// Seconds is the length of the window.
-func (w Window) Seconds() int { return [...]int{2, 10, 40}[w] }
+// Seconds is the length of the window (0 for an invalid Window).
+func (w Window) Seconds() int {
+	if w >= NumWindows {
+		return 0
+	}
+	return [...]int{2, 10, 40}[w]
+}
 
-func (w Window) String() string { return [...]string{"2s", "10s", "40s"}[w] }
+// String is the window's label, e.g. "10s".
+func (w Window) String() string {
+	if w >= NumWindows {
+		return "?"
+	}
+	return [...]string{"2s", "10s", "40s"}[w]
+}
 
 // TalkerKind says what a talker row aggregates by.
 type TalkerKind uint8
 
 const (
-	BySrc  TalkerKind = iota // source IP
-	ByDst                    // destination IP
-	ByPair                   // source and destination IP
-	ByPort                   // destination port (and protocol)
-	NumKinds
+	BySrc    TalkerKind = iota // source IP
+	ByDst                      // destination IP
+	ByPair                     // source and destination IP
+	ByPort                     // destination port (and protocol)
+	NumKinds                   // how many kinds there are
 )
 
-func (k TalkerKind) String() string { return [...]string{"src", "dst", "pair", "port"}[k] }
+// String is the kind's short name: "src", "dst", "pair" or "port".
+func (k TalkerKind) String() string {
+	if k >= NumKinds {
+		return "?"
+	}
+	return [...]string{"src", "dst", "pair", "port"}[k]
+}
 
 // SparkLen is how many one-second points a talker's sparkline holds.
 const SparkLen = 60
@@ -65,7 +82,7 @@ type Totals struct {
 // Snapshot is an immutable picture of the traffic, safe to hand to other
 // goroutines; nothing in it is shared with the workers.
 type Snapshot struct {
-	At      time.Time // when the snapshot was taken
+	At      time.Time // end of the latest complete second it covers (zero before any traffic)
 	Totals  Totals
 	Talkers [NumKinds][]Talker // top N per kind, sorted by bits/s over 10 s, largest first
 }
