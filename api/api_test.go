@@ -424,7 +424,19 @@ func TestErrorStatuses(t *testing.T) {
 }
 
 func TestBulk(t *testing.T) {
-	e := newEnv(t, false)
+	t.Run("one add at a time", func(t *testing.T) { testBulk(t, newEnv(t, false)) })
+	t.Run("batched", func(t *testing.T) {
+		e := newEnv(t, false)
+		br := &batchRules{fakeRules: e.rules}
+		e.srv.cfg.Rules = br
+		testBulk(t, e)
+		if br.batches.Load() == 0 {
+			t.Error("the store's AddBatch was not used")
+		}
+	})
+}
+
+func testBulk(t *testing.T, e *env) {
 	body := strings.Join([]string{
 		`{"value":"203.0.113.1","ttl":"1h","reason":"feed"}`,
 		`# a comment`,

@@ -509,53 +509,104 @@ func (s *Server) bulkEntries(k entryKind) handlerFunc {
 		w.Header().Set("Content-Type", "application/x-ndjson")
 		w.WriteHeader(http.StatusOK)
 		enc := json.NewEncoder(w)
+		// Lines are parsed and applied in chunks: one store commit per chunk
+		// when the store supports batches, and results stream out as each
+		// chunk is done.
+		chunk := make([]BulkResult, 0, bulkChunk)
+		reqs := make([]rules.Request, 0, bulkChunk)
+		flush := func() error {
+			s.applyBulk(chunk, reqs)
+			for _, res := range chunk {
+				if err := enc.Encode(res); err != nil {
+					return fmt.Errorf("writing bulk result for line %d: %w", res.Line, err)
+				}
+			}
+			chunk, reqs = chunk[:0], reqs[:0]
+			return nil
+		}
 		for i, l := range lines {
 			l = bytes.TrimSpace(l)
 			if len(l) == 0 || l[0] == '#' {
 				continue
 			}
-			res := s.bulkLine(k, l, c)
-			res.Line = i + 1
-			if err := enc.Encode(res); err != nil {
-				return fmt.Errorf("writing bulk result for line %d: %w", i+1, err)
+			res := BulkResult{Line: i + 1}
+			req, err := parseBulkLine(k, l)
+			if err != nil {
+				he := fromStore(err)
+				res.Status, res.Error, res.Detail = he.status, he.msg, he.detail
+			} else {
+				req.RequestedBy = c.name
+				reqs = append(reqs, req)
+			}
+			chunk = append(chunk, res)
+			if len(chunk) == bulkChunk {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		}
-		return nil
+		return flush()
 	}
 }
 
-func (s *Server) bulkLine(k entryKind, line []byte, c caller) BulkResult {
-	fail := func(err error) BulkResult {
-		he := fromStore(err)
-		return BulkResult{Status: he.status, Error: he.msg, Detail: he.detail}
+// bulkChunk is how many lines a bulk request applies per store commit: large
+// enough to amortise the fsync, small enough not to hold the store's lock
+// for long.
+const bulkChunk = 2000
+
+// parseBulkLine reads one line of a bulk body: a JSON object, or for bans
+// and the allowlist a bare IP/CIDR as in a block list.
+func parseBulkLine(k entryKind, line []byte) (rules.Request, error) {
+	if line[0] == '{' {
+		return k.parse(line)
 	}
-	var (
-		req rules.Request
-		err error
-	)
-	if line[0] != '{' {
-		if !k.bare {
-			return fail(errorf(http.StatusBadRequest, "malformed line", "each line must be one JSON object"))
-		}
-		// A bare value, as in a block list: "203.0.113.7" or "10.0.0.0/8".
-		b, _ := json.Marshal(map[string]string{"value": string(line)})
-		req, err = k.parse(b)
+	if !k.bare {
+		return rules.Request{}, errorf(http.StatusBadRequest, "malformed line", "each line must be one JSON object")
+	}
+	b, _ := json.Marshal(map[string]string{"value": string(line)})
+	return k.parse(b)
+}
+
+// applyBulk adds reqs, which belong in order to the results of chunk that
+// have no status yet, and fills those results in.
+func (s *Server) applyBulk(chunk []BulkResult, reqs []rules.Request) {
+	if len(reqs) == 0 {
+		return
+	}
+	var added []rules.AddResult
+	if ba, ok := s.cfg.Rules.(batchAdder); ok {
+		added = ba.AddBatch(reqs)
 	} else {
-		req, err = k.parse(line)
+		added = make([]rules.AddResult, len(reqs))
+		for i, req := range reqs {
+			added[i].Entry, added[i].Created, added[i].Err = s.cfg.Rules.Add(req)
+		}
 	}
-	if err != nil {
-		return fail(err)
+	j := 0
+	for i := range chunk {
+		if chunk[i].Status != 0 {
+			continue
+		}
+		res := &chunk[i]
+		if j >= len(added) {
+			he := errorf(http.StatusInternalServerError, "internal error", "the rule store answered fewer results than requests")
+			res.Status, res.Error, res.Detail = he.status, he.msg, he.detail
+			continue
+		}
+		a := added[j]
+		j++
+		switch {
+		case a.Err != nil:
+			he := fromStore(a.Err)
+			res.Status, res.Error, res.Detail = he.status, he.msg, he.detail
+		case a.Created:
+			e := a.Entry
+			res.Status, res.Created, res.Entry = http.StatusCreated, true, &e
+		default:
+			e := a.Entry
+			res.Status, res.Entry = http.StatusOK, &e
+		}
 	}
-	req.RequestedBy = c.name
-	e, created, err := s.cfg.Rules.Add(req)
-	if err != nil {
-		return fail(err)
-	}
-	st := http.StatusOK
-	if created {
-		st = http.StatusCreated
-	}
-	return BulkResult{Status: st, Created: created, Entry: &e}
 }
 
 // checkAllow answers GET /v1/allowlist/check/{ip}. HEAD answers 200 when

@@ -40,6 +40,7 @@ var storeStatus = map[string]int{
 	"allowlisted": http.StatusConflict,
 	"full":        http.StatusInsufficientStorage,
 	"not_found":   http.StatusNotFound,
+	"storage":     http.StatusInternalServerError,
 }
 
 // storeMessage is the headline for each store error code; the store's own
@@ -50,6 +51,7 @@ var storeMessage = map[string]string{
 	"allowlisted": "covered by the allowlist; remove the allowlist entry or resend with force (audited)",
 	"full":        "rule store is full; remove entries or raise the entry cap",
 	"not_found":   "no such entry",
+	"storage":     "the rule store could not save the change",
 }
 
 // fromStore turns an error from Rules or Sensor into an httpError.

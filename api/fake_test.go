@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -31,7 +30,7 @@ type fakeRules struct {
 	next    uint64
 	entries map[uint64]rules.Entry
 	cap     int
-	audit   []json.RawMessage
+	audit   []rules.AuditRecord
 	now     func() time.Time
 }
 
@@ -47,8 +46,8 @@ func entryKey(kind rules.Kind, value netip.Prefix, acl *rules.ACL) string {
 }
 
 func (f *fakeRules) record(op string, e rules.Entry, who string) {
-	b, _ := json.Marshal(map[string]any{"op": op, "id": e.ID, "value": e.Value, "by": who, "time": f.now()})
-	f.audit = append(f.audit, b)
+	f.audit = append(f.audit, rules.AuditRecord{Time: f.now(), Action: op, Who: who,
+		Entry: &rules.AuditEntry{ID: e.ID, Kind: e.Kind, Value: e.Value.String(), Origin: e.Origin}})
 }
 
 func (f *fakeRules) Add(req rules.Request) (rules.Entry, bool, error) {
@@ -180,18 +179,31 @@ func (f *fakeRules) CheckAllow(ip netip.Addr) (rules.Entry, bool) {
 	return rules.Entry{}, false
 }
 
-func (f *fakeRules) ReadAudit(since time.Time, limit int) ([]json.RawMessage, error) {
+func (f *fakeRules) ReadAudit(since time.Time, limit int) ([]rules.AuditRecord, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []json.RawMessage
+	var out []rules.AuditRecord
 	for _, a := range f.audit {
-		var r struct{ Time time.Time }
-		json.Unmarshal(a, &r)
-		if !r.Time.Before(since) && len(out) < limit {
+		if !a.Time.Before(since) && len(out) < limit {
 			out = append(out, a)
 		}
 	}
 	return out, nil
+}
+
+// batchRules is fakeRules with AddBatch, as the real store has.
+type batchRules struct {
+	*fakeRules
+	batches atomic.Int64
+}
+
+func (b *batchRules) AddBatch(reqs []rules.Request) []rules.AddResult {
+	b.batches.Add(1)
+	out := make([]rules.AddResult, len(reqs))
+	for i, r := range reqs {
+		out[i].Entry, out[i].Created, out[i].Err = b.Add(r)
+	}
+	return out
 }
 
 // fakeSensor publishes events like the real bus: never blocking, dropping

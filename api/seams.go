@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 	"net/netip"
 	"time"
 
@@ -11,19 +10,19 @@ import (
 	"canopy/sensor"
 )
 
-// RuleFilter selects entries for [Rules.List] and [Client.Bans].
-type RuleFilter struct {
-	Kind     rules.Kind   // "" for every kind (the API always sets one)
-	Origin   rules.Origin // "" for every origin
-	Contains netip.Addr   // invalid for any; else only entries whose prefix covers this address
-	Offset   int          // entries to skip, in the store's stable order (by id)
-	Limit    int          // at most this many; 0 or less means no limit
-}
+// RuleFilter selects entries for [Rules.List] and [Client.Bans]. It is the
+// rule store's own filter (Kind, Origin, Contains, Offset, Limit; zero
+// fields match everything, Limit 0 means no limit), so that *rules.Store
+// can be passed as Rules without an adapter.
+type RuleFilter = rules.Filter
 
-// Rules is what the API needs from the rule store (bans, ACLs, allowlist).
-// Errors should implement interface{ Code() string } with one of "invalid",
-// "too_wide", "allowlisted", "full" or "not_found" so the API can answer
-// with the matching status; any other error is reported as a 500.
+// Rules is what the API needs from the rule store (bans, ACLs, allowlist);
+// *rules.Store implements it. Errors should implement interface{ Code()
+// string } with one of "invalid", "too_wide", "allowlisted", "full",
+// "not_found" or "storage" so the API can answer with the matching status;
+// any other error is reported as a 500. If the store also has
+// AddBatch([]rules.Request) []rules.AddResult, bulk requests use it (one
+// commit for a whole batch instead of one per line).
 type Rules interface {
 	// Add creates an entry, or extends the existing entry for the same
 	// kind and value (created is then false).
@@ -38,9 +37,9 @@ type Rules interface {
 	RemoveValue(kind rules.Kind, value, who, reason string) (rules.Entry, error)
 	// CheckAllow reports the allowlist entry covering ip, if any.
 	CheckAllow(ip netip.Addr) (rules.Entry, bool)
-	// ReadAudit returns up to limit audit records at or after since, oldest
-	// first, each one JSON object.
-	ReadAudit(since time.Time, limit int) ([]json.RawMessage, error)
+	// ReadAudit returns up to limit audit records at or after since (zero:
+	// from the beginning), oldest first.
+	ReadAudit(since time.Time, limit int) ([]rules.AuditRecord, error)
 }
 
 // Sensor is what the API needs from the running sensor.
@@ -61,3 +60,9 @@ type Sensor interface {
 
 // coder is implemented by the rule store's errors.
 type coder interface{ Code() string }
+
+// batchAdder is implemented by rule stores that can apply many adds as one
+// change (one publish, one fsync).
+type batchAdder interface {
+	AddBatch(reqs []rules.Request) []rules.AddResult
+}

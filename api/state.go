@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"canopy/flow"
+	"canopy/rules"
 	"canopy/sensor"
 )
 
@@ -200,7 +201,7 @@ func (s *Server) flows(w http.ResponseWriter, r *http.Request, c caller) error {
 
 // AuditList is the answer of GET /v1/audit.
 type AuditList struct {
-	Items []json.RawMessage `json:"items"` // audit records, oldest first
+	Items []rules.AuditRecord `json:"items"` // audit records, oldest first
 }
 
 func (s *Server) audit(w http.ResponseWriter, r *http.Request, c caller) error {
@@ -232,7 +233,7 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request, c caller) error {
 		return err
 	}
 	if items == nil {
-		items = []json.RawMessage{}
+		items = []rules.AuditRecord{}
 	}
 	s.writeJSON(w, http.StatusOK, AuditList{Items: items})
 	return nil
