@@ -62,6 +62,9 @@ func (s DelayStats) LateQuantile(q float64) time.Duration {
 	for i, c := range s.LateHist {
 		seen += c
 		if seen >= want && c > 0 {
+			if i == LateBuckets-1 {
+				return s.MaxLate // the open-ended bucket has no upper edge
+			}
 			return time.Duration(uint64(1)<<i) * time.Microsecond
 		}
 	}
@@ -90,7 +93,6 @@ type delaySlot struct {
 }
 
 type delayDir struct {
-	name      string
 	r, w      syscall.RawConn // read from one port, write to the other
 	delay     time.Duration
 	slots     []delaySlot
@@ -151,8 +153,8 @@ func startDelayLine(l *Lab, delay time.Duration) (*delayLine, error) {
 	// Enough slots for the frames in flight at ~64k frames/s per direction.
 	n := int(delay.Seconds() * 64000)
 	n = max(1024, min(n, 32768))
-	d.dirs[0] = newDelayDir("client→router", raws[0], raws[1], delay, n)
-	d.dirs[1] = newDelayDir("router→client", raws[1], raws[0], delay, n)
+	d.dirs[0] = newDelayDir(raws[0], raws[1], delay, n) // client → router
+	d.dirs[1] = newDelayDir(raws[1], raws[0], delay, n) // router → client
 	for _, dir := range d.dirs {
 		d.wg.Add(2)
 		go func() { defer d.wg.Done(); dir.read() }()
@@ -161,9 +163,9 @@ func startDelayLine(l *Lab, delay time.Duration) (*delayLine, error) {
 	return d, nil
 }
 
-func newDelayDir(name string, r, w syscall.RawConn, delay time.Duration, n int) *delayDir {
+func newDelayDir(r, w syscall.RawConn, delay time.Duration, n int) *delayDir {
 	dir := &delayDir{
-		name: name, r: r, w: w, delay: delay,
+		r: r, w: w, delay: delay,
 		slots: make([]delaySlot, n),
 		free:  make(chan int32, n),
 		queue: make(chan int32, n),
@@ -183,7 +185,10 @@ func openWire(ifname string) (int, error) {
 		return -1, fmt.Errorf("find %s: %w", ifname, err)
 	}
 	proto := htons(unix.ETH_P_ALL)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	// Protocol 0 receives nothing until bind names the interface; opened
+	// with ETH_P_ALL it would queue the other port's frames meanwhile and
+	// the line would send them back where they came from.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("AF_PACKET socket on %s (needs CAP_NET_RAW): %w", ifname, err)
 	}
