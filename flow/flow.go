@@ -66,10 +66,10 @@ type DirState struct {
 	NextSeq uint32 // highest seq+payload(+1 SYN, +1 FIN) sent: the receiver's RCV.NXT once all arrived (valid if HasSeq)
 	Window  uint16 // TCP window of the latest segment, unscaled
 
-	TTL      uint8 // IPv4 TTL / IPv6 hop limit of the latest packet
-	Flags    uint8 // TCP flags of the latest segment
-	SrcMAC   [6]byte
-	DstMAC   [6]byte
+	TTL      uint8                          // IPv4 TTL / IPv6 hop limit of the latest packet
+	Flags    uint8                          // TCP flags of the latest segment
+	SrcMAC   [6]byte                        // Ethernet source of the latest frame (the sender's, or its router's)
+	DstMAC   [6]byte                        // Ethernet destination of the latest frame
 	VLANs    [capture.MaxVLANs]capture.VLAN // tag stack of the latest frame, outermost first
 	NumVLANs uint8                          // how many of VLANs are set
 
