@@ -50,6 +50,7 @@ type Inject struct {
 	MaxResetsPerFlow int           `toml:"max_resets_per_flow"` // per-flow budget
 	MinResetInterval time.Duration `toml:"min_reset_interval"`  // per flow, between two rounds of resets
 	ConfirmAfter     time.Duration `toml:"confirm_after"`       // silence after the last reset that confirms a kill
+	FailAfter        time.Duration `toml:"fail_after"`          // payload this long after the first reset, budget spent: failed
 	UnreachableCode  string        `toml:"unreachable_code"`    // "port" (ECONNREFUSED) or "admin"
 }
 
@@ -118,6 +119,7 @@ func Default() Config {
 			MaxResetsPerFlow: 32,
 			MinResetInterval: 0,
 			ConfirmAfter:     500 * time.Millisecond,
+			FailAfter:        250 * time.Millisecond,
 			UnreachableCode:  "port",
 		},
 		Rules: Rules{
@@ -213,6 +215,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Inject.ConfirmAfter <= 0 {
 		bad("inject.confirm_after = %s: want a positive duration", c.Inject.ConfirmAfter)
+	}
+	if c.Inject.FailAfter <= 0 {
+		bad("inject.fail_after = %s: want a positive duration", c.Inject.FailAfter)
 	}
 	if u := c.Inject.UnreachableCode; u != "port" && u != "admin" {
 		bad("inject.unreachable_code = %q: want \"port\" or \"admin\"", u)

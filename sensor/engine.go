@@ -55,6 +55,7 @@ type Config struct {
 	MaxResetsPerFlow int           // per-flow reset budget (default 32)
 	MinResetInterval time.Duration // per flow, between two rounds of resets (default 0: answer every packet)
 	ConfirmAfter     time.Duration // silence after the last reset that confirms a kill (default 500 ms)
+	FailAfter        time.Duration // payload this long after the first reset, budget spent, is a failed kill (default 250 ms)
 	Injection        Injection
 	Version          string
 	Source           string   // "live" or the capture file's path, for status
@@ -77,6 +78,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.ConfirmAfter <= 0 {
 		c.ConfirmAfter = 500 * time.Millisecond
+	}
+	if c.FailAfter <= 0 {
+		c.FailAfter = 250 * time.Millisecond
 	}
 	if c.Injection.Ceiling == nil {
 		c.Injection.Ceiling = inject.NewCeiling(inject.DefaultCeilingPPS)

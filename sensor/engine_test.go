@@ -286,3 +286,55 @@ func TestEngineProactiveKillOnBan(t *testing.T) {
 		t.Errorf("blocks %+v", bl)
 	}
 }
+
+func TestEngineOutcomes(t *testing.T) {
+	client := netip.MustParseAddrPort("198.51.100.7:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:80")
+	for _, tc := range []struct {
+		name   string
+		spread time.Duration // how long the server's data keeps coming
+		want   Outcome
+	}{
+		{"in-flight data drains, then silence", 50 * time.Millisecond, OutcomeConfirmed},
+		{"data keeps flowing past FailAfter with the budget spent", 600 * time.Millisecond, OutcomeFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := time.Now().UnixNano()
+			src := &scriptSource{
+				frames: [][]byte{
+					tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+					tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
+				},
+				ts: []int64{base, base + 1e5},
+			}
+			for i := 0; i < 40; i++ {
+				seq := 5001 + uint32(i)*1000
+				src.frames = append(src.frames, tcpFrame(t, server, client, seq, 1001, "AP", strings.Repeat("x", 1000), 63))
+				src.ts = append(src.ts, base+2e5+int64(tc.spread)*int64(i)/40)
+			}
+			store, err := rules.Open(rules.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			rec := inject.NewRecorder(8)
+			e, err := New(Config{MaxResetsPerFlow: 6, Injection: Injection{Sender: rec, NextHop: fixedMAC{}}}, src, store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: "198.51.100.7", Origin: rules.OriginAPI}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			s := e.Snapshot()
+			if len(s.Blocks) != 1 || s.Blocks[0].Outcome != tc.want {
+				t.Fatalf("blocks %+v, want one %s", s.Blocks, tc.want)
+			}
+			if rec.Count() != 6 || s.Blocks[0].Suppressed == 0 {
+				t.Errorf("sent %d frames (budget 6), suppressed %d", rec.Count(), s.Blocks[0].Suppressed)
+			}
+		})
+	}
+}

@@ -456,7 +456,11 @@ func (w *worker) trackOutcome(f *flow.Flow, p *capture.Packet) {
 		w.settle(f, outConfirmed)
 	case p.PayloadLen > 0 || p.Proto == capture.ProtoUDP:
 		f.Enf.Survivor = true
-		if int(f.Enf.Resets) >= w.e.cfg.MaxResetsPerFlow {
+		// Payload already in flight when the resets landed keeps arriving
+		// for up to a round trip; only payload past FailAfter, with the
+		// budget spent, means the hosts ignored us.
+		spent := int(f.Enf.Resets) >= w.e.cfg.MaxResetsPerFlow
+		if spent && f.Enf.FirstReset != 0 && p.Timestamp-f.Enf.FirstReset >= int64(w.e.cfg.FailAfter) {
 			w.settle(f, outFailed)
 		} else if f.Enf.Outcome != outRetrying {
 			f.Enf.Outcome = outRetrying
