@@ -55,11 +55,15 @@ const (
 // DirState is what one direction of a flow has shown so far. Sequence
 // fields use serial-number arithmetic (RFC 1982): they wrap at 2^32 and
 // never move backwards for retransmitted or reordered segments.
+//
+// Last comes first so that both directions' Last (with the key and state)
+// sit in the flow's first two cache lines, which is all Expire and eviction
+// read.
 type DirState struct {
+	Last  int64  // timestamp of the latest packet, ns since the Unix epoch; 0 if none yet
+	First int64  // timestamp of the first packet, ns since the Unix epoch; 0 if none yet
 	Pkts  uint64 // packets seen in this direction
 	Bytes uint64 // IP-layer bytes (IP total length, like iftop) seen in this direction
-	First int64  // timestamp of the first packet, ns since the Unix epoch; 0 if none yet
-	Last  int64  // timestamp of the latest packet, ns since the Unix epoch; 0 if none yet
 
 	Seq     uint32 // TCP sequence number of the latest segment (as sent, even if old)
 	Ack     uint32 // highest acknowledgement number sent with ACK set: the sender's RCV.NXT (valid if HasAck)
