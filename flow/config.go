@@ -29,8 +29,8 @@ const (
 
 	// maxMaxFlows bounds capacity so a slot index and a side bit fit in 32 bits.
 	maxMaxFlows = 1 << 28
-	// maxMaxTalkers bounds a bucket's key tables.
-	maxMaxTalkers = 1 << 20
+	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
+	maxMaxTalkers = 1 << 16
 )
 
 // Config sizes a Table and sets its idle timeouts. The zero value of every
@@ -54,7 +54,8 @@ type Config struct {
 	IdleUDP time.Duration
 	// MaxTalkers is how many distinct keys per kind (source, destination,
 	// pair, port) a one-second Bucket tracks before it counts the rest into
-	// an "other" row. Default 4096.
+	// an "other" row. A bucket takes about 4 × 72 × MaxTalkers bytes
+	// (1.1 MiB at the default 4096); at most 65536.
 	MaxTalkers int
 	// ExpireBatch is the most slots one Expire call examines, which bounds
 	// how long it holds the worker. Default 8192 (about 0.2 ms on a full
