@@ -456,10 +456,3 @@ func (l *Lab) DelayLineStats() DelayLineStats {
 	}
 	return DelayLineStats{ClientToRouter: l.delay.dirs[0].stats(), RouterToClient: l.delay.dirs[1].stats()}
 }
-
-func closeFD(fd int) { unix.Close(fd) }
-
-func writeFD(fd int, b []byte) error {
-	_, err := unix.Write(fd, b)
-	return err
-}

@@ -84,12 +84,12 @@ func TestDelayLineKeepsVLANTags(t *testing.T) {
 	if err := unix.SetsockoptTimeval(rfd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		t.Fatal(err)
 	}
-	defer closeFD(rfd)
+	defer unix.Close(rfd)
 	var wfd int
 	if err := l.Do(Client, func() (err error) { wfd, err = openWire(ClientIface); return err }); err != nil {
 		t.Fatal(err)
 	}
-	defer closeFD(wfd)
+	defer unix.Close(wfd)
 	frame := []byte{
 		0x02, 0, 0, 0, 0, 0x01, // dst
 		0x02, 0, 0, 0, 0, 0x02, // src
@@ -97,7 +97,7 @@ func TestDelayLineKeepsVLANTags(t *testing.T) {
 		0x88, 0xb5, // local experimental ethertype
 	}
 	frame = append(frame, []byte("canopy vlan test payload padding to 60 bytes......")...)
-	if err := writeFD(wfd, frame); err != nil {
+	if _, err := unix.Write(wfd, frame); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 2048)

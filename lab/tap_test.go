@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -31,27 +32,19 @@ type tapCounter struct {
 	done     chan struct{}
 }
 
+// openTap opens a raw socket on the sensor's tap (the delay line's own
+// socket setup) with a receive timeout so the counter can stop.
 func openTap(t *testing.T, l *Lab) int {
 	t.Helper()
 	var fd int
-	if err := l.Do(Sensor, func() error {
-		ifi, err := net.InterfaceByName(l.TapIface)
-		if err != nil {
-			return err
-		}
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return err
-		}
-		tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
-		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
-	}); err != nil {
+	if err := l.Do(Sensor, func() (err error) { fd, err = openWire(l.TapIface); return err }); err != nil {
 		t.Fatalf("tap socket: %v", err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
+	tv := unix.NsecToTimeval((50 * time.Millisecond).Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+		t.Fatal(err)
+	}
 	return fd
 }
 
@@ -191,7 +184,7 @@ func TestTapSeesBothDirections(t *testing.T) {
 				t.Fatal(err)
 			}
 			echo := make([]byte, len(line))
-			if _, err := readFull(conn, echo); err != nil {
+			if _, err := io.ReadFull(conn, echo); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(200 * time.Millisecond) // let the last ACKs cross and reach the tap
@@ -224,18 +217,6 @@ func TestTapSeesBothDirections(t *testing.T) {
 			}
 		})
 	}
-}
-
-func readFull(c net.Conn, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		k, err := c.Read(b[n:])
-		n += k
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // tcpSegs returns the segments the socket's kernel sent and received.
