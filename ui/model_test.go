@@ -87,6 +87,8 @@ func keyMsg(k string) tea.KeyPressMsg {
 		return tea.KeyPressMsg{Code: 'u', Mod: tea.ModCtrl}
 	case "ctrl+c":
 		return tea.KeyPressMsg{Code: 'c', Mod: tea.ModCtrl}
+	case "pgdown":
+		return tea.KeyPressMsg{Code: tea.KeyPgDown}
 	}
 	r := []rune(k)[0]
 	if r >= 'A' && r <= 'Z' {
@@ -691,4 +693,28 @@ func TestNoFreshSnapshotShowsStale(t *testing.T) {
 	_, cmd := m.Update(tickMsg(t0.Add(12 * time.Second)))
 	_ = cmd // no second fetch while one is in flight; not run here
 	mustContain(t, screen(m), "STALE: no snapshot for 12s")
+}
+
+func TestScrollShowsOnlyVisibleRows(t *testing.T) {
+	m, _ := newTestModel(t, benchSnapshot(1000), 120, 40)
+	body := m.talkers.bodyHeight()
+	press(t, m, "G")
+	s := screen(m)
+	last := order(m)[999]
+	mustContain(t, s, "▸1000 "+last)
+	rows := 0
+	for _, l := range strings.Split(m.talkers.View(), "\n")[2:] {
+		if strings.Contains(ansi.Strip(l), "Mb/s") || strings.Contains(ansi.Strip(l), "kb/s") {
+			rows++
+		}
+	}
+	if rows != body {
+		t.Fatalf("rendered %d talker rows, pane holds %d", rows, body)
+	}
+	press(t, m, "g")
+	mustContain(t, screen(m), "▸   1 "+order(m)[0])
+	press(t, m, "pgdown")
+	if m.talkers.cur.idx != m.pageSize() {
+		t.Fatalf("page down moved to %d, want %d", m.talkers.cur.idx, m.pageSize())
+	}
 }
