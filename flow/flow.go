@@ -33,7 +33,7 @@ type State uint8
 const (
 	StateSynSeen     State = 1 << iota // a SYN (without ACK) from A was seen
 	StateSynAckSeen                    // a SYN-ACK from B was seen
-	StateEstablished                   // handshake completed, or both directions seen on a flow picked up mid-stream
+	StateEstablished                   // both sides have sent an ACK (handshake completed, or a live session picked up mid-stream)
 	StateFinAtoB                       // A sent a FIN
 	StateFinBtoA                       // B sent a FIN
 	StateRst                           // an RST was seen (from either side, including canopy's own if the mirror shows them)

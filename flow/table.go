@@ -138,10 +138,11 @@ func pktBytes(p *capture.Packet) uint64 {
 
 // Update accounts p: it finds or creates p's flow, updates the direction p
 // travelled in, and adds p to the current talkers Bucket. It returns the
-// flow (nil for packets that have no flow: non-IP, protocols other than TCP
-// and UDP, IPv4 later fragments; those still count in the talkers), the direction, and whether this packet
-// started a new flow (also when a new SYN reuses the 5-tuple of a closed
-// flow: the flow's Handle then changes).
+// flow (nil for packets that have no flow: non-IP, protocols other than
+// TCP and UDP, IPv4 later fragments; those still count in the talkers),
+// the direction, and whether this packet started a new flow (also when a
+// new SYN reuses the 5-tuple of a closed flow: the flow's Handle then
+// changes).
 //
 // Update never allocates, never fails and never stops tracking new flows:
 // when the table is full it evicts (see Config.EvictSample).
@@ -264,7 +265,11 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 			s |= StateSynAckSeen
 		}
 	case fl&capture.FlagACK != 0:
-		if dir == AtoB && s&StateSynAckSeen != 0 {
+		// Both sides have acknowledged something: the handshake's third
+		// packet, or a session picked up mid-stream (or whose SYN-ACK the
+		// mirror lost) that is plainly alive in both directions. An ACK scan
+		// that draws no answer (or an RST) never gets here.
+		if f.Dirs[0].seen&f.Dirs[1].seen&dirHasAck != 0 {
 			s |= StateEstablished
 		}
 	}
@@ -277,12 +282,6 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 		if s&(StateFinAtoB|StateFinBtoA) == StateFinAtoB|StateFinBtoA {
 			s |= StateClosed
 		}
-	}
-	// Picked up mid-stream: once both directions have spoken, it is a real
-	// session and deserves the established timeout.
-	if s&(StateSynSeen|StateSynAckSeen|StateEstablished|StateClosed) == 0 &&
-		f.Dirs[0].Pkts != 0 && f.Dirs[1].Pkts != 0 {
-		s |= StateEstablished
 	}
 	f.state = s
 }

@@ -676,3 +676,39 @@ func TestSwapBucketPutBackKeepsCounts(t *testing.T) {
 		t.Fatalf("put-back bucket: %d pkts %d bytes", got.Pkts(), got.Bytes())
 	}
 }
+
+func TestEstablishedWhenBothSidesAck(t *testing.T) {
+	cases := []struct {
+		name string
+		pkts []*capture.Packet
+		want string
+	}{
+		{"syn-ack lost on the mirror", []*capture.Packet{
+			pk(cli, 7, srv, 80, syn, 100, 0, 0, t0),
+			pk(cli, 7, srv, 80, ack, 101, 501, 0, t0),
+			pk(srv, 80, cli, 7, psh, 501, 101, 20, t0),
+		}, "established"},
+		{"ack scan answered by rst", []*capture.Packet{
+			pk(cli, 7, srv, 80, ack, 100, 9, 0, t0),
+			pk(srv, 80, cli, 7, rst, 9, 0, 0, t0),
+		}, "reset"},
+		{"one direction only", []*capture.Packet{
+			pk(cli, 7, srv, 80, ack, 100, 9, 0, t0),
+			pk(cli, 7, srv, 80, psh, 100, 9, 10, t0),
+		}, "half-open"},
+		{"syn answered without ack", []*capture.Packet{
+			pk(cli, 7, srv, 80, syn, 100, 0, 0, t0),
+			pk(srv, 80, cli, 7, syn, 100, 0, 0, t0), // simultaneous open from B: not a SYN-ACK
+		}, "syn-sent"},
+	}
+	for _, c := range cases {
+		tb := NewTable(Config{MaxFlows: 8})
+		var f *Flow
+		for _, p := range c.pkts {
+			f, _, _ = tb.Update(p)
+		}
+		if f.StateName() != c.want {
+			t.Errorf("%s: %s, want %s", c.name, f.StateName(), c.want)
+		}
+	}
+}
