@@ -154,7 +154,7 @@ func (l *Lab) build(prefix string, cfg Config) error {
 		return fmt.Errorf("router: %w", err)
 	}
 	if err := l.Do(Client, func() error {
-		return setupHost(ClientIface, true,
+		return setupHost(ClientIface,
 			[]netip.Prefix{
 				netip.PrefixFrom(l.ClientBanned4, prefixLen4), netip.PrefixFrom(l.ClientLegit4, prefixLen4),
 				netip.PrefixFrom(l.ClientBanned6, prefixLen6), netip.PrefixFrom(l.ClientLegit6, prefixLen6),
@@ -164,7 +164,7 @@ func (l *Lab) build(prefix string, cfg Config) error {
 		return fmt.Errorf("client: %w", err)
 	}
 	if err := l.Do(Server, func() error {
-		return setupHost(ServerIface, true,
+		return setupHost(ServerIface,
 			[]netip.Prefix{netip.PrefixFrom(l.Server4, prefixLen4), netip.PrefixFrom(l.Server6, prefixLen6)},
 			[]netip.Addr{l.RouterServer4, l.RouterServer6})
 	}); err != nil {
@@ -189,11 +189,12 @@ func (l *Lab) build(prefix string, cfg Config) error {
 	return l.startServers()
 }
 
-// waitLinksUp waits until every link of the lab is operationally up. A
-// veth's carrier comes up at once, but the kernel's linkwatch attaches its
-// real qdisc up to a second later (it batches events); until then every
-// frame sent on it is dropped silently, so the first ARP or SYN of a test
-// would vanish and cost a one-second retransmission, or a probe's timeout.
+// waitLinksUp waits until every link of the lab is operationally up. The
+// kernel's linkwatch attaches a device's real qdisc only when it handles
+// the carrier-up event, and until then every frame sent on it is dropped
+// silently: the first ARP or SYN of a test would vanish and cost a
+// one-second retransmission. With distinct ifindexes (see cable) this is
+// normally immediate; the wait makes it certain.
 func (l *Lab) waitLinksUp(roles []NS, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	for _, r := range roles {
@@ -304,18 +305,15 @@ func (l *Lab) cable(aNS NS, aName string, bNS NS, bName string) error {
 	return nil
 }
 
-// setupHost configures a client or server: offloads off, addresses,
-// interface up, default routes via the given gateways.
-func setupHost(ifname string, txCsumOff bool, addrs []netip.Prefix, gateways []netip.Addr) error {
+// setupHost configures an end host's port: offloads off (checksum offload
+// too, so the tap sees the checksums a NIC would have filled in),
+// addresses, interface up, default routes via the given gateways.
+func setupHost(ifname string, addrs []netip.Prefix, gateways []netip.Addr) error {
 	link, err := netlink.LinkByName(ifname)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", ifname, err)
 	}
-	offs := []offload{offTSO, offGSO, offGRO}
-	if txCsumOff {
-		offs = append(offs, offTxCsum)
-	}
-	if err := disableOffloads(ifname, offs...); err != nil {
+	if err := disableOffloads(ifname, offTSO, offGSO, offGRO, offTxCsum); err != nil {
 		return err
 	}
 	for _, p := range addrs {
@@ -427,9 +425,7 @@ func (l *Lab) setupSensor() error {
 	if err := netlink.LinkSetUp(tap); err != nil {
 		return fmt.Errorf("bring %s up: %w", TapIface, err)
 	}
-	// The sensor crafts its own frames with exact checksums; still, keep
-	// kernel-made packets (ping, tests) honest on the wire.
-	return setupHost(InjectIface, true,
+	return setupHost(InjectIface,
 		[]netip.Prefix{netip.PrefixFrom(l.SensorInject4, prefixLen4), netip.PrefixFrom(l.SensorInject6, prefixLen6)},
 		nil)
 }
