@@ -344,6 +344,9 @@ func (w *worker) sendReset(f *flow.Flow, rec *blockRec, target int, s shot, obse
 // quoting the trigger datagram (still in frame).
 func (w *worker) sendUnreachable(f *flow.Flow, rec *blockRec, target int, frame []byte, observe bool) string {
 	p := &w.pkt
+	if p.Dst.IsMulticast() || p.Dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+		return "" // never answer for a group or broadcast address (RFC 1122 §3.2.2)
+	}
 	imp := 1 - target
 	u := inject.Unreachable{Code: w.e.cfg.Injection.Unreach}
 	w.address(f, target, &u.DstMAC, &u.SrcMAC, &u.VLANs, &u.NumVLANs, &u.TTL)
@@ -374,10 +377,10 @@ func (w *worker) transmit(f *flow.Flow, rec *blockRec, target, n int, observe, i
 		return ""
 	}
 	if err := inj.Sender.Send(w.buf[:n]); err != nil {
+		// A full driver queue (EAGAIN, ENOBUFS) costs this frame; the next
+		// packet of the flow is chased again. A wrong next-hop MAC never
+		// shows up here: the NextHop refresher keeps it current.
 		w.sendErrors.Add(1)
-		if nh, ok := inj.NextHop.(interface{ Invalidate() }); ok {
-			nh.Invalidate()
-		}
 		return ""
 	}
 	if f.Enf.Resets == 0 {
