@@ -29,13 +29,15 @@ type fakeRules struct {
 	mu      sync.Mutex
 	next    uint64
 	entries map[uint64]rules.Entry
+	byKey   map[string]uint64 // entryKey → id
+	allows  map[uint64]netip.Prefix
 	cap     int
 	audit   []rules.AuditRecord
 	now     func() time.Time
 }
 
 func newFakeRules() *fakeRules {
-	return &fakeRules{entries: map[uint64]rules.Entry{}, cap: 1 << 20, now: time.Now}
+	return &fakeRules{entries: map[uint64]rules.Entry{}, byKey: map[string]uint64{}, allows: map[uint64]netip.Prefix{}, cap: 1 << 20, now: time.Now}
 }
 
 func entryKey(kind rules.Kind, value netip.Prefix, acl *rules.ACL) string {
@@ -71,9 +73,9 @@ func (f *fakeRules) Add(req rules.Request) (rules.Entry, bool, error) {
 		return rules.Entry{}, false, &fakeErr{"invalid", "ACL missing"}
 	}
 	if req.Kind == rules.KindBan && !req.Force {
-		for _, e := range f.entries {
-			if e.Kind == rules.KindAllow && e.Value.Overlaps(p) {
-				return rules.Entry{}, false, &fakeErr{"allowlisted", fmt.Sprintf("%s overlaps allowlist entry %d (%s)", p, e.ID, e.Value)}
+		for id, a := range f.allows {
+			if a.Overlaps(p) {
+				return rules.Entry{}, false, &fakeErr{"allowlisted", fmt.Sprintf("%s overlaps allowlist entry %d (%s)", p, id, a)}
 			}
 		}
 	}
@@ -83,8 +85,9 @@ func (f *fakeRules) Add(req rules.Request) (rules.Entry, bool, error) {
 		exp = now.Add(req.TTL)
 	}
 	key := entryKey(req.Kind, p, req.ACL)
-	for id, e := range f.entries {
-		if entryKey(e.Kind, e.Value, e.ACL) == key {
+	if id, ok := f.byKey[key]; ok {
+		e := f.entries[id]
+		{
 			e.Expires = exp
 			if req.Reason != "" {
 				e.Reason = req.Reason
@@ -101,6 +104,10 @@ func (f *fakeRules) Add(req rules.Request) (rules.Entry, bool, error) {
 	e := rules.Entry{ID: f.next, Kind: req.Kind, Value: p, ACL: req.ACL, Action: req.Action, Origin: req.Origin,
 		Reason: req.Reason, RequestedBy: req.RequestedBy, Created: now, Expires: exp, Forced: req.Force}
 	f.entries[e.ID] = e
+	f.byKey[key] = e.ID
+	if e.Kind == rules.KindAllow {
+		f.allows[e.ID] = p
+	}
 	f.record("add", e, req.RequestedBy)
 	return e, true, nil
 }
@@ -145,6 +152,8 @@ func (f *fakeRules) Remove(id uint64, who, reason string) (rules.Entry, error) {
 		return e, &fakeErr{"not_found", fmt.Sprintf("no entry %d", id)}
 	}
 	delete(f.entries, id)
+	delete(f.byKey, entryKey(e.Kind, e.Value, e.ACL))
+	delete(f.allows, id)
 	f.record("remove", e, who)
 	return e, nil
 }
