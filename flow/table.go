@@ -584,14 +584,17 @@ func (f *Flow) StateName() string {
 // worker's goroutine and hands the old bucket to the Aggregator, which
 // clears it in Add so it can come back as the next fresh one. fresh is
 // installed as it is, so a bucket that could not be handed over can be put
-// back and keeps counting (its flows may then be counted twice as
-// distinct). nil makes a new bucket (an allocation: recycle instead).
+// back and keeps counting where it left off. nil makes a new bucket (an
+// allocation: recycle instead).
 func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 	if fresh == nil {
 		fresh = NewBucket(t.cfg.MaxTalkers)
 	}
+	if !fresh.dirty() {
+		fresh.start = t.now
+	}
 	old := t.bucket
 	t.bucket = fresh
-	t.bucketStart = t.now
+	t.bucketStart = fresh.start // a put-back bucket keeps its own start: its flows are not counted twice
 	return old
 }

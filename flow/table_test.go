@@ -666,6 +666,7 @@ func TestExpireBudgetFollowsTheClock(t *testing.T) {
 
 func TestSwapBucketPutBackKeepsCounts(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 8})
+	tb.SwapBucket(nil)
 	tb.Update(udp(cli, 1, srv, 2, 100, t0))
 	old := tb.SwapBucket(NewBucket(0))
 	// The snapshotter had no room: the sensor puts the old bucket back.
@@ -674,6 +675,10 @@ func TestSwapBucketPutBackKeepsCounts(t *testing.T) {
 	got := tb.SwapBucket(fresh)
 	if got != old || got.Pkts() != 2 || got.Bytes() != 2*128 {
 		t.Fatalf("put-back bucket: %d pkts %d bytes", got.Pkts(), got.Bytes())
+	}
+	// The flow was counted once in that bucket, not again after the put-back.
+	if r := got.maps[BySrc].rows[0]; r.flows != 1 || r.pkts != 2 {
+		t.Fatalf("put-back bucket counted the flow %d times over %d packets", r.flows, r.pkts)
 	}
 }
 
