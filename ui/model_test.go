@@ -34,12 +34,12 @@ func newTestModel(t testing.TB, snap sensor.Snapshot, w, h int) (*Model, *fakeBa
 // refresh runs one snapshot fetch synchronously, as the tick would.
 func refresh(t testing.TB, m *Model) {
 	t.Helper()
-	run(t, m, m.fetch())
+	runCmd(t, m, m.fetch())
 }
 
-// run executes a command (and the batches it returns) synchronously and
+// runCmd executes a command (and the batches it returns) synchronously and
 // feeds the resulting messages back, skipping ticks and quits.
-func run(t testing.TB, m *Model, cmd tea.Cmd) {
+func runCmd(t testing.TB, m *Model, cmd tea.Cmd) {
 	t.Helper()
 	for cmd != nil {
 		msg := cmd()
@@ -49,7 +49,7 @@ func run(t testing.TB, m *Model, cmd tea.Cmd) {
 		case tea.BatchMsg:
 			for _, c := range msg {
 				if c != nil {
-					run(t, m, c)
+					runCmd(t, m, c)
 				}
 			}
 		default:
@@ -63,7 +63,7 @@ func press(t testing.TB, m *Model, keys ...string) {
 	t.Helper()
 	for _, k := range keys {
 		_, cmd := m.Update(keyMsg(k))
-		run(t, m, cmd)
+		runCmd(t, m, cmd)
 	}
 }
 
@@ -102,7 +102,7 @@ func typeText(t testing.TB, m *Model, s string) {
 	t.Helper()
 	for _, r := range s {
 		_, cmd := m.Update(tea.KeyPressMsg{Code: r, Text: string(r)})
-		run(t, m, cmd)
+		runCmd(t, m, cmd)
 	}
 }
 
@@ -681,7 +681,7 @@ func TestUpdateDoesNoIO(t *testing.T) {
 func TestNilBackendReportsInsteadOfPanicking(t *testing.T) {
 	m := New(Config{})
 	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
-	run(t, m, m.Init())
+	runCmd(t, m, m.Init())
 	mustContain(t, screen(m), "STALE", "no backend configured")
 }
 
