@@ -10,9 +10,10 @@ import (
 	"canopy/sensor"
 )
 
-// Backend is everything the dashboard needs from the sensor. The in-process
-// sensor and the API client (attach mode) both satisfy it; every method is
-// called from a tea.Cmd goroutine, never from Update, and must honour ctx.
+// Backend is everything the dashboard needs from the sensor: the
+// in-process sensor, or the API client in attach mode, adapted to it by the
+// caller. Every method is called from a tea.Cmd goroutine, never from
+// Update, may be called concurrently with the others, and must honour ctx.
 type Backend interface {
 	// Snapshot returns the latest published snapshot. In attach mode it is
 	// GET /v1/snapshot.

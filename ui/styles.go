@@ -19,7 +19,6 @@ type Styles struct {
 	ModeObserve lipgloss.Style // "[ OBSERVE · not blocking ]" badge
 	Paused      lipgloss.Style // "PAUSED" marker
 	Stale       lipgloss.Style // data older than expected, or the backend failing
-	Label       lipgloss.Style // quiet labels in the header ("flows", "drops")
 	Warn        lipgloss.Style // a number that needs attention (kernel drops)
 
 	PaneTitle      lipgloss.Style // an unfocused pane's title line
@@ -114,7 +113,6 @@ func NewStyles(noColor bool) Styles {
 		ModeObserve: bg(s().Bold(true).Reverse(true), lipgloss.Yellow),
 		Paused:      bg(s().Bold(true).Reverse(true), lipgloss.Cyan),
 		Stale:       fg(s().Bold(true), lipgloss.Red),
-		Label:       s().Faint(true),
 		Warn:        fg(s().Bold(true), lipgloss.Red),
 
 		PaneTitle:      s().Bold(true),
