@@ -204,6 +204,27 @@ func TestLoadTokens(t *testing.T) {
 	if _, err := LoadTokens(filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing file was accepted")
 	}
+
+	// The client side reads a bare token, or one line of a daemon token file.
+	for content, want := range map[string]string{
+		"# mine\n" + rwSecret + "\n":        rwSecret,
+		"soar:" + rwSecret + "\n":           rwSecret,
+		"grafana:" + roSecret + ":ro\n":     roSecret,
+		"abc:def-but-a-long-secret-value\n": "def-but-a-long-secret-value",
+		"weird:short\n":                     "weird:short",
+	} {
+		got, err := LoadClientToken(write(content))
+		if err != nil || got != want {
+			t.Errorf("LoadClientToken(%q) = %q, %v; want %q", content, got, err, want)
+		}
+	}
+	t.Setenv(ClientTokenEnv, " from-env ")
+	if got, _ := LoadClientToken(""); got != "from-env" {
+		t.Errorf("token from the environment: %q", got)
+	}
+	if _, err := LoadClientToken(write("\n# nothing\n")); err == nil {
+		t.Error("an empty client token file was accepted")
+	}
 }
 
 func TestAuth(t *testing.T) {

@@ -125,3 +125,37 @@ func lookupToken(tokens []Token, secret string) (Token, bool) {
 	}
 	return tokens[found], true
 }
+
+// ClientTokenEnv is the environment variable the CLI reads its token from
+// when no token file is given.
+const ClientTokenEnv = "CANOPY_API_TOKEN"
+
+// LoadClientToken reads the secret a client should send from path: the
+// first line that is not blank or a '#' comment, either a bare token or a
+// "name:token[:ro]" line of a daemon token file (so an operator can point
+// the CLI at a copy of one line of it). An empty path reads $CANOPY_API_TOKEN
+// instead, and no token at all is not an error: the daemon may be an
+// unauthenticated loopback one.
+func LoadClientToken(path string) (string, error) {
+	if path == "" {
+		return strings.TrimSpace(os.Getenv(ClientTokenEnv)), nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("api token: %w", err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		if name, secret, ok := strings.Cut(line, ":"); ok && validTokenName(name) == nil {
+			secret = strings.TrimSuffix(secret, ":ro")
+			if len(secret) >= MinTokenLen {
+				return strings.TrimSpace(secret), nil
+			}
+		}
+		return line, nil
+	}
+	return "", fmt.Errorf("api token file %s holds no token", path)
+}
