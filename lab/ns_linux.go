@@ -6,9 +6,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // netnsDir is where named network namespaces are bind-mounted (the same
@@ -116,10 +118,12 @@ func writeSysctl(key, value string) error {
 }
 
 // CleanupStale removes every named network namespace in /run/netns whose
-// name starts with prefix, left behind by a lab whose process crashed before
-// Close. It returns the names it removed. Namespaces still in use by a
-// running process lose their name but live on until that process exits.
-// An empty prefix is refused, so it can never delete unrelated namespaces.
+// name starts with prefix and that no running process uses: the leftovers
+// of a lab whose process died before Close (SIGKILL, a test timeout). A lab
+// alive in another process holds its namespaces open, so it is left alone;
+// that makes CleanupStale safe to call while other labs run. It returns
+// the names it removed. An empty prefix is refused, so it can never delete
+// unrelated namespaces.
 func CleanupStale(prefix string) ([]string, error) {
 	if prefix == "" {
 		return nil, errors.New("lab: CleanupStale needs a non-empty prefix (e.g. lab.DefaultPrefix)")
@@ -131,10 +135,17 @@ func CleanupStale(prefix string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: list %s: %w", netnsDir, err)
 	}
+	var inUse map[uint64]bool
 	var removed []string
 	var errs []error
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		if inUse == nil {
+			inUse = netnsInUse()
+		}
+		if ino, ok := nsInode(filepath.Join(netnsDir, e.Name())); ok && inUse[ino] {
 			continue
 		}
 		if err := deleteNamedNS(e.Name()); err != nil {
@@ -144,6 +155,45 @@ func CleanupStale(prefix string) ([]string, error) {
 		removed = append(removed, e.Name())
 	}
 	return removed, errors.Join(errs...)
+}
+
+// nsInode returns the inode of the namespace file at path.
+func nsInode(path string) (uint64, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+// netnsInUse returns the inodes of the network namespaces that some
+// process's thread is in or holds an open file descriptor to.
+func netnsInUse() map[uint64]bool {
+	use := make(map[uint64]bool)
+	procs, _ := os.ReadDir("/proc")
+	for _, p := range procs {
+		if p.Name()[0] < '0' || p.Name()[0] > '9' {
+			continue
+		}
+		base := filepath.Join("/proc", p.Name())
+		tasks, _ := os.ReadDir(filepath.Join(base, "task"))
+		for _, t := range tasks {
+			if ino, ok := nsInode(filepath.Join(base, "task", t.Name(), "ns", "net")); ok {
+				use[ino] = true
+			}
+		}
+		fds, _ := os.ReadDir(filepath.Join(base, "fd"))
+		for _, fd := range fds {
+			link, err := os.Readlink(filepath.Join(base, "fd", fd.Name()))
+			if err != nil || !strings.HasPrefix(link, "net:[") {
+				continue
+			}
+			if ino, err := strconv.ParseUint(strings.TrimSuffix(link[len("net:["):], "]"), 10, 64); err == nil {
+				use[ino] = true
+			}
+		}
+	}
+	return use
 }
 
 // deleteNamedNS unmounts and removes /run/netns/name; a missing entry is
