@@ -22,7 +22,9 @@ type Backend interface {
 	// operator verbatim, so it should say why (e.g. "refused: 10.0.0.5 is
 	// allowlisted by 10.0.0.0/8 (core routers)").
 	Ban(ctx context.Context, req rules.Request) (rules.Entry, error)
-	// Unban removes the entry with this ID and returns it as it was.
+	// Unban removes the ban (rules.KindBan; the dashboard lifts nothing
+	// else) with this ID and returns it as it was; reason goes to the audit
+	// log.
 	Unban(ctx context.Context, id uint64, reason string) (rules.Entry, error)
 	// SetMode switches the whole sensor between enforce and observe.
 	SetMode(ctx context.Context, m sensor.Mode) error

@@ -490,8 +490,10 @@ func (m *Model) openUnban() {
 	switch {
 	case !ok:
 		m.setStatus(statusErr, "nothing to unban: select a ban in the bans pane (3) or a BAN talker")
-	case e.Kind == rules.KindAllow || e.Origin == rules.OriginSystem:
-		m.setStatus(statusErr, "allowlist and system entries are managed in the config or the API, not from the dashboard")
+	case e.Kind != rules.KindBan || e.Origin == rules.OriginSystem:
+		// Only bans are lifted from here: an allowlist entry protects
+		// something, an ACL is policy, and both deserve more than one key.
+		m.setStatus(statusErr, string(e.Kind)+" and system entries are managed in the config or the API, not from the dashboard")
 	default:
 		m.dlg = &dialog{kind: dlgUnban, entry: e}
 	}

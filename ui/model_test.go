@@ -385,7 +385,7 @@ func TestUnbanConfirm(t *testing.T) {
 
 	// The allowlist is not removable from here.
 	press(t, m, "u")
-	mustContain(t, screen(m), "allowlist and system entries are managed")
+	mustContain(t, screen(m), "allow and system entries are managed")
 	if _, unbans, _ := fb.recorded(); len(unbans) != 1 {
 		t.Fatalf("allowlist entry removed: %v", unbans)
 	}
