@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -89,22 +88,6 @@ type apiRules struct{ *rules.Store }
 
 func (r apiRules) List(f api.RuleFilter) ([]rules.Entry, int) {
 	return r.Store.List(rules.Filter{Kind: f.Kind, Origin: f.Origin, Contains: f.Contains, Offset: f.Offset, Limit: f.Limit})
-}
-
-func (r apiRules) ReadAudit(since time.Time, limit int) ([]json.RawMessage, error) {
-	recs, err := r.Store.ReadAudit(since, limit)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]json.RawMessage, 0, len(recs))
-	for _, rec := range recs {
-		b, err := json.Marshal(rec)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, b)
-	}
-	return out, nil
 }
 
 // apiSensor adapts the engine to the API's Sensor seam; mode changes are

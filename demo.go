@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,16 +77,19 @@ func runDemo(ctx context.Context, cfg config.Config, o *options, stdout, stderr 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	startTraffic(ctx, &wg, l)
 
 	fmt.Fprintf(stderr, "canopy demo: attacker %s is scanning ports and hammering http://%s/; legitimate clients %s and %s keep working.\n",
 		l.ClientBanned4, l.Server4, l.ClientLegit4, l.ClientLegit6)
 	if o.daemon {
 		fmt.Fprintf(stderr, "canopy demo: headless. Ban the attacker from another shell:\n  canopy ban %s --for 10m --reason demo\nthen watch its blocks in the events below, or run: canopy --attach %s\n", l.ClientBanned4, cfg.API.Listen)
+		// The capture rings are open: start the traffic just before the
+		// sensor starts reading them, or the first seconds overflow them.
+		startTraffic(ctx, &wg, l)
 		return serve(ctx, s, o, level, stdout)
 	}
 	fmt.Fprintf(stderr, "canopy demo: in the dashboard select %s and press b to ban it; q quits and removes the lab.\n", l.ClientBanned4)
 	time.Sleep(1500 * time.Millisecond) // let the operator read the line above
+	startTraffic(ctx, &wg, l)
 	return dashboardOn(ctx, s, cfg, logPath, stderr)
 }
 
@@ -109,8 +113,8 @@ func startTraffic(ctx context.Context, wg *sync.WaitGroup, l *lab.Lab) {
 			}
 		}()
 	}
-	get := func(src netip.Addr, dst netip.Addr, path string) {
-		c := &http.Client{
+	client := func(src netip.Addr) *http.Client {
+		return &http.Client{
 			Timeout: 2 * time.Second,
 			Transport: &http.Transport{
 				DisableKeepAlives: true,
@@ -119,16 +123,21 @@ func startTraffic(ctx context.Context, wg *sync.WaitGroup, l *lab.Lab) {
 				},
 			},
 		}
-		resp, err := c.Get("http://" + netip.AddrPortFrom(dst, lab.HTTPPort).String() + path)
+	}
+	url := func(dst netip.Addr, path string) string {
+		return "http://" + netip.AddrPortFrom(dst, lab.HTTPPort).String() + path
+	}
+	done := func(resp *http.Response, err error) {
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
 	}
+	legit4, legit6, attacker := client(l.ClientLegit4), client(l.ClientLegit6), client(l.ClientBanned4)
 	// Legitimate users: a page every 300 ms over IPv4, every 700 ms over
 	// IPv6, and three chatty echo sessions.
-	loop(300*time.Millisecond, func() { get(l.ClientLegit4, l.Server4, "/bytes?n=20000") })
-	loop(700*time.Millisecond, func() { get(l.ClientLegit6, l.Server6, "/bytes?n=8000") })
+	loop(300*time.Millisecond, func() { done(legit4.Get(url(l.Server4, "/bytes?n=20000"))) })
+	loop(700*time.Millisecond, func() { done(legit6.Get(url(l.Server6, "/bytes?n=8000"))) })
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -143,10 +152,13 @@ func startTraffic(ctx context.Context, wg *sync.WaitGroup, l *lab.Lab) {
 			sleep(ctx, time.Second)
 		}
 	}()
-	// The attacker: eight connections at a time hammering HTTP with large
-	// downloads, and a port scan.
+	// The attacker: eight connections at a time hammering HTTP with 12 KB
+	// uploads (so it, not the server, tops the talkers), and a port scan.
+	body := strings.Repeat("A", 12<<10)
 	for i := 0; i < 8; i++ {
-		loop(20*time.Millisecond, func() { get(l.ClientBanned4, l.Server4, "/bytes?n=60000") })
+		loop(25*time.Millisecond, func() {
+			done(attacker.Post(url(l.Server4, "/login"), "application/x-www-form-urlencoded", strings.NewReader(body)))
+		})
 	}
 	port := 1
 	loop(10*time.Millisecond, func() {
