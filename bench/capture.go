@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"canopy/capture"
+	"canopy/lab"
+)
+
+// trafgenConfig is the generator's frame: a 72-byte IPv4 TCP ACK with 18
+// bytes of payload from random source ports (so the fanout hash spreads it
+// over canopy's workers), addressed to nobody in the lab.
+const trafgenConfig = `{
+  eth(da=02:00:00:00:00:02, sa=02:00:00:00:00:01),
+  ipv4(saddr=10.99.1.1, daddr=10.99.2.2, ttl=64),
+  tcp(sport=drnd(), dport=443, seq=drnd(), ackseq=1, ack),
+  fill(0x41, 18)
+}
+`
+
+// countHandler decodes every frame of one capture worker and counts the
+// generator's (by its destination MAC): the lab's own IPv6 chatter,
+// mirrored from the client and server ports, is not part of the test.
+type countHandler struct {
+	frames, ok uint64
+	p          capture.Packet
+}
+
+func (h *countHandler) Frame(b []byte, m *capture.Meta) {
+	if capture.Decode(b, m, &h.p) == capture.OK && h.p.DstMAC == genDstMAC {
+		h.frames++
+	}
+}
+
+// genDstMAC is the destination MAC of trafgenConfig's frames.
+var genDstMAC = [6]byte{2, 0, 0, 0, 0, 2}
+
+func (h *countHandler) Idle(int64) {}
+
+// captureRun is what one generator run was seen as.
+type captureRun struct {
+	label                   string
+	sent                    uint64 // r-tap tx packets (generator)
+	arrived, rxDropped      uint64 // tap0 rx packets and rx_dropped
+	canopySeen, canopyDrops uint64
+	canopyPackets           uint64 // kernel count (includes drops)
+	nsSeen, nsDrops         uint64
+	elapsed                 time.Duration
+}
+
+// runCapture compares canopy's live capture with netsniff-ng on the same
+// frames: in a fresh lab, trafgen blasts frames from the router's end of the
+// tap cable into the sensor's mirror port, where canopy (capture.OpenLive,
+// 2 workers, TPACKET_V3 with fanout, decoding every frame) and
+// `netsniff-ng --in tap0 --out /dev/null` capture at the same time.
+func runCapture(ctx context.Context, o *options) (*Section, error) {
+	cmd := o.command("capture")
+	s := &Section{Name: "capture", Title: "Live capture: canopy vs netsniff-ng on the same frames",
+		Target:  "canopy drops nothing at a rate where netsniff-ng drops nothing (issue 3)",
+		Columns: []string{"generator", "frames sent", "arrived at tap", "canopy seen", "canopy drops", "netsniff-ng seen", "netsniff-ng drops", "tap rx_dropped", "send rate"},
+		Key:     1}
+	for _, bin := range []string{"trafgen", "netsniff-ng"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return s, fmt.Errorf("%s not found (apt-get install netsniff-ng): %w", bin, err)
+		}
+	}
+	blast, paced, rate := 2_000_000, 300_000, 100_000 // paced: 3 s
+	if o.quick {
+		blast, paced = 300_000, 100_000
+	}
+	l, err := lab.New(lab.Config{Prefix: labPrefix})
+	if err != nil {
+		return s, err
+	}
+	defer l.Close()
+	dir, err := os.MkdirTemp("", "canopy-bench-capture-")
+	if err != nil {
+		return s, err
+	}
+	defer os.RemoveAll(dir)
+	cfgPath := filepath.Join(dir, "frame.cfg")
+	if err := os.WriteFile(cfgPath, []byte(trafgenConfig), 0o644); err != nil {
+		return s, err
+	}
+	runs := []struct {
+		label string
+		n     int
+		rate  int // pps; 0 = as fast as it goes
+		cpus  int
+	}{
+		{fmt.Sprintf("trafgen paced %d pps, 1 CPU", rate), paced, rate, 1},
+		{"trafgen full speed, 1 CPU", blast, 0, 1},
+		{"trafgen full speed, 2 CPUs", blast, 0, 2},
+	}
+	for _, r := range runs {
+		progress("capture: %s, %d frames…", r.label, r.n)
+		res, err := captureOnce(ctx, l, cfgPath, r.n, r.rate, r.cpus)
+		if err != nil {
+			return s, fmt.Errorf("%s: %w", r.label, err)
+		}
+		s.add(cmd, r.label, fmt.Sprint(res.sent), fmt.Sprint(res.arrived), fmt.Sprint(res.canopySeen), fmt.Sprint(res.canopyDrops),
+			fmt.Sprint(res.nsSeen), fmt.Sprint(res.nsDrops), fmt.Sprint(res.rxDropped),
+			fmt.Sprintf("%.0f pps", float64(res.sent)/res.elapsed.Seconds()))
+	}
+	s.note("Setup: a fresh lab; the generator is `trafgen --dev r-tap --cpus C -n N [-b RATE pps]` in the router namespace writing 72-byte IPv4/TCP frames (random source ports) into the tap cable, so they arrive on the sensor's mirror port tap0 exactly as mirrored traffic does. " +
+		"canopy: capture.OpenLive on tap0 with 2 workers (TPACKET_V3, fanout, default 256 KiB × 128 blocks per socket, 1 ms block timeout, no lane), every frame decoded; drops are the kernel's PACKET_STATISTICS. " +
+		"netsniff-ng: `netsniff-ng --in tap0 --out /dev/null --silent` (its default ring) in the sensor namespace at the same time; seen = packets incoming − failed filter (out of space), from its exit summary. " +
+		"frames sent = r-tap tx packets, arrived = tap0 rx packets (kernel interface counters); send rate = frames sent / the window in which r-tap's tx counter moved (sampled every 10 ms by `ip -s link`, so short windows are approximate). canopy counts only the generator's frames (by destination MAC); netsniff-ng counts every frame, which can add a few IPv6 neighbour-discovery frames the router mirrors from the client and server ports. Both capturers and the generator share this machine's 2 CPUs (with 2 generator CPUs the capturers fight it for every cycle: that row shows who drops first when starved).")
+	return s, nil
+}
+
+// captureOnce runs one generator pass with both capturers listening.
+func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus int) (captureRun, error) {
+	var r captureRun
+	var src *capture.Live
+	err := l.Do(lab.Sensor, func() error {
+		var err error
+		src, err = capture.OpenLive(capture.LiveConfig{Ifaces: []string{l.TapIface}, Workers: 2, Promiscuous: true})
+		return err
+	})
+	if err != nil {
+		return r, err
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	hs := make([]*countHandler, src.Workers())
+	var wg sync.WaitGroup
+	errs := make([]error, len(hs))
+	for i := range hs {
+		hs[i] = &countHandler{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = src.Run(cctx, i, hs[i])
+		}()
+	}
+	stopCanopy := func() error {
+		cancel()
+		wg.Wait()
+		st := src.Stats()
+		r.canopyDrops, r.canopyPackets = st.Drops, st.Packets
+		for _, h := range hs {
+			r.canopySeen += h.frames
+		}
+		return errors.Join(append(errs, src.Close())...)
+	}
+
+	sensorNS, routerNS := l.Name(lab.Sensor), l.Name(lab.Router)
+	ns := exec.Command("ip", "netns", "exec", sensorNS, "netsniff-ng", "--in", l.TapIface, "--out", "/dev/null", "--silent")
+	ns.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	var nsOut lockedBuffer
+	ns.Stdout, ns.Stderr = &nsOut, &nsOut
+	if err := ns.Start(); err != nil {
+		stopCanopy()
+		return r, fmt.Errorf("netsniff-ng: %w", err)
+	}
+	nsDone := make(chan error, 1)
+	go func() { nsDone <- ns.Wait() }()
+	// netsniff-ng says "Running!" once its ring is set up; on a busy box
+	// that can take a second or more.
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(nsOut.String(), "Running"); {
+		if time.Now().After(deadline) {
+			syscall.Kill(-ns.Process.Pid, syscall.SIGKILL)
+			<-nsDone
+			stopCanopy()
+			return r, fmt.Errorf("netsniff-ng did not start: %s", tail(nsOut.String(), 5))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+
+	tx0, err := linkStats(routerNS, lab.RouterTap)
+	if err == nil {
+		var rx0 linkCounters
+		rx0, err = linkStats(sensorNS, l.TapIface)
+		if err == nil {
+			args := []string{"netns", "exec", routerNS, "trafgen", "--dev", lab.RouterTap, "--in", cfgPath, "--cpus", strconv.Itoa(cpus), "-n", strconv.Itoa(n), "--no-cpu-stats"}
+			if rate > 0 {
+				args = append(args, "-b", fmt.Sprintf("%dpps", rate))
+			}
+			w := watchTx(routerNS, lab.RouterTap, tx0.txPackets)
+			t0 := time.Now()
+			out, gerr := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+			wall := time.Since(t0)
+			r.elapsed = w.stop()
+			progress("capture: trafgen ran %v, frames moved for %v", wall.Round(time.Millisecond), r.elapsed.Round(time.Millisecond))
+			if gerr != nil {
+				err = fmt.Errorf("trafgen: %v: %s", gerr, tail(string(out), 5))
+			}
+			time.Sleep(time.Second) // rings drain
+			tx1, e1 := linkStats(routerNS, lab.RouterTap)
+			rx1, e2 := linkStats(sensorNS, l.TapIface)
+			err = errors.Join(err, e1, e2)
+			r.sent = tx1.txPackets - tx0.txPackets
+			r.arrived = rx1.rxPackets - rx0.rxPackets
+			r.rxDropped = rx1.rxDropped - rx0.rxDropped
+		}
+	}
+	syscall.Kill(-ns.Process.Pid, syscall.SIGINT)
+	select {
+	case <-nsDone:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-ns.Process.Pid, syscall.SIGKILL)
+		<-nsDone
+	}
+	err = errors.Join(err, stopCanopy())
+	if err != nil {
+		return r, err
+	}
+	incoming, ok1 := findCount(nsOut.String(), `(\d+)\s+packets incoming`)
+	dropped, ok2 := findCount(nsOut.String(), `(\d+)\s+packets failed filter`)
+	if !ok1 || !ok2 {
+		return r, fmt.Errorf("netsniff-ng: no summary in its output: %s", tail(nsOut.String(), 8))
+	}
+	r.nsSeen, r.nsDrops = incoming-dropped, dropped
+	return r, nil
+}
+
+// txWatch samples an interface's tx counter to time the generator's
+// sending window (from the first frame to the last), leaving out the
+// generator's start-up and exit.
+type txWatch struct {
+	stopc chan struct{}
+	done  chan time.Duration
+}
+
+func watchTx(ns, iface string, base uint64) *txWatch {
+	w := &txWatch{stopc: make(chan struct{}), done: make(chan time.Duration, 1)}
+	go func() {
+		var first, last time.Time
+		prev := base
+		for {
+			stopping := false
+			select {
+			case <-w.stopc:
+				stopping = true
+			case <-time.After(10 * time.Millisecond):
+			}
+			if c, err := linkStats(ns, iface); err == nil && c.txPackets != prev {
+				now := time.Now()
+				if first.IsZero() {
+					first = now
+				}
+				last, prev = now, c.txPackets
+			}
+			if stopping {
+				w.done <- last.Sub(first)
+				return
+			}
+		}
+	}()
+	return w
+}
+
+// stop ends the watch and returns the sending window.
+func (w *txWatch) stop() time.Duration {
+	close(w.stopc)
+	return <-w.done
+}
+
+// linkCounters are an interface's kernel counters.
+type linkCounters struct{ rxPackets, rxDropped, txPackets uint64 }
+
+// linkStats reads an interface's counters in a named namespace.
+func linkStats(ns, iface string) (linkCounters, error) {
+	out, err := exec.Command("ip", "-n", ns, "-s", "-j", "link", "show", "dev", iface).Output()
+	if err != nil {
+		return linkCounters{}, fmt.Errorf("ip -n %s -s link show %s: %w", ns, iface, err)
+	}
+	var links []struct {
+		Stats64 struct {
+			RX struct{ Packets, Dropped uint64 } `json:"rx"`
+			TX struct{ Packets uint64 }          `json:"tx"`
+		} `json:"stats64"`
+	}
+	if err := json.Unmarshal(out, &links); err != nil || len(links) != 1 {
+		return linkCounters{}, fmt.Errorf("ip link stats of %s: %v: %s", iface, err, out)
+	}
+	st := links[0].Stats64
+	return linkCounters{rxPackets: st.RX.Packets, rxDropped: st.RX.Dropped, txPackets: st.TX.Packets}, nil
+}
+
+// findCount returns the last number matched by re's first group in s.
+func findCount(s, re string) (uint64, bool) {
+	m := regexp.MustCompile(re).FindAllStringSubmatch(s, -1)
+	if len(m) == 0 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(m[len(m)-1][1], 10, 64)
+	return v, err == nil
+}
+
+// lockedBuffer collects a child's output from its copying goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b = append(l.b, p...)
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return string(l.b)
+}

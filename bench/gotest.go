@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// microRun is one `go test -bench` invocation of a micro-benchmark group.
+type microRun struct {
+	pkg       string // "./capture/"
+	pattern   string // -bench regexp
+	benchtime string // -benchtime; "" for the default (1s)
+}
+
+// microGroup is a section made of micro-benchmarks.
+type microGroup struct {
+	title, target string
+	runs          []microRun
+	notes         []string
+}
+
+// microGroups are the library benchmarks the issues ask for, by -only name.
+var microGroups = map[string]microGroup{
+	"decode": {
+		title:  "Capture: decode and pcap replay",
+		target: "decode ≤ 60 ns/packet for Ethernet/IPv4/TCP, 0 allocs (issue 3)",
+		runs:   []microRun{{pkg: "./capture/", pattern: "^Benchmark(Decode|FileReplay)$"}},
+	},
+	"flow": {
+		title:  "Flow table with 1M flows",
+		target: "update ≤ 80 ns/packet with 1M live flows, 0 allocs; ≤ 200 bytes per flow (issue 4)",
+		runs: []microRun{
+			{pkg: "./flow/", pattern: "^Benchmark(Update|UpdateNewFlows|Snapshot)$"},
+			{pkg: "./flow/", pattern: "^BenchmarkMemoryPerFlow$", benchtime: "1x"},
+		},
+		notes: []string{"Update/random touches a uniformly random flow of the 1M per packet (two dependent DRAM misses: it measures the memory system more than the code); train8 sends 8 packets per flow in a row (a TCP burst); hot16k draws from 16,384 of the 1M (a busy link's active set). cpu-ns/op is process CPU time per op, which this shared machine's wall time overstates. MemoryPerFlow: heap and RSS growth of a table filled with 1M flows, divided by 1M."},
+	},
+	"rules": {
+		title:  "Rules: match with 1M bans, build 1M",
+		target: "≤ 100 ns per lookup with 1M bans, 0 allocs; building a 1M-entry set ≤ 2 s (issue 5)",
+		runs: []microRun{
+			{pkg: "./rules/", pattern: "^BenchmarkMatch$/^v[46]$/^1000000$"},
+			{pkg: "./rules/", pattern: "^BenchmarkBuild1M$", benchtime: "1x"},
+		},
+		notes: []string{"Build1M: one op compiles a 1M-prefix set (ns/op is the build time); MiB-live is the heap the compiled set keeps."},
+	},
+	"inject": {
+		title:  "Inject: crafting RSTs",
+		target: "BuildReset well under 100 ns, 0 allocs (issue 6)",
+		runs:   []microRun{{pkg: "./inject/", pattern: "^BenchmarkBuildReset"}},
+	},
+	"ui": {
+		title:  "Dashboard: View with 1,000 talkers at 200×60",
+		target: "a full frame ≤ 2 ms",
+		runs:   []microRun{{pkg: "./ui/", pattern: "^Benchmark(ViewFrame1000Talkers200x60|ViewCached|SnapshotUpdateView|KeyMoveView)$"}},
+	},
+}
+
+// runMicro returns the runner of a micro-benchmark section.
+func runMicro(name string) func(context.Context, *options) (*Section, error) {
+	return func(ctx context.Context, o *options) (*Section, error) {
+		g := microGroups[name]
+		s := &Section{Name: name, Title: g.title, Target: g.target,
+			Columns: []string{"benchmark", "ns/op", "B/op", "allocs/op", "other metrics", "runs"}, Key: 1}
+		count := 5
+		if o.quick {
+			count = 1
+		}
+		for _, r := range g.runs {
+			args := []string{"test", "-run", "^$", "-bench", r.pattern, "-benchmem", "-count", strconv.Itoa(count)}
+			bt := r.benchtime
+			if bt == "" && o.quick {
+				bt = "100ms"
+			}
+			if bt != "" {
+				args = append(args, "-benchtime", bt)
+			}
+			args = append(args, r.pkg)
+			cmdline := "go " + shellJoin(args)
+			progress("%s: %s", name, cmdline)
+			cmd := exec.CommandContext(ctx, "go", args...)
+			cmd.Dir = o.root
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return s, fmt.Errorf("%s: %v\n%s", cmdline, err, tail(string(out), 20))
+			}
+			res := parseBench(string(out))
+			if len(res) == 0 {
+				return s, fmt.Errorf("%s: no benchmark lines in the output:\n%s", cmdline, tail(string(out), 20))
+			}
+			for _, b := range res {
+				s.add(cmdline, b.name, b.metric("ns/op"), b.metric("B/op"), b.metric("allocs/op"), b.others(), fmt.Sprint(b.runs))
+			}
+		}
+		s.note("Each figure is the median of the runs (`-count %d`) of `go test -bench`; custom metrics come from the benchmark's b.ReportMetric.", count)
+		for _, n := range g.notes {
+			s.note("%s", n)
+		}
+		return s, nil
+	}
+}
+
+// benchResult is the median of several runs of one benchmark.
+type benchResult struct {
+	name   string
+	runs   int
+	units  []string // in first-seen order
+	values map[string][]float64
+}
+
+func (b *benchResult) median(unit string) (float64, bool) {
+	v := slices.Clone(b.values[unit])
+	if len(v) == 0 {
+		return 0, false
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2], true
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2, true
+}
+
+func (b *benchResult) metric(unit string) string {
+	v, ok := b.median(unit)
+	if !ok {
+		return "–"
+	}
+	return fmtNum(v)
+}
+
+// others renders every metric but the standard three (and MB/s).
+func (b *benchResult) others() string {
+	var parts []string
+	for _, u := range b.units {
+		switch u {
+		case "ns/op", "B/op", "allocs/op", "MB/s":
+			continue
+		}
+		v, _ := b.median(u)
+		parts = append(parts, fmtNum(v)+" "+u)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// fmtNum prints a figure with as many decimals as it deserves.
+func fmtNum(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v >= 1e6:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 10:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 2, 64)
+}
+
+var procSuffix = regexp.MustCompile(`-\d+$`)
+
+// parseBench reads `go test -bench` output: lines of a name, an iteration
+// count and value/unit pairs. Several runs of one name are merged.
+func parseBench(out string) []*benchResult {
+	var order []*benchResult
+	byName := map[string]*benchResult{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 4 || !strings.HasPrefix(f[0], "Benchmark") {
+			continue
+		}
+		if _, err := strconv.Atoi(f[1]); err != nil {
+			continue
+		}
+		name := procSuffix.ReplaceAllString(strings.TrimPrefix(f[0], "Benchmark"), "")
+		b := byName[name]
+		if b == nil {
+			b = &benchResult{name: name, values: map[string][]float64{}}
+			byName[name] = b
+			order = append(order, b)
+		}
+		b.runs++
+		for i := 2; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			u := f[i+1]
+			if _, seen := b.values[u]; !seen {
+				b.units = append(b.units, u)
+			}
+			b.values[u] = append(b.values[u], v)
+		}
+	}
+	return order
+}
+
+// shellJoin quotes arguments that a shell would split or expand.
+func shellJoin(args []string) string {
+	var out []string
+	for _, a := range args {
+		if a == "" || strings.ContainsAny(a, " ^$|()[]*?'\"\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		out = append(out, a)
+	}
+	return strings.Join(out, " ")
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// runCmd runs a command and returns its standard output.
+func runCmd(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	return string(out), err
+}
