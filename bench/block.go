@@ -90,7 +90,7 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		p.banned, p.conc, p.timeout, "10.77.1.10", p.rate, p.legit, p.rate/4)
 	s.note("canopy: a real sensor.Engine in the sensor namespace: TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
 	s.note("tcpkill: `tcpkill -i tap0 host 10.77.1.10` (dsniff 2.4, default severity 3) in the same sensor namespace on the same mirror port. It injects with a libnet raw IPv4 socket, i.e. through the kernel's routing table, so for its run only the sensor namespace gets routes to the client and server subnets via the router's inject address (10.77.3.1), and the tap a placeholder address 192.0.2.254/32 (tcpkill's libpcap refuses an interface without IPv4 address; no frame is addressed to it): its RSTs leave on the same inject port toward the same next hop as canopy's, which keeps the comparison about reaction, not topology; both are removed afterwards. It is given a second to start. It has no reaction histogram (n/a).")
-	s.note("%s", "Reaction histograms and counters per run (reactions per bucket of the engine's canopy_reaction_seconds histogram, upper bound first):\n\n" + bulletList(hist))
+	s.note("%s", "Reaction histograms and counters per run (reactions per bucket of the engine's canopy_reaction_seconds histogram, upper bound first):\n\n"+bulletList(hist))
 	return s, nil
 }
 

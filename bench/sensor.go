@@ -120,7 +120,7 @@ type tcpkill struct {
 	resets atomic.Int64 // RST lines tcpkill printed
 	done   chan struct{}
 	routes []string
-	addr   string // the placeholder address given to the tap, if any
+	addr   string    // the placeholder address given to the tap, if any
 	ready  time.Time // when tcpkill said it was listening
 }
 
