@@ -8,18 +8,22 @@ import (
 
 // Defaults for the zero values of LiveConfig.
 const (
-	// DefaultBlockSize is 256 KiB: a power of two (the kernel allocates
+	// DefaultBlockSize is 128 KiB: a power of two (the kernel allocates
 	// blocks as page orders; anything else wastes memory), big enough for
-	// a 64 KiB defragmented or GRO-merged packet with room to spare, small
-	// enough (order 6) to allocate on a box with fragmented memory. At low
-	// rates the 1 ms retire timer, not the block size, decides latency; at
-	// high rates a block holds ~1,800 minimum-size frames, so the per-block
-	// costs (status flip, poll) are amortized.
-	DefaultBlockSize = 256 << 10
-	// DefaultNumBlocks gives 32 MiB per socket: ~270 ms of a full 1 Gb/s
-	// on one worker before the kernel drops, which covers GC and
-	// scheduling stalls.
-	DefaultNumBlocks = 128
+	// a 64 KiB defragmented or GRO-merged packet (Suricata moved to 128 KiB
+	// for the same reason), small enough (order 5) to allocate on a box
+	// with fragmented memory. At low rates the 1 ms retire timer, not the
+	// block size, decides latency; at high rates a block holds ~900
+	// minimum-size frames, so the per-block costs (status flip, poll) are
+	// amortized.
+	DefaultBlockSize = 128 << 10
+	// DefaultNumBlocks gives 32 MiB per socket. Two limits matter: at
+	// line rate, bytes (~270 ms of a full 1 Gb/s on one worker); at low
+	// rates, blocks, because the retire timer closes a block every
+	// BlockTimeout even if it holds one frame, so a reader stalled for
+	// longer than NumBlocks × BlockTimeout (256 ms) loses frames with the
+	// ring nearly empty. Many small blocks serve both.
+	DefaultNumBlocks = 256
 	// DefaultBlockTimeout is the V3 retire timer. 1 ms is the kernel's
 	// granularity; gopacket's 64 ms default would make every reaction
 	// tens of milliseconds late.

@@ -82,6 +82,7 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 	if err != nil {
 		return nil, err
 	}
+	ignoreOut := true // cleared by the first join if the kernel lacks the flag
 	for port, name := range cfg.Ifaces {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
@@ -103,7 +104,7 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 			}
 			l.socks = append(l.socks, s)
 			w.bulk = append(w.bulk, s)
-			if bulkID, err = s.joinFanout(bulkID, unix.PACKET_FANOUT_FLAG_DEFRAG); err != nil {
+			if bulkID, err = s.joinFanout(bulkID, unix.PACKET_FANOUT_FLAG_DEFRAG, &ignoreOut); err != nil {
 				return nil, fmt.Errorf("live capture, worker %d: %w", i, err)
 			}
 		}
@@ -120,7 +121,7 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 			// No DEFRAG here: two defragmenting groups would feed the same
 			// reassembly queue and steal each other's fragments. The lane
 			// filter rejects IPv4 fragments instead (see laneFilter).
-			if laneID, err = s.joinFanout(laneID, 0); err != nil {
+			if laneID, err = s.joinFanout(laneID, 0, &ignoreOut); err != nil {
 				return nil, fmt.Errorf("live capture, worker %d: %w", i, err)
 			}
 		}

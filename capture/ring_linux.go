@@ -30,6 +30,11 @@ const (
 	v3BlockNumPkts  = 12
 	v3BlockFirstOff = 16
 	v3BlockLen      = 20
+
+	// sll_pkttype of the struct sockaddr_ll the kernel places after each
+	// frame header (at TPACKET_ALIGN(sizeof header)).
+	v3PktType = 48 + 10
+	v2PktType = 32 + 10
 )
 
 // ethPAllBE is ETH_P_ALL in network byte order, as socket(2) and bind(2)
@@ -86,10 +91,11 @@ func openSock(ifi *net.Interface, port uint8, cfg *LiveConfig, lane bool) (*sock
 	} else if err := s.setupV3(cfg); err != nil {
 		return nil, fmt.Errorf("capture ring on %s: %w", ifi.Name, err)
 	}
-	// Our own injected frames must never come back as traffic (kernel ≥ 4.20).
-	if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1); err != nil {
-		return nil, fmt.Errorf("packet socket on %s: PACKET_IGNORE_OUTGOING: %w (kernel 4.20 or later needed)", ifi.Name, err)
-	}
+	// Our own injected frames must never come back as traffic. This
+	// covers the socket while it is outside a fanout group; the group
+	// flag (joinFanout) and the sll_pkttype check in the readers cover
+	// the rest. Kernels before 4.20 lack it: the pkttype check suffices.
+	unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1)
 	// Ask for software receive timestamps: this makes the core stamp each
 	// skb once on receive, so the lane copy and the bulk copy of a frame
 	// carry the same kernel timestamp (without it each ring samples the
@@ -165,12 +171,29 @@ func (s *sock) mmap(size int) error {
 // picks an unused id (PACKET_FANOUT_FLAG_UNIQUEID) and the id actually used
 // is returned so the other members can join it. The option is the classic
 // 4-byte int every kernel since 3.1 accepts.
-func (s *sock) joinFanout(id uint16, flags int) (uint16, error) {
+//
+// *ignoreOut asks for PACKET_FANOUT_FLAG_IGNORE_OUTGOING: a fanout member's
+// own PACKET_IGNORE_OUTGOING does not apply (the kernel delivers through the
+// group's hook, not the socket's), so the group needs the flag. Kernels
+// before 6.1 reject it with EINVAL; then *ignoreOut is cleared, the join
+// retried without it, and the workers drop outgoing frames by their
+// sll_pkttype instead (same result, one ring copy more per injected frame).
+func (s *sock) joinFanout(id uint16, flags int, ignoreOut *bool) (uint16, error) {
 	mode := unix.PACKET_FANOUT_HASH | flags
 	if id == 0 {
 		mode |= unix.PACKET_FANOUT_FLAG_UNIQUEID
 	}
-	if err := unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, mode<<16|int(id)); err != nil {
+	var err error = unix.EINVAL
+	if *ignoreOut {
+		err = unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, (mode|unix.PACKET_FANOUT_FLAG_IGNORE_OUTGOING)<<16|int(id))
+		if err == unix.EINVAL {
+			*ignoreOut = false
+		}
+	}
+	if err == unix.EINVAL && !*ignoreOut {
+		err = unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, mode<<16|int(id))
+	}
+	if err != nil {
 		return 0, fmt.Errorf("join fanout group %d on %s: %w (another program may use this id with other settings: set a different FanoutID)", id, s.iface, err)
 	}
 	if id == 0 {
@@ -256,6 +279,9 @@ func (s *sock) v3Block(h Handler, m *Meta) (n, bytes int) {
 		if start < off || end > len(blk) {
 			break
 		}
+		if blk[off+v3PktType] == unix.PACKET_OUTGOING {
+			goto next // sent by this host (e.g. our own RSTs): never traffic
+		}
 		*m = Meta{
 			Timestamp: int64(hdr.Sec)*1e9 + int64(hdr.Nsec),
 			WireLen:   hdr.Len,
@@ -272,6 +298,7 @@ func (s *sock) v3Block(h Handler, m *Meta) (n, bytes int) {
 		h.Frame(blk[start:end:end], m)
 		n++
 		bytes += end - start
+	next:
 		if hdr.Next_offset == 0 {
 			break
 		}
@@ -301,7 +328,7 @@ func (s *sock) v2Drain(h Handler, m *Meta) (n int) {
 		hdr := (*unix.Tpacket2Hdr)(unsafe.Pointer(&fr[0]))
 		start := int(hdr.Mac)
 		end := start + int(hdr.Snaplen)
-		if start >= unix.SizeofTpacket2Hdr && end <= len(fr) {
+		if start >= unix.SizeofTpacket2Hdr && end <= len(fr) && fr[v2PktType] != unix.PACKET_OUTGOING {
 			*m = Meta{
 				Timestamp: int64(hdr.Sec)*1e9 + int64(hdr.Nsec),
 				WireLen:   hdr.Len,

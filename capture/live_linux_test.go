@@ -1,0 +1,500 @@
+package capture
+
+import (
+	"context"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+)
+
+// marker starts the payload of every test frame, followed by a 4-byte id.
+var marker = []byte("CANOPYCAP")
+
+// seen is one frame as a worker's handler got it.
+type seen struct {
+	id     uint32
+	worker int
+	m      Meta
+	p      Packet
+	at     int64 // wall clock when the handler saw it
+}
+
+// collector is a Handler for one worker; it keeps only marked frames.
+type collector struct {
+	worker int
+	got    []seen
+	idles  atomic.Int64
+	total  *atomic.Int64
+	p      Packet
+}
+
+func (c *collector) Frame(b []byte, m *Meta) {
+	at := time.Now().UnixNano()
+	if Decode(b, m, &c.p) != OK {
+		return
+	}
+	end := len(b)
+	if int(m.WireLen)-len(b) > 4 { // lane frames may be cut short
+		return
+	}
+	start := end - int(c.p.PayloadLen)
+	if c.p.PayloadLen < uint16(len(marker)+4) || string(b[start:start+len(marker)]) != string(marker) {
+		return
+	}
+	id := be.Uint32(b[start+len(marker):])
+	c.got = append(c.got, seen{id: id, worker: c.worker, m: *m, p: c.p, at: at})
+	c.total.Add(1)
+}
+
+func (c *collector) Idle(int64) { c.idles.Add(1) }
+
+// runner runs every worker of a source into collectors.
+type runner struct {
+	t      *testing.T
+	cs     []*collector
+	total  atomic.Int64
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	errs   chan error
+}
+
+// startAll starts every worker of src; stop with wait.
+func startAll(t *testing.T, src Source) *runner {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &runner{t: t, cancel: cancel, cs: make([]*collector, src.Workers()), errs: make(chan error, src.Workers())}
+	for i := range r.cs {
+		r.cs[i] = &collector{worker: i, total: &r.total}
+		r.wg.Add(1)
+		go func(i int) {
+			defer r.wg.Done()
+			r.errs <- src.Run(ctx, i, r.cs[i])
+		}(i)
+	}
+	t.Cleanup(func() { cancel(); r.wg.Wait() })
+	return r
+}
+
+// wait waits until want marked frames arrived or the deadline passed (then
+// a little longer, so duplicates would show), stops the workers and
+// returns the collectors.
+func (r *runner) wait(want int64, deadline time.Duration) []*collector {
+	r.t.Helper()
+	end := time.Now().Add(deadline)
+	for r.total.Load() < want && time.Now().Before(end) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	r.cancel()
+	r.wg.Wait()
+	close(r.errs)
+	for err := range r.errs {
+		if err != nil {
+			r.t.Errorf("Run: %v", err)
+		}
+	}
+	return r.cs
+}
+
+// flow is one test connection.
+type flow struct {
+	v6         bool
+	a, b       net.IP
+	aMAC, bMAC net.HardwareAddr
+	aPort      uint16
+	bPort      uint16
+	labelAB    uint32 // IPv6 flow labels, different per direction
+	labelBA    uint32
+}
+
+func randomFlow(r *rand.Rand, v6 bool) flow {
+	f := flow{v6: v6, aPort: uint16(1024 + r.IntN(60000)), bPort: uint16(1 + r.IntN(1023)),
+		aMAC: net.HardwareAddr{0x02, 0xca, 0, 0, 0, byte(r.Uint32())}, bMAC: net.HardwareAddr{0x02, 0xcb, 0, 0, 0, byte(r.Uint32())}}
+	if v6 {
+		f.a, f.b = make(net.IP, 16), make(net.IP, 16)
+		fillRand(r, f.a)
+		fillRand(r, f.b)
+		f.a[0], f.b[0] = 0x20, 0x20
+		f.labelAB, f.labelBA = uint32(r.IntN(1<<20)), uint32(r.IntN(1<<20))
+	} else {
+		f.a = net.IP{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))}
+		f.b = net.IP{10, byte(r.IntN(256)), byte(r.IntN(256)), byte(1 + r.IntN(254))}
+	}
+	return f
+}
+
+// frame builds a TCP segment of the flow; reverse swaps the direction.
+// The payload is the marker, the id and pad bytes; pad 0 with no SYN/FIN/RST
+// still carries the marker, so for "pure ACK" frames use pureACK.
+func (f flow) frame(tb testing.TB, reverse bool, flags uint8, id uint32, pad int, vlans ...*layers.Dot1Q) []byte {
+	src, dst, smac, dmac, sp, dp, label := f.a, f.b, f.aMAC, f.bMAC, f.aPort, f.bPort, f.labelAB
+	if reverse {
+		src, dst, smac, dmac, sp, dp, label = f.b, f.a, f.bMAC, f.aMAC, f.bPort, f.aPort, f.labelBA
+	}
+	et := layers.EthernetTypeIPv4
+	if f.v6 {
+		et = layers.EthernetTypeIPv6
+	}
+	var ls []gopacket.SerializableLayer
+	first := et
+	if len(vlans) > 0 {
+		first = layers.EthernetTypeDot1Q
+		if len(vlans) == 2 {
+			first = layers.EthernetTypeQinQ
+		}
+		for i, v := range vlans {
+			v.Type = layers.EthernetTypeDot1Q
+			if i == len(vlans)-1 {
+				v.Type = et
+			}
+		}
+	}
+	ls = append(ls, &layers.Ethernet{SrcMAC: smac, DstMAC: dmac, EthernetType: first})
+	for _, v := range vlans {
+		ls = append(ls, v)
+	}
+	if f.v6 {
+		ls = append(ls, &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: src, DstIP: dst, FlowLabel: label})
+	} else {
+		ls = append(ls, &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: src, DstIP: dst})
+	}
+	t := tcp(flags)
+	t.SrcPort, t.DstPort = layers.TCPPort(sp), layers.TCPPort(dp)
+	pl := append([]byte(nil), marker...)
+	pl = be.AppendUint32(pl, id)
+	pl = append(pl, make([]byte, pad)...)
+	return serialize(tb, append(ls, t, gopacket.Payload(pl))...)
+}
+
+// TestLiveEveryFrameOnceBothDirectionsSameWorker sends a mix of IPv4 and
+// IPv6 flows over two veth "TAP legs" (client→server on leg 0,
+// server→client on leg 1, some flows entirely on leg 0) and checks: every
+// frame reaches exactly one worker through the bulk rings; both directions
+// of a flow, on both legs, reach the same worker; the lane delivers exactly
+// the race-deciding frames, on the same worker, with the bulk copy's kernel
+// timestamp; Meta.Port names the leg.
+func TestLiveEveryFrameOnceBothDirectionsSameWorker(t *testing.T) {
+	tn := newTestNet(t, 2)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1], tn.pairs[1][1]}, Workers: 3, Lane: true, NumBlocks: 8, BlockSize: 1 << 16})
+	tx := []*txSock{tn.openTx(t, tn.pairs[0][0]), tn.openTx(t, tn.pairs[1][0])}
+	run := startAll(t, l)
+
+	r := rand.New(rand.NewPCG(11, uint64(time.Now().UnixNano())))
+	type sent struct {
+		flow   int
+		leg    int
+		lane   bool
+		labels [2]uint32
+	}
+	var flows []flow
+	var want []sent
+	var id uint32
+	for fi := 0; fi < 48; fi++ {
+		f := randomFlow(r, fi%2 == 1)
+		flows = append(flows, f)
+		tapLegs := fi%3 != 0 // two thirds use both legs, like a TAP
+		// SYN, SYN-ACK, ACK, data both ways, pure ACKs, FIN, RST.
+		script := []struct {
+			rev   bool
+			flags uint8
+			pad   int
+		}{
+			{false, FlagSYN, 0}, {true, FlagSYN | FlagACK, 0}, {false, FlagACK, -1},
+			{false, FlagACK | FlagPSH, 100}, {true, FlagACK, -1}, {true, FlagACK | FlagPSH, 1000},
+			{false, FlagACK, -1}, {false, FlagFIN | FlagACK, 0}, {true, FlagRST, 0},
+		}
+		for _, s := range script {
+			leg := 0
+			if s.rev && tapLegs {
+				leg = 1
+			}
+			var fr []byte
+			lane := s.flags&(FlagSYN|FlagFIN|FlagRST) != 0 || s.pad >= 0
+			if s.pad < 0 {
+				// A pure ACK: no payload. Its id goes into the TCP
+				// timestamp option so the collector can't see it as
+				// marked; the lane must not pass it, the bulk must.
+				fr = f.frame(t, s.rev, s.flags, id, 0)
+				fr = pureACK(t, fr)
+			} else {
+				fr = f.frame(t, s.rev, s.flags, id, s.pad)
+			}
+			want = append(want, sent{flow: fi, leg: leg, lane: lane})
+			tx[leg].send(t, fr)
+			id++
+		}
+	}
+	marked := 0
+	laneWant := 0
+	for _, w := range want {
+		if w.lane {
+			marked++
+			laneWant++
+		}
+	}
+	// Marked frames are the ones with payload or SYN/FIN/RST (all carry the
+	// marker); pure ACKs are counted through Stats below.
+	cs := run.wait(int64(marked+laneWant), 5*time.Second)
+
+	bulk := map[uint32]seen{}
+	laneSeen := map[uint32]seen{}
+	for _, c := range cs {
+		for _, s := range c.got {
+			dst := bulk
+			if s.m.Lane {
+				dst = laneSeen
+			}
+			if prev, dup := dst[s.id]; dup {
+				t.Fatalf("frame %d delivered twice (lane=%v): workers %d and %d", s.id, s.m.Lane, prev.worker, s.worker)
+			}
+			dst[s.id] = s
+		}
+	}
+	flowWorker := map[int]int{}
+	for i, w := range want {
+		if !w.lane {
+			continue
+		}
+		b, ok := bulk[uint32(i)]
+		if !ok {
+			t.Fatalf("frame %d (flow %d) never arrived through the bulk ring", i, w.flow)
+		}
+		if int(b.m.Port) != w.leg {
+			t.Errorf("frame %d: Meta.Port %d, sent on leg %d", i, b.m.Port, w.leg)
+		}
+		if fw, ok := flowWorker[w.flow]; ok && fw != b.worker {
+			t.Errorf("flow %d (v6=%v) split: frames on workers %d and %d", w.flow, flows[w.flow].v6, fw, b.worker)
+		}
+		flowWorker[w.flow] = b.worker
+		ln, ok := laneSeen[uint32(i)]
+		if !ok {
+			t.Errorf("frame %d (flags %#x) missing from the lane", i, b.p.Flags)
+			continue
+		}
+		if ln.worker != b.worker {
+			t.Errorf("frame %d: lane worker %d, bulk worker %d", i, ln.worker, b.worker)
+		}
+		if ln.m.Timestamp != b.m.Timestamp {
+			t.Errorf("frame %d: lane timestamp %d != bulk timestamp %d (dedup key broken)", i, ln.m.Timestamp, b.m.Timestamp)
+		}
+		if ln.p.Src != b.p.Src || ln.p.Seq != b.p.Seq || ln.p.Flags != b.p.Flags || ln.p.PayloadLen != b.p.PayloadLen {
+			t.Errorf("frame %d: lane and bulk decode differently", i)
+		}
+	}
+	used := map[int]bool{}
+	for _, w := range flowWorker {
+		used[w] = true
+	}
+	if len(used) < 2 {
+		t.Fatalf("all %d flows landed on %d worker(s): the symmetry check proves nothing", len(flows), len(used))
+	}
+	st := l.Stats()
+	if st.Drops != 0 || st.QueueFreezes != 0 {
+		t.Errorf("kernel drops %d, freezes %d", st.Drops, st.QueueFreezes)
+	}
+	if st.Packets < uint64(len(want)) {
+		t.Errorf("Stats.Packets %d < %d frames sent", st.Packets, len(want))
+	}
+	if st.LanePackets != uint64(laneWant) {
+		t.Errorf("Stats.LanePackets %d, want %d (pure ACKs must not use the lane)", st.LanePackets, laneWant)
+	}
+	if n := len(st.Sockets); n != 2*3*2 {
+		t.Errorf("%d sockets in Stats, want 12 (2 legs × 3 workers × bulk+lane)", n)
+	}
+	t.Logf("%d frames, %d flows over %d workers; stats: packets %d lane %d bytes %d", len(want), len(flows), len(used), st.Packets, st.LanePackets, st.Bytes)
+}
+
+// pureACK strips the payload from a marked frame, keeping it a valid
+// segment with no payload (and so unmarked for the collector).
+func pureACK(tb testing.TB, fr []byte) []byte {
+	var p Packet
+	if r := Decode(fr, &Meta{}, &p); r != OK {
+		tb.Fatal(r)
+	}
+	n := len(fr) - int(p.PayloadLen)
+	out := append([]byte(nil), fr[:n]...)
+	off := int(p.L3Offset)
+	if p.IPVersion == 4 {
+		be.PutUint16(out[off+2:], p.IPLen-p.PayloadLen)
+		out[off+10], out[off+11] = 0, 0
+		var sum uint32
+		for i := 0; i < 20; i += 2 {
+			sum += uint32(be.Uint16(out[off+i:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		be.PutUint16(out[off+10:], ^uint16(sum))
+	} else {
+		be.PutUint16(out[off+4:], p.IPLen-40-p.PayloadLen)
+	}
+	return out
+}
+
+// TestLiveVLANStackRecovered writes 802.1Q and QinQ frames onto a veth. The
+// receiving kernel moves the outer tag into the ring header; the frame must
+// come out of Decode with the whole stack, outermost first.
+func TestLiveVLANStackRecovered(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: true, NumBlocks: 4, BlockSize: 1 << 16})
+	tx := tn.openTx(t, tn.pairs[0][0])
+	run := startAll(t, l)
+	r := rand.New(rand.NewPCG(5, 6))
+	f := randomFlow(r, false)
+	g := randomFlow(r, true)
+	tx.send(t, f.frame(t, false, FlagSYN, 0, 0, &layers.Dot1Q{VLANIdentifier: 100, Priority: 3}))
+	tx.send(t, g.frame(t, false, FlagSYN, 1, 0, &layers.Dot1Q{VLANIdentifier: 100, Priority: 3}))
+	tx.send(t, f.frame(t, false, FlagSYN, 2, 0, &layers.Dot1Q{VLANIdentifier: 200}, &layers.Dot1Q{VLANIdentifier: 300, Priority: 5}))
+	tx.send(t, g.frame(t, false, FlagACK, 3, 10, &layers.Dot1Q{VLANIdentifier: 4000}, &layers.Dot1Q{VLANIdentifier: 7}))
+	cs := run.wait(8, 5*time.Second)
+	want := map[uint32][]VLAN{
+		0: {{0x8100, 3<<13 | 100}},
+		1: {{0x8100, 3<<13 | 100}},
+		2: {{0x88a8, 200}, {0x8100, 5<<13 | 300}},
+		3: {{0x88a8, 4000}, {0x8100, 7}},
+	}
+	n := 0
+	for _, c := range cs {
+		for _, s := range c.got {
+			n++
+			w := want[s.id]
+			if !s.m.HasVLAN {
+				t.Errorf("frame %d (lane=%v): kernel did not report the stripped tag", s.id, s.m.Lane)
+			}
+			if int(s.p.NumVLANs) != len(w) || s.p.VLANs[0] != w[0] || len(w) == 2 && s.p.VLANs[1] != w[1] {
+				t.Errorf("frame %d (lane=%v): tags %v (n=%d), want %v", s.id, s.m.Lane, s.p.VLANs, s.p.NumVLANs, w)
+			}
+			if s.p.SrcPort == 0 || s.p.IPVersion == 0 {
+				t.Errorf("frame %d: not decoded past the tags: %+v", s.id, s.p)
+			}
+		}
+	}
+	if n != 8 {
+		t.Fatalf("%d deliveries, want 8 (4 frames × bulk + lane)", n)
+	}
+}
+
+// TestLiveIgnoresOutgoing sends frames out of the capture interface itself
+// (as the injector does in reflect mode) and checks the capture never sees
+// them, while it does see what arrives.
+func TestLiveIgnoresOutgoing(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: true, NumBlocks: 4, BlockSize: 1 << 16})
+	out := tn.openTx(t, tn.pairs[0][1]) // from the capture port
+	in := tn.openTx(t, tn.pairs[0][0])  // towards it
+	run := startAll(t, l)
+	f := randomFlow(rand.New(rand.NewPCG(1, 1)), false)
+	for i := uint32(0); i < 20; i++ {
+		out.send(t, f.frame(t, false, FlagRST, i, 0))
+	}
+	in.send(t, f.frame(t, true, FlagSYN, 100, 0))
+	cs := run.wait(2, 5*time.Second)
+	for _, c := range cs {
+		for _, s := range c.got {
+			if s.id != 100 {
+				t.Fatalf("captured our own outgoing frame %d (lane=%v)", s.id, s.m.Lane)
+			}
+		}
+	}
+	if n := len(cs[0].got) + len(cs[1].got); n != 2 {
+		t.Fatalf("%d deliveries of the incoming frame, want 2 (bulk + lane)", n)
+	}
+}
+
+// TestLiveWakeStopClose checks the control paths: Wake gets an Idle call
+// promptly from a busy or idle worker, ctx cancel ends Run with nil, Close
+// stops a running Run and later Runs fail.
+func TestLiveWakeStopClose(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 1, Lane: true, NumBlocks: 4, BlockSize: 1 << 16})
+	var total atomic.Int64
+	c := &collector{total: &total}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx, 0, c) }()
+
+	// Idle within 100 ms of silence happens on its own; Wake must add one
+	// promptly. Wait for the first periodic Idle, then Wake.
+	waitFor(t, "periodic Idle", func() bool { return c.idles.Load() >= 1 })
+	if err := l.Run(context.Background(), 0, c); err == nil {
+		t.Fatal("a second concurrent Run of worker 0 was allowed")
+	}
+	before := c.idles.Load()
+	l.Wake(0)
+	l.Wake(0) // coalesces
+	waitFor(t, "Idle after Wake", func() bool { return c.idles.Load() > before })
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Run after cancel: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	// Close while running.
+	go func() { errc <- l.Run(context.Background(), 0, c) }()
+	time.Sleep(20 * time.Millisecond)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("Run ended by Close returned %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not stop Run")
+	}
+	if err := l.Run(context.Background(), 0, c); err == nil {
+		t.Fatal("Run after Close succeeded")
+	}
+	l.Wake(0) // must not touch a closed fd
+	_ = l.Stats()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestLiveConfigErrors(t *testing.T) {
+	for _, c := range []LiveConfig{
+		{},
+		{Ifaces: []string{"a", "a"}},
+		{Ifaces: []string{"a"}, BlockSize: 5000},
+		{Ifaces: []string{"a"}, NumBlocks: 1},
+		{Ifaces: []string{"a"}, Workers: -1},
+		{Ifaces: []string{"a"}, BlockTimeout: -time.Millisecond},
+	} {
+		if _, err := OpenLive(c); err == nil {
+			t.Errorf("OpenLive(%+v) succeeded", c)
+		}
+	}
+	needRoot(t)
+	if _, err := OpenLive(LiveConfig{Ifaces: []string{"nonexistent-if0"}}); err == nil {
+		t.Error("OpenLive on a missing interface succeeded")
+	}
+}
+
+// latencies returns p50, p99 and max of d.
+func latencies(d []time.Duration) (p50, p99, mx time.Duration) {
+	if len(d) == 0 {
+		return
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
+}
