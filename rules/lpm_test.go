@@ -84,7 +84,7 @@ func TestLPMAgainstBruteForce(t *testing.T) {
 			check := func(a netip.Addr) {
 				t.Helper()
 				k, is4 := addrKey(a)
-				r, _ := b.lookup(k, is4, nil)
+				r, _ := b.lookup(k, is4, nil, nil)
 				want := bruteLPM(ps, a)
 				got := -1
 				if r != nil {
@@ -154,7 +154,7 @@ func TestOverlayAndTombstones(t *testing.T) {
 	for i := range 200 {
 		rs = append(rs, mk(i))
 	}
-	set := &Set{base: buildBase(rs, nil), ov: &overlay{}, allow: buildBase(nil, nil)}
+	set := &Set{base: buildBase(rs, nil), ov: &overlay{}, young: &overlay{}, allow: buildBase(nil, nil)}
 	live := map[int]bool{}
 	for i := range 200 {
 		live[i] = true
@@ -180,6 +180,19 @@ func TestOverlayAndTombstones(t *testing.T) {
 		}
 	}
 	set.ov = set.ov.apply(ops)
+	// The young layer: removals of base and older-layer rules, re-adds
+	// (remove + add of the same id, as an action change does), new rules.
+	var young []foldOp
+	for range 80 {
+		i := rng.IntN(300)
+		young = append(young, foldOp{id: uint64(i + 1), bits: uint8(ps[i].Bits()), is4: true})
+		delete(live, i)
+		if rng.IntN(2) == 0 {
+			young = append(young, foldOp{add: true, r: mk(i), is4: true})
+			live[i] = true
+		}
+	}
+	set.young = (&overlay{}).apply(young)
 	var liveP []netip.Prefix
 	var liveIdx []int
 	for i := range ps {
@@ -207,7 +220,7 @@ func TestOverlayAndTombstones(t *testing.T) {
 	for range 20000 {
 		check(set, randAddr4(rng))
 	}
-	folded := &Set{base: mergeBase(set.base, set.ov), ov: &overlay{}}
+	folded := &Set{base: mergeBase(set.base, set.ov.apply(young)), ov: &overlay{}, young: &overlay{}}
 	for range 20000 {
 		check(folded, randAddr4(rng))
 	}

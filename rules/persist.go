@@ -70,10 +70,53 @@ type persister struct {
 	gen uint64
 	af  *os.File
 
-	jbuf, abuf     []byte
-	spareJ, spareA []byte
-	jrecs          int
-	compacting     atomic.Bool
+	jbuf, abuf []byte
+	jrecs      int
+	compacting atomic.Bool
+	queue      chan writeReq // committer → writer, in commit order
+}
+
+// writeReq is one commit round's lines for the writer.
+type writeReq struct {
+	b       *batch
+	jb, ab  []byte
+	compact bool // rotate the journal and write a snapshot after this write
+}
+
+// writeLoop appends and fsyncs what the committer hands over. Rounds that
+// queued up during an fsync share the next one.
+func (p *persister) writeLoop() {
+	defer p.s.bg.Done()
+	for w := range p.queue {
+		reqs := []writeReq{w}
+	drain:
+		for len(reqs) < 256 {
+			select {
+			case w, ok := <-p.queue:
+				if !ok {
+					break drain
+				}
+				reqs = append(reqs, w)
+			default:
+				break drain
+			}
+		}
+		var jb, ab []byte
+		compact := false
+		for _, r := range reqs {
+			jb = append(jb, r.jb...)
+			ab = append(ab, r.ab...)
+			compact = compact || r.compact
+		}
+		err := p.write(jb, ab)
+		for _, r := range reqs {
+			r.b.err = err
+			close(r.b.done)
+		}
+		if compact {
+			p.rotateAndCompact()
+		}
+	}
 }
 
 // journalRec is one line of a journal: put (upsert the entry) or del.
@@ -174,12 +217,16 @@ func (p *persister) close() error {
 // rotateAndCompact starts a new journal generation and writes a snapshot
 // of the state as of the switch in the background; older journals are
 // deleted once the snapshot is safely renamed into place. Runs on the
-// writer goroutine, so no journal write races the switch.
+// writer goroutine, so no journal write races the switch. Lines cut before
+// the switch are in the old journal and in the snapshot; lines cut after
+// it go to the new journal and are replayed over the snapshot (replay is
+// idempotent: put upserts, del deletes).
 func (p *persister) rotateAndCompact() {
 	s := p.s
 	nf, err := openJournal(p.dir, p.gen+1)
 	if err != nil {
 		s.log.Error("rules: cannot start a new journal; compaction postponed", "err", err)
+		p.compacting.Store(false)
 		return
 	}
 	s.mu.Lock()
@@ -197,7 +244,6 @@ func (p *persister) rotateAndCompact() {
 	if err := old.Close(); err != nil {
 		s.log.Warn("rules: closing old journal", "err", err)
 	}
-	p.compacting.Store(true)
 	go func() {
 		defer p.compacting.Store(false)
 		if err := writeSnapshot(p.dir, gen, nextID, entries, s.now()); err != nil {
@@ -343,7 +389,7 @@ func openPersister(s *Store, dir string) (*persister, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("rules: state directory %s: %w; create it or fix its permissions", dir, err)
 	}
-	p := &persister{s: s, dir: dir}
+	p := &persister{s: s, dir: dir, queue: make(chan writeReq, 1024)}
 	s.p = p // audit records from here on go to p.abuf
 	now := s.now()
 	var problems []string

@@ -99,7 +99,8 @@ type Set struct {
 	gen      uint64
 	n        int // entries in force
 	base     *base
-	ov       *overlay
+	ov       *overlay // changes since the base was compiled, older part
+	young    *overlay // the newest changes (small; rebuilt on every commit)
 	allow    *base
 	hasAllow bool
 	acls     []aclRule
@@ -140,13 +141,13 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 	sv, dv := src.IsValid(), dst.IsValid()
 	if s.hasAllow {
 		if sv {
-			if r, _ := s.allow.lookup(sk, s4, nil); r != nil {
+			if r, _ := s.allow.lookup(sk, s4, nil, nil); r != nil {
 				r.n.Add(1)
 				return Verdict{Allowlisted: true, RuleID: r.id}
 			}
 		}
 		if dv {
-			if r, _ := s.allow.lookup(dk, d4, nil); r != nil {
+			if r, _ := s.allow.lookup(dk, d4, nil, nil); r != nil {
 				r.n.Add(1)
 				return Verdict{Allowlisted: true, RuleID: r.id}
 			}
@@ -180,22 +181,30 @@ type hit struct {
 }
 
 // lookupBan is the most specific live ban covering one address, from the
-// base or the overlay.
+// base or either overlay layer. A rule is live unless a newer layer
+// tombstoned its ID (removed it, or replaced it with a new version).
 func (s *Set) lookupBan(k u128, is4 bool) hit {
 	h := hit{bits: -1}
-	if r, bits := s.base.lookup(k, is4, s.ov.tomb); r != nil {
+	if r, bits := s.base.lookup(k, is4, s.ov.tomb, s.young.tomb); r != nil {
 		h = hit{n: &r.n, id: r.id, bits: bits, act: r.act}
 	}
-	bk := s.ov.v6
+	h = s.ov.lookup(k, is4, h, s.young.tomb)
+	return s.young.lookup(k, is4, h, nil)
+}
+
+// lookup returns the longest live rule of ov covering k if it is more
+// specific than h, else h. newer is the tombstone list of the layers above.
+func (ov *overlay) lookup(k u128, is4 bool, h hit, newer []uint64) hit {
+	bk := ov.v6
 	if is4 {
-		bk = s.ov.v4
+		bk = ov.v4
 	}
 	for i := range bk {
 		b := &bk[i]
 		if int(b.bits) <= h.bits {
 			break // buckets are sorted longest first
 		}
-		if r := b.find(k, is4); r != nil {
+		if r := b.find(k, is4); r != nil && (len(newer) == 0 || !hasID(newer, r.id)) {
 			return hit{n: &r.rec.ovHits, id: r.id, bits: int(b.bits), act: r.act}
 		}
 	}
@@ -204,7 +213,7 @@ func (s *Set) lookupBan(k u128, is4 bool) hit {
 
 // lookup walks from the innermost rule covering k outwards past removed
 // (tombstoned) entries.
-func (b *base) lookup(k u128, is4 bool, tomb []uint64) (*baseRule, int) {
+func (b *base) lookup(k u128, is4 bool, tomb, tomb2 []uint64) (*baseRule, int) {
 	var f *family
 	var i int32
 	if is4 {
@@ -222,7 +231,7 @@ func (b *base) lookup(k u128, is4 bool, tomb []uint64) (*baseRule, int) {
 	}
 	for i >= 0 {
 		r := &f.rules[i]
-		if len(tomb) == 0 || !hasID(tomb, r.id) {
+		if (len(tomb) == 0 || !hasID(tomb, r.id)) && (len(tomb2) == 0 || !hasID(tomb2, r.id)) {
 			return r, int(r.bits)
 		}
 		i = r.parent

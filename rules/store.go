@@ -85,6 +85,8 @@ type Store struct {
 	base       *base
 	ov         *overlay
 	folding    bool
+	young      *overlay // newest layer over ov, rebuilt from youngOps each commit
+	youngOps   []foldOp // ops in young; merged into ov when there are youngMax
 	foldOps    []foldOp // overlay ops since the running fold started
 	pendOps    []foldOp // overlay ops not yet applied: the committer applies them once per batch
 	lastFold   time.Time
@@ -159,6 +161,7 @@ func Open(cfg Config) (*Store, error) {
 		allowRecs:   make(map[uint64]*record),
 		aclRecs:     make(map[uint64]*record),
 		ov:          &overlay{},
+		young:       &overlay{},
 		expWake:     make(chan struct{}, 1),
 		batch:       newBatch(),
 		kick:        make(chan struct{}, 1),
@@ -196,6 +199,10 @@ func Open(cfg Config) (*Store, error) {
 	s.publishLocked(true)
 	s.bg.Add(1)
 	go s.commitLoop()
+	if s.p != nil {
+		s.bg.Add(1)
+		go s.p.writeLoop()
+	}
 	return s, nil
 }
 
@@ -271,7 +278,7 @@ func (s *Store) rebuildLocked() {
 	}
 	s.base = buildBase(v4, v6)
 	s.base.adopt()
-	s.ov = &overlay{}
+	s.ov, s.young, s.youngOps = &overlay{}, &overlay{}, nil
 	s.lastFold = s.now()
 }
 
@@ -285,10 +292,7 @@ func compileRule(r *record) (rule, bool) {
 // subscriber always sees a Set at least as new as the change.
 func (s *Store) publishLocked(force bool) {
 	changed := force || len(s.pendOps) > 0 || s.allowDirty || s.aclDirty
-	if len(s.pendOps) > 0 {
-		s.ov = s.ov.apply(s.pendOps)
-		s.pendOps = nil
-	}
+	s.applyPendingLocked()
 	if s.allowDirty {
 		var v4, v6 []rule
 		for _, r := range s.allowRecs {
@@ -319,6 +323,7 @@ func (s *Store) publishLocked(force bool) {
 			n:        len(s.byID),
 			base:     s.base,
 			ov:       s.ov,
+			young:    s.young,
 			allow:    s.allowBase,
 			hasAllow: len(s.allowRecs) > 0,
 			acls:     s.acls,
@@ -336,9 +341,30 @@ func (s *Store) publishLocked(force bool) {
 		}
 	}
 	s.pending = s.pending[:0]
-	if !s.folding && s.ov.size() >= foldAt {
+	if !s.folding && s.ov.size()+s.young.size() >= foldAt {
 		s.startFoldLocked()
 	}
+}
+
+// youngMax bounds the young overlay layer: each commit rebuilds at most
+// this many rules; the older layer is rebuilt once per youngMax changes.
+// That keeps the per-commit copy small while the overlay holds thousands.
+const youngMax = 256
+
+// applyPendingLocked moves pending ops into the overlay layers.
+func (s *Store) applyPendingLocked() {
+	if len(s.pendOps) == 0 {
+		return
+	}
+	s.youngOps = append(s.youngOps, s.pendOps...)
+	s.pendOps = nil
+	if len(s.youngOps) >= youngMax {
+		s.ov = s.ov.apply(s.youngOps)
+		s.youngOps = nil
+		s.young = &overlay{}
+		return
+	}
+	s.young = (&overlay{}).apply(s.youngOps)
 }
 
 func compileACL(r *record) aclRule {
@@ -358,23 +384,23 @@ func compileACL(r *record) aclRule {
 func (s *Store) startFoldLocked() {
 	// Ops not yet applied go into the overlay the fold starts from (they
 	// are published by the next commit as usual).
-	if len(s.pendOps) > 0 {
-		s.ov = s.ov.apply(s.pendOps)
-		s.pendOps = nil
+	if s.closed {
+		return
 	}
+	s.applyPendingLocked()
 	s.folding = true
 	s.foldOps = s.foldOps[:0]
-	b, ov := s.base, s.ov
+	b, ov, youngOps := s.base, s.ov, s.youngOps
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		nb := mergeBase(b, ov)
+		nb := mergeBase(b, ov.apply(youngOps))
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		// foldOps holds every op since the fold started, including those
 		// still pending, so the pending list is folded in here too.
 		nov := (&overlay{}).apply(s.foldOps)
-		s.base, s.ov = nb, nov
+		s.base, s.ov, s.young, s.youngOps = nb, nov, &overlay{}, nil
 		s.foldOps, s.pendOps = nil, nil
 		s.lastFold = s.now()
 		s.publishLocked(true)
@@ -385,7 +411,7 @@ func (s *Store) startFoldLocked() {
 		nb.adopt()
 		s.mu.Lock()
 		s.folding = false
-		if s.ov.size() >= foldAt {
+		if s.ov.size()+s.young.size() >= foldAt {
 			s.startFoldLocked()
 		}
 	}()
@@ -433,6 +459,9 @@ func (s *Store) commitLocked() *batch {
 
 func (s *Store) commitLoop() {
 	defer s.bg.Done()
+	if s.p != nil {
+		defer close(s.p.queue) // the writer drains what is queued, then exits
+	}
 	for {
 		select {
 		case <-s.kick:
@@ -444,29 +473,29 @@ func (s *Store) commitLoop() {
 	}
 }
 
-// commitOnce publishes and persists one batch and releases its waiters.
+// commitOnce publishes what changed and hands the journal and audit lines
+// to the writer, which releases the batch's waiters after the fsync.
+// Publishing does not wait for an fsync in flight, so subscribers get
+// changes within microseconds even when the disk is slow.
 func (s *Store) commitOnce() {
 	s.mu.Lock()
 	s.publishLocked(false)
 	b := s.batch
 	s.batch = newBatch()
-	var jb, ab []byte
-	compact := false
 	p := s.p
-	if p != nil {
-		jb, ab = p.jbuf, p.abuf
-		p.jbuf, p.abuf = p.spareJ[:0], p.spareA[:0]
-		compact = p.jrecs > compactAfter+len(s.byID) && !p.compacting.Load()
+	if p == nil {
+		s.mu.Unlock()
+		close(b.done)
+		return
+	}
+	w := writeReq{b: b, jb: p.jbuf, ab: p.abuf}
+	p.jbuf, p.abuf = nil, nil
+	w.compact = p.jrecs > compactAfter+len(s.byID) && !p.compacting.Load()
+	if w.compact {
+		p.compacting.Store(true)
 	}
 	s.mu.Unlock()
-	if p != nil {
-		b.err = p.write(jb, ab)
-		p.spareJ, p.spareA = jb, ab
-	}
-	close(b.done)
-	if compact {
-		p.rotateAndCompact()
-	}
+	p.queue <- w
 }
 
 // Set returns the current compiled rule set. It never returns nil after
@@ -994,7 +1023,7 @@ func (s *Store) CheckAllow(ip netip.Addr) (Entry, bool) {
 	}
 	set := s.Set()
 	k, is4 := addrKey(ip)
-	r, _ := set.allow.lookup(k, is4, nil)
+	r, _ := set.allow.lookup(k, is4, nil, nil)
 	if r == nil {
 		return Entry{}, false
 	}
@@ -1027,7 +1056,7 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 		s.mu.Lock()
-		if !s.folding && s.ov.size() > 0 && s.now().Sub(s.lastFold) >= foldIdle {
+		if !s.folding && s.ov.size()+s.young.size()+len(s.pendOps) > 0 && s.now().Sub(s.lastFold) >= foldIdle {
 			s.startFoldLocked()
 		}
 		s.mu.Unlock()
