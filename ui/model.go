@@ -519,6 +519,13 @@ func (m *Model) dialogKey(k tea.KeyPressMsg) tea.Cmd {
 		m.dlg = nil
 		return nil
 	}
+	if k.IsRepeat {
+		// A held key (reported by terminals with the kitty keyboard
+		// protocol) was pressed before the question was asked: it never
+		// answers it.
+		m.noop = true
+		return nil
+	}
 	if d.kind != dlgBan {
 		switch {
 		case key.Matches(k, km.Confirm), d.kind == dlgQuit && k.String() == "ctrl+c":

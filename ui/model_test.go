@@ -718,3 +718,17 @@ func TestScrollShowsOnlyVisibleRows(t *testing.T) {
 		t.Fatalf("page down moved to %d, want %d", m.talkers.cur.idx, m.pageSize())
 	}
 }
+
+func TestHeldKeyNeverConfirms(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 120, 40)
+	press(t, m, "b")
+	for _, k := range []string{"enter", "y"} {
+		msg := keyMsg(k)
+		msg.IsRepeat = true
+		_, cmd := m.Update(msg)
+		runCmd(t, m, cmd)
+	}
+	if bans, _, _ := fb.recorded(); len(bans) != 0 || m.dlg == nil {
+		t.Fatalf("a repeated key answered the ban form: %+v", bans)
+	}
+}
