@@ -13,9 +13,9 @@
 // # Authentication
 //
 // Every endpoint except /livez and /readyz needs a bearer token
-// ("Authorization: Bearer TOKEN"; the CrowdSec-compatible /v1/decisions
-// endpoints also accept "X-Api-Key: TOKEN"). Tokens come from the file given
-// to --api-token-file, one per line:
+// ("Authorization: Bearer TOKEN", or "X-Api-Key: TOKEN" as CrowdSec
+// bouncers send it to the LAPI-compatible /v1/decisions endpoints). Tokens
+// come from the file given to --api-token-file, one per line:
 //
 //	# name:token[:ro]
 //	soar:3f0c9d2e8b7a4c1f9e6d5b4a3c2d1e0f
@@ -44,4 +44,6 @@
 // covered by the allowlist, 413 body too large, 422 prefix wider than the
 // configured guard, 507 rule store full, 500 a bug (logged with its stack,
 // never shown to the client).
+//
+// README.md in this directory lists every endpoint with curl examples.
 package api
