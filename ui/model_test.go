@@ -470,8 +470,22 @@ func TestDrillDownFlows(t *testing.T) {
 	s := screen(m)
 	mustContain(t, s, "Flows of 203.0.113.7 · 1 live", "203.0.113.7:40000 → 10.0.0.80:443", "established", "1.50 MB", "BLOCKED", "1m15s")
 	mustNotContain(t, s, "Top talkers")
-	press(t, m, "esc")
+	press(t, m, "b") // bans the address being drilled into
+	mustContain(t, screen(m), "Ban 203.0.113.7")
+	press(t, m, "esc", "esc")
 	mustContain(t, screen(m), "Top talkers")
+}
+
+func TestPortRowsCannotBeBanned(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 120, 40)
+	press(t, m, "t", "t", "t", "b")
+	mustContain(t, screen(m), "nothing to ban")
+	if m.dlg != nil {
+		t.Fatal("a ban form opened for a port row")
+	}
+	if bans, _, _ := fb.recorded(); len(bans) != 0 {
+		t.Fatalf("bans %+v", bans)
+	}
 }
 
 func TestSmallTerminal(t *testing.T) {
