@@ -189,3 +189,39 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// The server's ReadTimeout must not end event streams that outlive it.
+func TestEventsOutliveReadTimeout(t *testing.T) {
+	r, s := newFakeRules(), newFakeSensor()
+	srv, err := NewServer(Config{Addr: "127.0.0.1:0", Rules: r, Sensor: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.readLimit = 100 * time.Millisecond
+	ln, err := netListen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeListener(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	evs, err := NewClient(ln.Addr().String(), "").Events(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the subscription", func() bool { return s.subscribers() == 1 })
+	time.Sleep(5 * srv.readLimit)
+	s.Publish(blockEvent(1))
+	select {
+	case ev, ok := <-evs:
+		if !ok {
+			t.Fatal("the stream ended when the read timeout passed")
+		}
+		if ev.Block == nil || ev.Block.ID != 1 {
+			t.Fatalf("event %+v", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event")
+	}
+}

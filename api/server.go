@@ -79,6 +79,7 @@ type Server struct {
 	heartbeat  time.Duration // SSE comment interval, keeps proxies from timing out
 	sseWrite   time.Duration // how long one SSE write may block before the client is dropped
 	sseHook    func()        // tests: called before each SSE write; nil in production
+	readLimit  time.Duration // http.Server.ReadTimeout
 
 	stats     apiStats
 	decisions decisionCursors
@@ -137,6 +138,7 @@ func NewServer(cfg Config) (*Server, error) {
 		eventQueue: 1024,
 		heartbeat:  15 * time.Second,
 		sseWrite:   sseWriteTimeout,
+		readLimit:  readTimeout,
 	}
 	s.decisions.init()
 	s.handler = s.routes()
@@ -166,7 +168,7 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,
-		ReadTimeout:       readTimeout,
+		ReadTimeout:       s.readLimit,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -352,7 +354,7 @@ func (s *Server) wrap(pattern string, rt route) http.Handler {
 			s.writeError(w, errorf(http.StatusRequestEntityTooLarge, "request body too large", "%d bytes sent, limit is %d", r.ContentLength, limit))
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		r.Body = http.MaxBytesReader(rw, r.Body, limit)
 		switch {
 		case rt.deadline > 0:
 			_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(rt.deadline))
