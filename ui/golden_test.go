@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/charmbracelet/x/exp/golden"
+
+	"canopy/sensor"
 )
 
 // TestGolden120x40 pins the layout at 120×40 as plain text (ANSI stripped),
@@ -18,11 +20,29 @@ func TestGolden120x40(t *testing.T) {
 	press(t, m, "enter")
 	s := screen(m)
 	checkFits(t, s, 120, 40)
-	// Trailing spaces are padding, not layout: drop them so the golden
-	// reads cleanly in a diff and in the README.
+	golden.RequireEqual(t, trimLines(s))
+}
+
+// TestGolden80x24 pins the compact layout of the smallest terminal the
+// dashboard accepts, in observe mode with the blocks pane focused.
+func TestGolden80x24(t *testing.T) {
+	s := demoSnapshot()
+	s.Status.Mode = sensor.ModeObserve
+	s.Status.Blocks.Observed = 12
+	s.Status.Capture.Drops = 1532
+	m, _ := newTestModel(t, s, 80, 24)
+	press(t, m, "2")
+	out := screen(m)
+	checkFits(t, out, 80, 24)
+	golden.RequireEqual(t, trimLines(out))
+}
+
+// trimLines drops trailing spaces: they are padding, not layout, and the
+// golden reads cleanly in a diff and in a README without them.
+func trimLines(s string) string {
 	lines := strings.Split(s, "\n")
 	for i, l := range lines {
 		lines[i] = strings.TrimRight(l, " ")
 	}
-	golden.RequireEqual(t, strings.Join(lines, "\n")+"\n")
+	return strings.Join(lines, "\n") + "\n"
 }
