@@ -417,36 +417,57 @@ func (ov *overlay) apply(ops []foldOp) *overlay {
 	if len(ops) == 0 {
 		return ov
 	}
+	// The final state of each touched ID: its last op, found by a stable
+	// sort on ID (no map: this runs on every commit).
 	type final struct {
+		id      uint64
 		r       rule
 		is4     bool
 		present bool
 	}
-	last := make(map[uint64]final, len(ops))
-	tomb := slices.Clone(ov.tomb)
-	for _, op := range ops {
+	fin := make([]final, len(ops))
+	tomb := slices.Grow(slices.Clone(ov.tomb), len(ops))
+	for i, op := range ops {
 		if op.add {
-			last[op.r.id] = final{r: op.r, is4: op.is4, present: true}
+			fin[i] = final{id: op.r.id, r: op.r, is4: op.is4, present: true}
 		} else {
-			last[op.id] = final{}
+			fin[i] = final{id: op.id}
 			tomb = append(tomb, op.id)
 		}
 	}
+	slices.SortStableFunc(fin, func(a, b final) int { return cmpU64(a.id, b.id) })
+	w := 0
+	for i := range fin {
+		if i+1 < len(fin) && fin[i+1].id == fin[i].id {
+			continue // a later op on the same ID decides
+		}
+		fin[w] = fin[i]
+		w++
+	}
+	fin = fin[:w]
+	touched := func(id uint64) bool {
+		_, ok := slices.BinarySearchFunc(fin, id, func(f final, id uint64) int { return cmpU64(f.id, id) })
+		return ok
+	}
 	slices.Sort(tomb)
 	tomb = slices.Compact(tomb)
-	keep := func(bk []ovBucket) []rule {
-		var out []rule
+	keep := func(bk []ovBucket, extra int) []rule {
+		n := extra
+		for _, b := range bk {
+			n += len(b.rules)
+		}
+		out := make([]rule, 0, n)
 		for _, b := range bk {
 			for _, r := range b.rules {
-				if _, touched := last[r.id]; !touched {
+				if !touched(r.id) {
 					out = append(out, r)
 				}
 			}
 		}
 		return out
 	}
-	v4, v6 := keep(ov.v4), keep(ov.v6)
-	for _, f := range last {
+	v4, v6 := keep(ov.v4, len(fin)), keep(ov.v6, 0)
+	for _, f := range fin {
 		if !f.present {
 			continue
 		}
@@ -480,7 +501,7 @@ func bucketize(rs []rule) []ovBucket {
 		for j < len(rs) && rs[j].bits == rs[i].bits {
 			j++
 		}
-		out = append(out, ovBucket{bits: rs[i].bits, rules: slices.Clone(rs[i:j])})
+		out = append(out, ovBucket{bits: rs[i].bits, rules: rs[i:j:j]})
 		i = j
 	}
 	return out

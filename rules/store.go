@@ -357,14 +357,14 @@ func (s *Store) applyPendingLocked() {
 		return
 	}
 	s.youngOps = append(s.youngOps, s.pendOps...)
-	s.pendOps = nil
 	if len(s.youngOps) >= youngMax {
 		s.ov = s.ov.apply(s.youngOps)
 		s.youngOps = nil
 		s.young = &overlay{}
-		return
+	} else {
+		s.young = s.young.apply(s.pendOps) // same as rebuilding from youngOps: apply is sequential
 	}
-	s.young = (&overlay{}).apply(s.youngOps)
+	s.pendOps = nil
 }
 
 func compileACL(r *record) aclRule {
