@@ -76,6 +76,7 @@ type talkersPane struct {
 	sel    talkerKey
 	hasSel bool
 	cur    cursor
+	keyW   int // widest key of the filtered rows, in cells
 
 	cache       string
 	valid       bool
@@ -165,6 +166,13 @@ func (p *talkersPane) reorder() {
 			}
 		}
 	}
+	// The key column fits the widest row shown, measured once per change
+	// so columns hold still while the operator scrolls.
+	p.keyW = width(keyHeader(p.view.kind))
+	for _, j := range p.order {
+		p.num = appendKey(p.num[:0], p.view.kind, &p.all[j])
+		p.keyW = max(p.keyW, len(p.num)-bytes.Count(p.num, arrow)*2)
+	}
 	p.cur.clamp(len(p.order), p.bodyHeight())
 	p.remember()
 	p.valid = false
@@ -249,14 +257,9 @@ func keyHeader(kind flow.TalkerKind) string {
 }
 
 // plan decides which columns fit in the pane's width for the visible rows.
-func (p *talkersPane) plan(first, last int) talkerCols {
+func (p *talkersPane) plan() talkerCols {
 	c := talkerCols{rank: max(2, len(strconv.Itoa(len(p.order))))}
-	c.key = width(keyHeader(p.view.kind))
-	for i := first; i < last; i++ {
-		p.num = appendKey(p.num[:0], p.view.kind, &p.all[p.order[i]])
-		c.key = max(c.key, len(p.num)-bytes.Count(p.num, arrow)*2)
-	}
-	c.key = min(c.key, max(15, p.w/3))
+	c.key = min(p.keyW, max(15, p.w/3))
 	fixed := 1 + c.rank + 1 + c.key + 1 + markW + 1 + flowsW + 1
 	bits3 := 3 * (rateW + 1)
 	bits1 := rateW + 1
@@ -304,7 +307,7 @@ func (p *talkersPane) render() string {
 	body := p.bodyHeight()
 	first := p.cur.offset
 	last := min(len(p.order), first+body)
-	c := p.plan(first, last)
+	c := p.plan()
 
 	// Column header.
 	b := p.buf[:0]
