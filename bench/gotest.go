@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // microRun is one `go test -bench` invocation of a micro-benchmark group.
@@ -67,7 +68,7 @@ func runMicro(name string) func(context.Context, *options) (*Section, error) {
 	return func(ctx context.Context, o *options) (*Section, error) {
 		g := microGroups[name]
 		s := &Section{Name: name, Title: g.title, Target: g.target,
-			Columns: []string{"benchmark", "ns/op", "B/op", "allocs/op", "other metrics", "runs"}, Key: 1}
+			Columns: []string{"benchmark", "time/op", "B/op", "allocs/op", "other metrics", "runs"}, Key: 1}
 		count := 5
 		if o.quick {
 			count = 1
@@ -95,7 +96,7 @@ func runMicro(name string) func(context.Context, *options) (*Section, error) {
 				return s, fmt.Errorf("%s: no benchmark lines in the output:\n%s", cmdline, tail(string(out), 20))
 			}
 			for _, b := range res {
-				s.add(cmdline, b.name, b.metric("ns/op"), b.metric("B/op"), b.metric("allocs/op"), b.others(), fmt.Sprint(b.runs))
+				s.add(cmdline, b.name, b.timePerOp(), b.bytesPerOp(), b.metric("allocs/op"), b.others(), fmt.Sprint(b.runs))
 			}
 		}
 		s.note("Each figure is the median of the runs (`-count %d`) of `go test -bench`; custom metrics come from the benchmark's b.ReportMetric.", count)
@@ -130,6 +131,31 @@ func (b *benchResult) metric(unit string) string {
 	v, ok := b.median(unit)
 	if !ok {
 		return "–"
+	}
+	return fmtNum(v)
+}
+
+// timePerOp renders the median ns/op in ns below 10 µs and in a larger
+// unit above (a 1M-entry build is easier read as "0.69 s").
+func (b *benchResult) timePerOp() string {
+	v, ok := b.median("ns/op")
+	switch {
+	case !ok:
+		return "–"
+	case v < 10_000:
+		return fmtNum(v) + " ns"
+	}
+	return fmtDur(time.Duration(v))
+}
+
+// bytesPerOp renders the median B/op, in MB from a million up.
+func (b *benchResult) bytesPerOp() string {
+	v, ok := b.median("B/op")
+	switch {
+	case !ok:
+		return "–"
+	case v >= 1e6:
+		return fmt.Sprintf("%.1f MB", v/1e6)
 	}
 	return fmtNum(v)
 }
