@@ -531,9 +531,18 @@ func TestACLAndAllowlist(t *testing.T) {
 	if acl.Kind != rules.KindACL || acl.ACL == nil || *acl.ACL != want {
 		t.Fatalf("ACL entry %+v acl %+v", acl, acl.ACL)
 	}
+	// An ACL read back (the store writes "any port" as 0-65535) can be sent again.
+	again := *acl.ACL
+	again.SrcPorts = rules.PortRange{From: 0, To: 65535}
+	if _, err := e.client().Ban(context.Background(), rules.Request{Kind: rules.KindACL, ACL: &again}); err != nil {
+		t.Errorf("ACL with ports 0-65535: %v", err)
+	}
+	if got := entryValue(rules.Entry{Kind: rules.KindACL, ACL: &again}); got != "tcp 198.51.100.0/24>192.0.2.10/32:22 in" {
+		t.Errorf("ACL summary %q", got)
+	}
 	var l EntryList
 	e.do("GET", "/v1/acls", roSecret, nil).json(t, &l)
-	if l.Total != 1 {
+	if l.Total != 2 {
 		t.Fatalf("acls: %+v", l)
 	}
 	e.do("GET", "/v1/bans", roSecret, nil).json(t, &l)

@@ -171,7 +171,7 @@ func ttlString(d time.Duration) string {
 
 func portsString(p rules.PortRange) string {
 	switch {
-	case p == (rules.PortRange{}):
+	case p == (rules.PortRange{}), p == rules.PortRange{From: 0, To: 65535}:
 		return ""
 	case p.From == p.To:
 		return strconv.Itoa(int(p.From))

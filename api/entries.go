@@ -211,7 +211,8 @@ func parseOptionalPrefix(field, s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// parsePorts reads "", "any", "80" or "1000-2000".
+// parsePorts reads "", "any", "80" or "1000-2000"; "0-65535" (how the store
+// writes "any") is accepted too, so an entry read back can be sent again.
 func parsePorts(field, s string) (rules.PortRange, error) {
 	s = strings.TrimSpace(s)
 	if s == "" || s == "any" {
@@ -223,7 +224,7 @@ func parsePorts(field, s string) (rules.PortRange, error) {
 	}
 	from, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
 	to, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
-	if err1 != nil || err2 != nil || from == 0 || from > to {
+	if err1 != nil || err2 != nil || from > to || from == 0 && to != 0 && to != 65535 {
 		return rules.PortRange{}, errorf(http.StatusBadRequest, "invalid "+field, "%q: want a port 1-65535 or a range such as 1000-2000", s)
 	}
 	return rules.PortRange{From: uint16(from), To: uint16(to)}, nil
