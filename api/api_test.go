@@ -433,6 +433,25 @@ func TestErrorStatuses(t *testing.T) {
 			}
 		})
 	}
+	// Allow lists the methods of the path.
+	if a := e.do("PUT", "/v1/bans/1", rwSecret, nil); a.header.Get("Allow") != "DELETE, GET, HEAD" {
+		t.Errorf("Allow %q", a.header.Get("Allow"))
+	}
+	// A bulk body over 32 MiB.
+	huge := strings.Repeat("203.0.113.1\n", MaxBulkBodyBytes/12+1)
+	e.do("POST", "/v1/bans:bulk", rwSecret, huge).errBody(t, 413)
+	// The store could not save: 500 that says so, with the store's words.
+	e.rules.failAdd = &fakeErr{"storage", "ban 203.0.113.9/32 is in force but was not saved: disk full"}
+	eb := e.do("POST", "/v1/bans", rwSecret, `{"value":"203.0.113.9"}`).errBody(t, 500)
+	if !strings.Contains(eb.Error, "could not save") || !strings.Contains(eb.Detail, "disk full") {
+		t.Errorf("storage failure: %+v", eb)
+	}
+	e.rules.failAdd = fmt.Errorf("something unexpected")
+	eb = e.do("POST", "/v1/bans", rwSecret, `{"value":"203.0.113.9"}`).errBody(t, 500)
+	if eb.Error != "internal error" {
+		t.Errorf("uncoded failure: %+v", eb)
+	}
+	e.rules.failAdd = nil
 	// The store is full: 507.
 	e.rules.cap = len(e.rules.entries)
 	e.do("POST", "/v1/bans", rwSecret, `{"value":"203.0.113.200"}`).errBody(t, 507)

@@ -32,6 +32,7 @@ type fakeRules struct {
 	byKey   map[string]uint64 // entryKey → id
 	allows  map[uint64]netip.Prefix
 	cap     int
+	failAdd error // when set, Add returns it (storage failures)
 	audit   []rules.AuditRecord
 	now     func() time.Time
 }
@@ -55,6 +56,9 @@ func (f *fakeRules) record(op string, e rules.Entry, who string) {
 func (f *fakeRules) Add(req rules.Request) (rules.Entry, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failAdd != nil {
+		return rules.Entry{}, false, f.failAdd
+	}
 	var p netip.Prefix
 	if req.Kind != rules.KindACL {
 		var err error
