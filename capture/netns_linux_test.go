@@ -159,3 +159,13 @@ func (tn *testNet) openLiveIn(t testing.TB, cfg LiveConfig) *Live {
 	t.Cleanup(func() { l.Close() })
 	return l
 }
+
+// netInterfaceByName returns the index of an interface in the current
+// thread's namespace.
+func netInterfaceByName(name string) (int, error) {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return 0, err
+	}
+	return l.Attrs().Index, nil
+}
