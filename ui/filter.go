@@ -11,7 +11,9 @@ import (
 
 // filterSpec is what the operator typed after `/`, understood once: an
 // address, a prefix, a port, or (when it is none of those, e.g. "10.0.")
-// plain text matched against addresses as typed.
+// plain text matched against addresses as typed. A bare number ("443",
+// or "198" on the way to typing 198.51.100.23) is both: a port, or text in
+// an address.
 type filterSpec struct {
 	raw    string
 	addr   netip.Addr
@@ -20,8 +22,9 @@ type filterSpec struct {
 	text   string
 }
 
-// parseFilter reads "10.0.0.5", "10.0.0.0/8", "443", ":443", "port 443",
-// "tcp/443" or anything else as text.
+// parseFilter reads "10.0.0.5", "10.0.0.0/8", ":443", "port 443",
+// "tcp/443" (ports only), "443" (port or address text) or anything else as
+// text.
 func parseFilter(s string) filterSpec {
 	f := filterSpec{raw: s}
 	s = strings.TrimSpace(s)
@@ -36,15 +39,18 @@ func parseFilter(s string) filterSpec {
 		f.prefix = p.Masked()
 		return f
 	}
-	ps := s
+	ps, explicit := s, false
 	for _, pre := range [...]string{"port:", "port ", "tcp/", "udp/", ":"} {
 		if after, ok := strings.CutPrefix(ps, pre); ok {
-			ps = strings.TrimSpace(after)
+			ps, explicit = strings.TrimSpace(after), true
 			break
 		}
 	}
 	if n, err := strconv.ParseUint(ps, 10, 16); err == nil && n > 0 {
 		f.port = uint16(n)
+		if !explicit {
+			f.text = ps
+		}
 		return f
 	}
 	f.text = strings.ToLower(s)
@@ -63,6 +69,8 @@ func (f filterSpec) describe() string {
 		return "IP " + f.addr.String()
 	case f.prefix.IsValid():
 		return "prefix " + f.prefix.String()
+	case f.port != 0 && f.text != "":
+		return "port " + strconv.Itoa(int(f.port)) + ` or "` + f.text + `" in an address`
 	case f.port != 0:
 		return "port " + strconv.Itoa(int(f.port))
 	case f.text != "":
@@ -95,8 +103,8 @@ func (f filterSpec) matchTalker(t *flow.Talker) bool {
 	if !f.active() {
 		return true
 	}
-	if f.port != 0 {
-		return t.Port == f.port
+	if f.port != 0 && t.Port == f.port {
+		return true
 	}
 	return f.matchAddr(t.Src) || f.matchAddr(t.Dst)
 }
@@ -106,8 +114,8 @@ func (f filterSpec) matchBlock(b *sensor.Block) bool {
 	if !f.active() {
 		return true
 	}
-	if f.port != 0 {
-		return b.SrcPort == f.port || b.DstPort == f.port
+	if f.port != 0 && (b.SrcPort == f.port || b.DstPort == f.port) {
+		return true
 	}
 	return f.matchAddr(b.Src) || f.matchAddr(b.Dst)
 }
@@ -117,8 +125,8 @@ func (f filterSpec) matchFlow(i *flow.Info) bool {
 	if !f.active() {
 		return true
 	}
-	if f.port != 0 {
-		return i.APort == f.port || i.BPort == f.port
+	if f.port != 0 && (i.APort == f.port || i.BPort == f.port) {
+		return true
 	}
 	return f.matchAddr(i.A) || f.matchAddr(i.B)
 }

@@ -216,18 +216,30 @@ func TestFilterByIPPrefixAndPort(t *testing.T) {
 	wantOrder(t, m, "10.0.0.5", "10.1.2.3")
 	mustContain(t, screen(m), "filter: prefix 10.0.0.0/8")
 
-	// A port filter hides address rows and says how to see ports.
+	// A bare number on the way to an address matches address text.
 	press(t, m, "/", "ctrl+u")
-	typeText(t, m, "443")
+	typeText(t, m, "198")
+	wantOrder(t, m, "198.51.100.23")
+	typeText(t, m, ".5")
+	wantOrder(t, m, "198.51.100.23")
+
+	// An explicit port filter hides address rows and says how to see ports.
+	press(t, m, "ctrl+u")
+	typeText(t, m, ":443")
 	press(t, m, "enter")
 	wantOrder(t, m)
 	mustContain(t, screen(m), "press t to reach it")
 	press(t, m, "t", "t", "t") // src → dst → pair → port
 	wantOrder(t, m, "tcp/443")
 	mustContain(t, screen(m), "Top talkers by port", "filter: port 443")
-	// Blocks are filtered by port too: both demo blocks go to 443.
-	if got := len(m.blocks.shown); got != 2 {
-		t.Fatalf("blocks shown with port 443 filter: %d, want 2", got)
+	// A bare number is a port in the port view too.
+	press(t, m, "/", "ctrl+u")
+	typeText(t, m, "53")
+	press(t, m, "enter")
+	wantOrder(t, m, "udp/53")
+	// Blocks are filtered by port too: neither demo block involves 53.
+	if got := len(m.blocks.shown); got != 0 {
+		t.Fatalf("blocks shown with port 53 filter: %d, want 0", got)
 	}
 
 	press(t, m, "esc")

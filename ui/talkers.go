@@ -359,7 +359,7 @@ func (p *talkersPane) render() string {
 	if len(p.order) == 0 {
 		msg := "  no talkers yet"
 		switch {
-		case p.view.filter.port != 0 && p.view.kind != flow.ByPort:
+		case p.view.filter.port != 0 && p.view.filter.text == "" && p.view.kind != flow.ByPort:
 			msg = "  port filters apply to the by-port view: press t to reach it"
 		case p.view.filter.active():
 			msg = "  nothing matches the filter " + p.view.filter.describe() + " (esc clears it)"
