@@ -669,6 +669,13 @@ func TestStateEndpoints(t *testing.T) {
 	if snap, err = c.Snapshot(context.Background()); err != nil || len(snap.Rules) != 500 {
 		t.Errorf("compressed snapshot through the client: %d rules, %v", len(snap.Rules), err)
 	}
+	if snap, err = c.SnapshotRules(context.Background(), 10); err != nil || len(snap.Rules) != 10 || len(snap.Blocks) != 1 {
+		t.Errorf("snapshot capped at 10 rules: %d rules, %d blocks, %v", len(snap.Rules), len(snap.Blocks), err)
+	}
+	if snap, err = c.SnapshotRules(context.Background(), 0); err != nil || len(snap.Rules) != 0 {
+		t.Errorf("snapshot without rules: %d rules, %v", len(snap.Rules), err)
+	}
+	e.do("GET", "/v1/snapshot?rules=all", roSecret, nil).errBody(t, 400)
 
 	var m ModeBody
 	e.do("GET", "/v1/mode", roSecret, nil).json(t, &m)
@@ -755,6 +762,10 @@ func TestDecisions(t *testing.T) {
 		t.Errorf("range query: %+v", ds)
 	}
 
+	// Recent bouncers push usage metrics, with their read-only key.
+	if a := e.do("POST", "/v1/usage-metrics", "", `{"remediation_components":[]}`, "X-Api-Key", roSecret); a.status != 201 {
+		t.Errorf("usage metrics: %d %s", a.status, a.body)
+	}
 	var st lapiStreamAnswer
 	e.do("GET", "/v1/decisions/stream?startup=true", "", nil, "X-Api-Key", roSecret).json(t, &st)
 	if len(st.New) != 2 || len(st.Deleted) != 0 {

@@ -304,8 +304,19 @@ func (c *Client) StatusView(ctx context.Context) (StatusView, error) {
 
 // Snapshot returns the whole latest sensor snapshot (for attach mode).
 func (c *Client) Snapshot(ctx context.Context) (sensor.Snapshot, error) {
+	return c.SnapshotRules(ctx, -1)
+}
+
+// SnapshotRules returns the latest sensor snapshot with at most maxRules
+// entries in its Rules list (negative: all). Dashboards polling every
+// second should cap it and page through Bans instead.
+func (c *Client) SnapshotRules(ctx context.Context, maxRules int) (sensor.Snapshot, error) {
+	var q url.Values
+	if maxRules >= 0 {
+		q = url.Values{"rules": {strconv.Itoa(maxRules)}}
+	}
 	var s sensor.Snapshot
-	err := c.do(ctx, http.MethodGet, "/v1/snapshot", nil, nil, &s)
+	err := c.do(ctx, http.MethodGet, "/v1/snapshot", q, nil, &s)
 	return s, err
 }
 

@@ -209,3 +209,14 @@ func (s *Server) lapiStream(w http.ResponseWriter, r *http.Request, c caller) er
 	}
 	return nil
 }
+
+// lapiUsageMetrics accepts and discards the usage metrics that recent
+// CrowdSec bouncers push every 30 minutes, so that they do not log an error
+// each time. A bouncer's read-only token may send them.
+func (s *Server) lapiUsageMetrics(w http.ResponseWriter, r *http.Request, c caller) error {
+	if _, err := readBody(r); err != nil {
+		return err
+	}
+	s.writeJSON(w, http.StatusCreated, struct{}{})
+	return nil
+}

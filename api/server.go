@@ -229,6 +229,7 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request, c caller) error
 type route struct {
 	methods   map[string]handlerFunc
 	public    bool          // no token needed (probes)
+	roWrites  bool          // read-only tokens may use every method (a write that changes nothing)
 	bodyLimit int64         // 0: MaxBodyBytes
 	deadline  time.Duration // write deadline; 0: writeTimeout; <0: none (SSE sets its own)
 }
@@ -262,6 +263,7 @@ func (s *Server) routes() http.Handler {
 	add("/v1/loglevel", route{methods: map[string]handlerFunc{"POST": s.setLogLevel}})
 	add("/v1/decisions", route{methods: map[string]handlerFunc{"GET": s.lapiDecisions}})
 	add("/v1/decisions/stream", route{methods: map[string]handlerFunc{"GET": s.lapiStream}, deadline: bulkWriteTimeout})
+	add("/v1/usage-metrics", route{methods: map[string]handlerFunc{"POST": s.lapiUsageMetrics}, roWrites: true})
 	add("/metrics", route{methods: map[string]handlerFunc{"GET": s.metrics}})
 	add("/livez", route{methods: map[string]handlerFunc{"GET": s.livez}, public: true})
 	add("/readyz", route{methods: map[string]handlerFunc{"GET": s.readyz}, public: true})
@@ -345,7 +347,7 @@ func (s *Server) wrap(pattern string, rt route) http.Handler {
 				s.writeError(w, herr)
 				return
 			}
-			if c.readOnly && method != http.MethodGet {
+			if c.readOnly && method != http.MethodGet && !rt.roWrites {
 				s.writeError(w, errorf(http.StatusForbidden, "read-only token", "token %q may only read; use a token without :ro to %s %s", c.name, r.Method, r.URL.Path))
 				return
 			}

@@ -40,11 +40,23 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request, c caller) error 
 // snapshot answers GET /v1/snapshot with the whole sensor snapshot, for the
 // dashboard's attach mode. It is gzip-compressed when the client accepts it
 // (Go's client does so transparently), since the rules list can be long.
+//
+// ?rules=N keeps at most N entries of the rules list (0: none), for
+// dashboards that page through bans separately: with a million bans the
+// full list is over 100 MB.
 func (s *Server) snapshot(w http.ResponseWriter, r *http.Request, c caller) error {
-	if err := checkQuery(r.URL.Query()); err != nil {
+	q := r.URL.Query()
+	if err := checkQuery(q, "rules"); err != nil {
 		return err
 	}
 	snap := s.cfg.Sensor.Snapshot()
+	if q.Has("rules") {
+		n, err := intParam(q, "rules", 0, 0)
+		if err != nil {
+			return err
+		}
+		snap.Rules = snap.Rules[:min(n, len(snap.Rules))]
+	}
 	b, err := json.Marshal(snap)
 	if err != nil {
 		s.log.Error("api: encoding the snapshot failed", "err", err)
