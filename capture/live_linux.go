@@ -51,6 +51,10 @@ type liveWorker struct {
 
 var eventOne = [8]byte{1, 0, 0, 0, 0, 0, 0, 0}
 
+// tryFanoutIgnoreOutgoing is false only in tests that exercise the path of
+// kernels without PACKET_FANOUT_FLAG_IGNORE_OUTGOING (before 6.1).
+var tryFanoutIgnoreOutgoing = true
+
 // OpenLive opens and joins every socket, for every worker and interface,
 // before returning, so the fanout groups are complete before anyone reads
 // (the flow→worker mapping changes whenever membership changes). It must be
@@ -82,7 +86,7 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 	if err != nil {
 		return nil, err
 	}
-	ignoreOut := true // cleared by the first join if the kernel lacks the flag
+	ignoreOut := tryFanoutIgnoreOutgoing // cleared by the first join if the kernel lacks the flag
 	for port, name := range cfg.Ifaces {
 		ifi, err := net.InterfaceByName(name)
 		if err != nil {
@@ -197,20 +201,22 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 			return nil
 		}
 		got := w.drainLanes(h, &m)
+		// One block per interface per pass, so a busy leg cannot starve
+		// the other; the lane, a Wake or a stop never wait for more than
+		// one block.
 		for _, s := range w.bulk {
-			for s.v3Ready() {
-				n, b := s.v3Block(h, &m)
-				got += n
-				w.bytes.Add(uint64(b))
-				// The lane first, and a Wake or stop must not wait
-				// for a backlog of blocks.
-				got += w.drainLanes(h, &m)
-				if w.wakeReq.Load() {
-					lastIdle = w.serveWake(h, &drain)
-				}
-				if w.stopReq.Load() || l.closing.Load() {
-					return nil
-				}
+			if !s.v3Ready() {
+				continue
+			}
+			n, b := s.v3Block(h, &m)
+			got += n + 1 // +1: an empty block (all frames skipped) is progress too
+			w.bytes.Add(uint64(b))
+			got += w.drainLanes(h, &m)
+			if w.wakeReq.Load() {
+				lastIdle = w.serveWake(h, &drain)
+			}
+			if w.stopReq.Load() || l.closing.Load() {
+				return nil
 			}
 		}
 		if w.wakeReq.Load() {

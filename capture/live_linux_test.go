@@ -384,6 +384,15 @@ func TestLiveVLANStackRecovered(t *testing.T) {
 // (as the injector does in reflect mode) and checks the capture never sees
 // them, while it does see what arrives.
 func TestLiveIgnoresOutgoing(t *testing.T) {
+	t.Run("fanout flag", testIgnoresOutgoing)
+	t.Run("pkttype fallback for kernels before 6.1", func(t *testing.T) {
+		tryFanoutIgnoreOutgoing = false
+		defer func() { tryFanoutIgnoreOutgoing = true }()
+		testIgnoresOutgoing(t)
+	})
+}
+
+func testIgnoresOutgoing(t *testing.T) {
 	tn := newTestNet(t, 1)
 	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: true, NumBlocks: 4, BlockSize: 1 << 16})
 	out := tn.openTx(t, tn.pairs[0][1]) // from the capture port
