@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,6 +74,26 @@ func NewClient(addr, token string) *Client {
 		ForceAttemptHTTP2:     true,
 	}
 	return &Client{addr: addr, base: base, token: token, hc: &http.Client{Transport: tr}}
+}
+
+// TrustCAFile makes the client accept the daemon's TLS certificate when it
+// is signed by a CA in the PEM file (or is that self-signed certificate),
+// besides the system's roots. Call it before the first request.
+func (c *Client) TrustCAFile(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("api CA file: %w", err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return fmt.Errorf("api CA file %s holds no PEM certificate", path)
+	}
+	tr := c.hc.Transport.(*http.Transport)
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return nil
 }
 
 // do sends one request and decodes a JSON answer into out (unless nil).

@@ -34,7 +34,9 @@
 // blunt browser-borne attacks on such a listener (CSRF, DNS rebinding), it
 // refuses cross-origin browser requests and requests whose Host header is
 // not a loopback name. On any other address [NewServer] refuses to start
-// without tokens.
+// without tokens, and warns unless it is given a TLS certificate
+// (Config.TLSCertFile and TLSKeyFile), since bearer tokens would otherwise
+// cross the network in clear text.
 //
 // # Errors
 //

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -58,6 +59,10 @@ type Config struct {
 	// SetLogLevel changes the daemon's log level (debug, info, warn,
 	// error) for POST /v1/loglevel; nil answers that endpoint with 501.
 	SetLogLevel func(level string) error
+	// TLSCertFile and TLSKeyFile (PEM), when both are set, make Serve
+	// speak HTTPS. Empty: plain HTTP, and on an address other than
+	// loopback NewServer warns that tokens cross the network in clear.
+	TLSCertFile, TLSKeyFile string
 }
 
 // Server is canopy's HTTP API. Create it with NewServer.
@@ -83,6 +88,7 @@ type Server struct {
 
 	stats     apiStats
 	decisions decisionCursors
+	tls       *tls.Config // nil: plain HTTP
 }
 
 // apiStats count the API's own work for /metrics.
@@ -142,6 +148,18 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.decisions.init()
 	s.handler = s.routes()
+	switch {
+	case (cfg.TLSCertFile == "") != (cfg.TLSKeyFile == ""):
+		return nil, errors.New("api: TLS needs both a certificate and a key file (--api-tls-cert and --api-tls-key)")
+	case cfg.TLSCertFile != "":
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("api: TLS certificate %s / key %s: %w", cfg.TLSCertFile, cfg.TLSKeyFile, err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	case !isLoopbackAddr(cfg.Addr):
+		s.log.Warn("api: serving plain HTTP on a network address: bearer tokens cross the network in clear text; add a TLS certificate or put the API behind a TLS proxy", "addr", cfg.Addr)
+	}
 	return s, nil
 }
 
@@ -174,7 +192,10 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	s.log.Info("api listening", "addr", ln.Addr().String(), "auth", !s.open, "tokens", len(s.cfg.Tokens))
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
+	s.log.Info("api listening", "addr", ln.Addr().String(), "auth", !s.open, "tokens", len(s.cfg.Tokens), "tls", s.tls != nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
