@@ -1,7 +1,9 @@
 package ui
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -44,8 +46,16 @@ func (p *flowsPane) Open(ip netip.Addr) {
 	*p = flowsPane{st: p.st, w: p.w, h: p.h, focused: p.focused, ip: ip, loading: true, buf: p.buf}
 }
 
-// SetData replaces the flows (or records the error fetching them).
+// SetData replaces the flows (or records the error fetching them), the
+// heaviest first.
 func (p *flowsPane) SetData(fs []flow.Info, err error, now time.Time) {
+	fs = slices.Clone(fs)
+	slices.SortStableFunc(fs, func(a, b flow.Info) int {
+		if c := cmp.Compare(b.BytesAB+b.BytesBA, a.BytesAB+a.BytesBA); c != 0 {
+			return c
+		}
+		return b.LastSeen.Compare(a.LastSeen)
+	})
 	p.flows, p.err, p.now, p.loading = fs, err, now, false
 	p.cur.clamp(len(fs), max(1, p.h-2))
 	p.valid = false
