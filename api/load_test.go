@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http/httptest"
@@ -120,4 +121,51 @@ func BenchmarkAPILoad(b *testing.B) {
 	b.ReportMetric(float64(res.writes+res.reads)/res.elapsed.Seconds(), "req/s")
 	b.ReportMetric(float64(res.p99.Microseconds()), "p99-µs")
 	b.ReportMetric(float64(res.errors), "errors")
+}
+
+// BenchmarkHandlerPostBan is the server side of one POST /v1/bans, without
+// the network: decode, authenticate, add to the (fake) store, encode.
+func BenchmarkHandlerPostBan(b *testing.B) {
+	tok, _ := NewToken("load", rwSecret, false)
+	srv, err := NewServer(Config{Addr: "127.0.0.1:0", Tokens: []Token{tok}, Rules: newFakeRules(), Sensor: newFakeSensor()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	bodies := make([][]byte, 1<<16)
+	for i := range bodies {
+		bodies[i] = fmt.Appendf(nil, `{"value":"10.%d.%d.1","ttl":"1h","reason":"bench"}`, i>>8, i&255)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		req := httptest.NewRequest("POST", "/v1/bans", bytes.NewReader(bodies[i%len(bodies)]))
+		req.Header.Set("Authorization", "Bearer "+rwSecret)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 300 {
+			b.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		i++
+	}
+}
+
+// BenchmarkHandlerGetStatus is the server side of one GET /v1/status.
+func BenchmarkHandlerGetStatus(b *testing.B) {
+	tok, _ := NewToken("load", rwSecret, false)
+	srv, err := NewServer(Config{Addr: "127.0.0.1:0", Tokens: []Token{tok}, Rules: newFakeRules(), Sensor: newFakeSensor()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := srv.Handler()
+	b.ReportAllocs()
+	for b.Loop() {
+		req := httptest.NewRequest("GET", "/v1/status", nil)
+		req.Header.Set("Authorization", "Bearer "+rwSecret)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != 200 {
+			b.Fatalf("status %d", rec.Code)
+		}
+	}
 }
