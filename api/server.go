@@ -324,12 +324,18 @@ func (s *Server) wrap(pattern string, rt route) http.Handler {
 				}
 			}
 			s.stats.requests[min(max(w.status/100, 0), 5)].Add(1)
+			// Requests are logged at debug: the audit log records every
+			// change with its requester, and a SOAR pushing thousands of
+			// bans a second must not flood the daemon's log. Failures of
+			// the daemon itself stand out at warn.
 			lvl := slog.LevelDebug
-			if r.Method != http.MethodGet && r.Method != http.MethodHead || w.status >= 500 {
-				lvl = slog.LevelInfo
+			if w.status >= 500 {
+				lvl = slog.LevelWarn
 			}
-			s.log.Log(r.Context(), lvl, "api request", "method", r.Method, "path", r.URL.Path, "status", w.status,
-				"by", c.name, "remote", r.RemoteAddr, "duration", time.Since(start))
+			if s.log.Enabled(r.Context(), lvl) {
+				s.log.Log(r.Context(), lvl, "api request", "method", r.Method, "path", r.URL.Path, "status", w.status,
+					"by", c.name, "remote", r.RemoteAddr, "duration", time.Since(start))
+			}
 		}()
 
 		h := w.Header()
