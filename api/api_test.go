@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -721,8 +723,36 @@ func TestLogLevelAndReadiness(t *testing.T) {
 	}
 }
 
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func TestPanicIsRecovered(t *testing.T) {
-	e := newEnv(t, false)
+	var logs syncBuffer
+	r, s := newFakeRules(), newFakeSensor()
+	tok, _ := NewToken("grafana", roSecret, true)
+	srv, err := NewServer(Config{Addr: "127.0.0.1:0", Tokens: []Token{tok}, Rules: r, Sensor: s,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv.Handler())
+	defer ts.Close()
+	e := &env{t: t, srv: srv, ts: ts, rules: r, sens: s}
 	e.sens.panicOn = netip.MustParsePrefix("10.66.0.0/16")
 	a := e.do("GET", "/v1/flows?ip=10.66.0.0/16", roSecret, nil)
 	eb := a.errBody(t, 500)
@@ -734,6 +764,10 @@ func TestPanicIsRecovered(t *testing.T) {
 	}
 	if e.srv.stats.panics.Load() != 1 {
 		t.Errorf("panics counted: %d", e.srv.stats.panics.Load())
+	}
+	// The operator finds the cause and the stack in the daemon log.
+	if l := logs.String(); !strings.Contains(l, "deliberate panic") || !strings.Contains(l, "goroutine") || !strings.Contains(l, "/v1/flows") {
+		t.Errorf("the panic is not in the log with its stack:\n%s", l)
 	}
 }
 
