@@ -77,10 +77,10 @@ func (k KeyMap) FullHelp() [][]key.Binding {
 	}
 	return [][]key.Binding{
 		{
-			long(k.Ban, "ban selected IP (form, asks first)"),
-			long(k.Unban, "unban selected ban (asks first)"),
-			long(k.Mode, "observe ⇄ enforce (asks first)"),
-			long(k.Quit, "quit (asks if bans are active)"),
+			long(k.Ban, "ban selected IP (asks)"),
+			long(k.Unban, "unban selected ban (asks)"),
+			long(k.Mode, "observe ⇄ enforce (asks)"),
+			long(k.Quit, "quit (asks if bans active)"),
 		},
 		{
 			long(k.Filter, "filter: IP, prefix or port"),
@@ -90,11 +90,11 @@ func (k KeyMap) FullHelp() [][]key.Binding {
 			long(k.Units, "bits/s ⇄ bytes/s"),
 		},
 		{
-			long(k.Pause, "pause the numbers; capture and blocking continue"),
+			long(k.Pause, "pause numbers (capture, blocking go on)"),
 			k.Open, k.Back,
-			long(k.Help, "less help"),
+			long(k.Help, "this help"),
 		},
-		{k.NextPane, k.PrevPane, k.Talkers, k.Blocks, k.Bans},
+		{long(k.NextPane, "next pane"), k.PrevPane, k.Talkers, k.Blocks, k.Bans},
 		{k.Up, k.Down, k.PageUp, k.PageDown, k.Top, k.Bottom},
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
-	"charm.land/lipgloss/v2"
 
 	"canopy/flow"
 	"canopy/rules"
@@ -107,7 +106,7 @@ type Model struct {
 	dirty    bool // something on screen changed since frame was built
 	noop     bool // the key being handled did nothing
 	helpLine string
-	helpKey  string
+	helpKey  int // width helpLine was rendered for
 }
 
 // New builds the dashboard for cfg. It does no I/O: the first snapshot is
@@ -270,11 +269,7 @@ func (m *Model) layout() {
 		return
 	}
 	m.help.SetWidth(w)
-	helpH := 1
-	if m.help.ShowAll {
-		helpH = lipgloss.Height(m.help.FullHelpView(m.keys.FullHelp()))
-	}
-	avail := h - m.headerH() - 1 - helpH
+	avail := h - m.headerH() - 1 - 1 // status line, help line
 	small := max(4, avail/4)
 	talkH := avail - 2*small
 	m.talkers.SetSize(w, talkH)
@@ -313,6 +308,12 @@ func (m *Model) onKey(k tea.KeyPressMsg) tea.Cmd {
 	if m.editing {
 		return m.filterKey(k)
 	}
+	if m.help.ShowAll {
+		// The full help is a modal: any key closes it and does nothing
+		// else, so a key pressed to dismiss it never acts unseen.
+		m.help.ShowAll = false
+		return nil
+	}
 	km := &m.keys
 	switch {
 	case key.Matches(k, km.Quit):
@@ -322,8 +323,7 @@ func (m *Model) onKey(k tea.KeyPressMsg) tea.Cmd {
 		}
 		return tea.Quit
 	case key.Matches(k, km.Help):
-		m.help.ShowAll = !m.help.ShowAll
-		m.layout()
+		m.help.ShowAll = true
 	case key.Matches(k, km.NextPane):
 		m.setFocus((m.focus + 1) % numPanes)
 	case key.Matches(k, km.PrevPane):

@@ -558,6 +558,7 @@ func framesFit(t *testing.T, snap sensor.Snapshot) {
 		checkFits(t, screen(m), sz[0], sz[1])
 		press(t, m, "?")
 		checkFits(t, screen(m), sz[0], sz[1])
+		mustContain(t, screen(m), "pause numbers (capture, blocking go on)", "bottom")
 		press(t, m, "?", "b")
 		checkFits(t, screen(m), sz[0], sz[1])
 		press(t, m, "esc", "/")
@@ -756,5 +757,19 @@ func TestHeldKeyNeverConfirms(t *testing.T) {
 	}
 	if bans, _, _ := fb.recorded(); len(bans) != 0 || m.dlg == nil {
 		t.Fatalf("a repeated key answered the ban form: %+v", bans)
+	}
+}
+
+func TestHelpIsAModalAnyKeyCloses(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 120, 40)
+	press(t, m, "?")
+	mustContain(t, screen(m), "Keys", "ban selected IP (asks)", "any key closes this")
+	press(t, m, "b") // closes the help, bans nothing, opens nothing
+	if m.dlg != nil || m.help.ShowAll {
+		t.Fatal("the key that closed the help also acted")
+	}
+	mustNotContain(t, screen(m), "any key closes this")
+	if bans, _, _ := fb.recorded(); len(bans) != 0 {
+		t.Fatalf("bans %+v", bans)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"strings"
 
+	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
@@ -51,19 +52,35 @@ func (m *Model) render() string {
 		sb.WriteString(rest)
 	} else {
 		sb.WriteByte('\n')
-		sb.WriteString(m.helpView())
+		sb.WriteString(m.shortHelp())
 	}
 	frame := sb.String()
-	if m.dlg != nil {
-		box := m.dlg.view(m.st, m.width, m.now())
-		x := max(0, (m.width-lipgloss.Width(box))/2)
-		y := max(0, (m.height-lipgloss.Height(box))/3)
-		frame = lipgloss.NewCompositor(
-			lipgloss.NewLayer(frame),
-			lipgloss.NewLayer(box).X(x).Y(y).Z(1),
-		).Render()
+	switch {
+	case m.dlg != nil:
+		frame = overlay(frame, m.dlg.view(m.st, m.width, m.now()), m.width, m.height)
+	case m.help.ShowAll:
+		frame = overlay(frame, m.fullHelpBox(), m.width, m.height)
 	}
 	return frame
+}
+
+// overlay draws box over frame, centred across and a third of the way
+// down.
+func overlay(frame, box string, w, h int) string {
+	x := max(0, (w-lipgloss.Width(box))/2)
+	y := max(0, (h-lipgloss.Height(box))/3)
+	return lipgloss.NewCompositor(
+		lipgloss.NewLayer(frame),
+		lipgloss.NewLayer(box).X(x).Y(y).Z(1),
+	).Render()
+}
+
+// fullHelpBox is every key, in a box over the dashboard.
+func (m *Model) fullHelpBox() string {
+	inner := m.width - 4 - 2
+	body := m.st.DialogTitle.Render("Keys") + "\n\n" + m.helpView() + "\n\n" +
+		m.st.Hint.Render("any key closes this · capture and blocking never pause")
+	return m.st.Dialog.MaxWidth(inner + 4).Render(body)
 }
 
 // writePane writes a pane's view followed by a newline, padded with empty
@@ -77,14 +94,80 @@ func writePane(sb *strings.Builder, v string, h int) {
 	sb.WriteByte('\n')
 }
 
-// helpView is the short (or, after ?, full) help, cached per width.
-func (m *Model) helpView() string {
-	k := strconv.Itoa(m.width) + strconv.FormatBool(m.help.ShowAll)
-	if m.helpLine == "" || m.helpKey != k {
-		m.helpLine = m.help.View(m.keys)
-		m.helpKey = k
+// shortHelp is the one-line help, cached per width.
+func (m *Model) shortHelp() string {
+	if m.helpLine == "" || m.helpKey != m.width {
+		m.helpLine = m.help.ShortHelpView(m.keys.ShortHelp())
+		m.helpKey = m.width
 	}
 	return m.helpLine
+}
+
+// helpView is the full help's columns for the box `?` opens.
+func (m *Model) helpView() string {
+	return fullHelp(m.st, m.keys.FullHelp(), m.width-6)
+}
+
+// fullHelp lays the help groups out as columns and, when the terminal is
+// too narrow for all of them side by side, wraps whole columns onto more
+// rows (bubbles' help would cut them off, hiding keys).
+func fullHelp(st *Styles, groups [][]key.Binding, w int) string {
+	const gap = 4
+	type column struct {
+		lines []string
+		w     int
+	}
+	var cols []column
+	for _, g := range groups {
+		kw := 0
+		for _, b := range g {
+			if b.Enabled() {
+				kw = max(kw, width(b.Help().Key))
+			}
+		}
+		var c column
+		for _, b := range g {
+			if !b.Enabled() {
+				continue
+			}
+			h := b.Help()
+			k := string(appendPadRight(nil, h.Key, kw))
+			d := string(appendTrunc2(nil, h.Desc, max(8, w-kw-1)))
+			c.lines = append(c.lines, st.Help.FullKey.Render(k)+" "+st.Help.FullDesc.Render(d))
+			c.w = max(c.w, kw+1+width(d))
+		}
+		if len(c.lines) > 0 {
+			cols = append(cols, c)
+		}
+	}
+	var rows []string
+	for len(cols) > 0 {
+		n, used := 1, cols[0].w
+		for n < len(cols) && used+gap+cols[n].w <= w {
+			used += gap + cols[n].w
+			n++
+		}
+		height := 0
+		for _, c := range cols[:n] {
+			height = max(height, len(c.lines))
+		}
+		for i := 0; i < height; i++ {
+			var sb strings.Builder
+			for j, c := range cols[:n] {
+				cell, cw := "", 0
+				if i < len(c.lines) {
+					cell, cw = c.lines[i], lipgloss.Width(c.lines[i])
+				}
+				sb.WriteString(cell)
+				if j < n-1 {
+					sb.WriteString(strings.Repeat(" ", c.w-cw+gap))
+				}
+			}
+			rows = append(rows, sb.String())
+		}
+		cols = cols[n:]
+	}
+	return strings.Join(rows, "\n")
 }
 
 // writeHeader writes the two header lines: what is watched and in which
