@@ -137,22 +137,22 @@ func (e *env) client() *Client { return NewClient(e.ts.URL, rwSecret) }
 
 func TestNewServerRefusesOpenNonLoopback(t *testing.T) {
 	r, s := newFakeRules(), newFakeSensor()
-	for _, addr := range []string{":7878", "0.0.0.0:7878", "192.0.2.1:7878", "[::]:7878", "example.com:7878"} {
+	for _, addr := range []string{":7850", "0.0.0.0:7850", "192.0.2.1:7850", "[::]:7850", "example.com:7850"} {
 		_, err := NewServer(Config{Addr: addr, Rules: r, Sensor: s})
 		if err == nil || !strings.Contains(err.Error(), "--api-token-file") {
 			t.Errorf("%s without tokens: err %v, want a refusal naming --api-token-file", addr, err)
 		}
 	}
-	for _, addr := range []string{"127.0.0.1:7878", "[::1]:7878", "localhost:7878", "127.1.2.3:0"} {
+	for _, addr := range []string{"127.0.0.1:7850", "[::1]:7850", "localhost:7850", "127.1.2.3:0"} {
 		if _, err := NewServer(Config{Addr: addr, Rules: r, Sensor: s}); err != nil {
 			t.Errorf("%s without tokens: %v, want allowed (loopback)", addr, err)
 		}
 	}
 	tok, _ := NewToken("soar", rwSecret, false)
-	if _, err := NewServer(Config{Addr: "0.0.0.0:7878", Tokens: []Token{tok}, Rules: r, Sensor: s}); err != nil {
+	if _, err := NewServer(Config{Addr: "0.0.0.0:7850", Tokens: []Token{tok}, Rules: r, Sensor: s}); err != nil {
 		t.Errorf("tokens on a public address: %v", err)
 	}
-	if _, err := NewServer(Config{Addr: "0.0.0.0:7878", Tokens: []Token{tok, tok}, Rules: r, Sensor: s}); err == nil {
+	if _, err := NewServer(Config{Addr: "0.0.0.0:7850", Tokens: []Token{tok, tok}, Rules: r, Sensor: s}); err == nil {
 		t.Error("the same token twice was accepted")
 	}
 	if _, err := NewServer(Config{Addr: "127.0.0.1", Rules: r, Sensor: s}); err == nil {
@@ -290,7 +290,7 @@ func TestOpenLoopbackAPI(t *testing.T) {
 	}
 	// DNS rebinding: a browser tricked into sending to 127.0.0.1 with a
 	// foreign Host.
-	e.do("GET", "/v1/bans", "", nil, "Host", "evil.example:7878").errBody(t, 403)
+	e.do("GET", "/v1/bans", "", nil, "Host", "evil.example:7850").errBody(t, 403)
 	// CSRF: a cross-site browser POST.
 	e.do("POST", "/v1/bans", "", `{"value":"0.0.0.0/0","force":true}`,
 		"Sec-Fetch-Site", "cross-site", "Origin", "http://evil.example", "Content-Type", "text/plain").errBody(t, 403)

@@ -26,7 +26,7 @@ import (
 )
 
 // DefaultAddr is where the daemon's API listens unless --api says otherwise.
-const DefaultAddr = "127.0.0.1:7878"
+const DefaultAddr = "127.0.0.1:7850"
 
 // clientTimeout bounds a call whose context has no deadline (not streams).
 const clientTimeout = 30 * time.Second
@@ -50,7 +50,7 @@ type Client struct {
 }
 
 // NewClient returns a client of the daemon at addr ("HOST:PORT", or a URL
-// such as "https://canopy.example:7878"); token may be empty for an
+// such as "https://canopy.example:7850"); token may be empty for an
 // unauthenticated loopback daemon. Proxy settings from the environment are
 // ignored: the token must go to the daemon, not to a proxy.
 func NewClient(addr, token string) *Client {

@@ -41,7 +41,7 @@ const (
 
 // Config is what NewServer needs. Rules and Sensor are required.
 type Config struct {
-	// Addr is the listen address, e.g. "127.0.0.1:7878". Without Tokens it
+	// Addr is the listen address, e.g. "127.0.0.1:7850". Without Tokens it
 	// must be a loopback address.
 	Addr string
 	// Tokens are the accepted bearer tokens (see LoadTokens). None: the API
@@ -109,10 +109,10 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, errors.New("api: Config.Sensor is nil")
 	}
 	if cfg.Addr == "" {
-		return nil, errors.New("api: no listen address: pass --api HOST:PORT, e.g. --api 127.0.0.1:7878")
+		return nil, errors.New("api: no listen address: pass --api HOST:PORT, e.g. --api 127.0.0.1:7850")
 	}
 	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, fmt.Errorf("api: listen address %q: %w: write it as HOST:PORT, e.g. 127.0.0.1:7878", cfg.Addr, err)
+		return nil, fmt.Errorf("api: listen address %q: %w: write it as HOST:PORT, e.g. 127.0.0.1:7850", cfg.Addr, err)
 	}
 	seen := map[[32]byte]bool{}
 	for _, t := range cfg.Tokens {
@@ -125,7 +125,7 @@ func NewServer(cfg Config) (*Server, error) {
 		seen[t.Hash] = true
 	}
 	if len(cfg.Tokens) == 0 && !isLoopbackAddr(cfg.Addr) {
-		return nil, fmt.Errorf("api: refusing to listen on %s without authentication: anyone who can reach it could ban or unban; add --api-token-file FILE (lines of name:token), or listen on loopback, e.g. --api 127.0.0.1:7878", cfg.Addr)
+		return nil, fmt.Errorf("api: refusing to listen on %s without authentication: anyone who can reach it could ban or unban; add --api-token-file FILE (lines of name:token), or listen on loopback, e.g. --api 127.0.0.1:7850", cfg.Addr)
 	}
 	if cfg.Version == "" {
 		cfg.Version = "unknown"

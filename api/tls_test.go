@@ -48,7 +48,7 @@ func selfSigned(t *testing.T) (certFile, keyFile string) {
 func TestTLS(t *testing.T) {
 	cert, key := selfSigned(t)
 	tok, _ := NewToken("soar", rwSecret, false)
-	base := Config{Addr: "0.0.0.0:7878", Tokens: []Token{tok}, Rules: newFakeRules(), Sensor: newFakeSensor()}
+	base := Config{Addr: "0.0.0.0:7850", Tokens: []Token{tok}, Rules: newFakeRules(), Sensor: newFakeSensor()}
 
 	bad := base
 	bad.TLSCertFile = cert
