@@ -37,7 +37,7 @@ type blockResult struct {
 // then tcpkill on the same workload.
 func runBlock(ctx context.Context, o *options) (*Section, error) {
 	p := blockParams{banned: 10000, rate: 2000, delays: []time.Duration{0, time.Millisecond, 10 * time.Millisecond},
-		conc: 1024, timeout: time.Second}
+		conc: 512, timeout: time.Second}
 	if o.quick {
 		p.banned = 2000
 	}
@@ -88,7 +88,7 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 	s.note("Workload (issue 6): the lab's server runs a line echo; from the client namespace %d short connections (connect, send one line, wait for the echo; %d in flight at most, %v timeout) from the banned address %s at %.0f new connections/s, and at the same time %d from the legitimate address on the same host at %.0f/s. "+
 		"Leaked requests are lines the server itself read from the banned address (its own count), leaked responses are echoes the banned client received; block rate = 1 − leaked requests / banned connections. Echo counts are reset between runs; each delay gets a fresh lab, each blocker a fresh start.",
 		p.banned, p.conc, p.timeout, "10.77.1.10", p.rate, p.legit, p.rate/4)
-	s.note("canopy: a real sensor.Engine in the sensor namespace: TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
+	s.note("canopy: a real sensor.Engine in a process of its own (this program re-executed in the sensor namespace, so the probes, echo server and delay line running in the benchmark process do not share its Go scheduler and GC): TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
 	s.note("tcpkill: `tcpkill -i tap0 host 10.77.1.10` (dsniff 2.4, default severity 3) in the same sensor namespace on the same mirror port. It injects with a libnet raw IPv4 socket, i.e. through the kernel's routing table, so for its run only the sensor namespace gets routes to the client and server subnets via the router's inject address (10.77.3.1), and the tap a placeholder address 192.0.2.254/32 (tcpkill's libpcap refuses an interface without IPv4 address; no frame is addressed to it): its RSTs leave on the same inject port toward the same next hop as canopy's, which keeps the comparison about reaction, not topology; both are removed afterwards. It is given a second to start. It has no reaction histogram (n/a).")
 	s.note("%s", "Reaction histograms and counters per run (reactions per bucket of the engine's canopy_reaction_seconds histogram, upper bound first):\n\n"+bulletList(hist))
 	return s, nil
@@ -116,7 +116,11 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 			c.stop()
 			return r, err
 		}
-		stop = func() { c.stop() }
+		stop = func() {
+			if err := c.stop(); err != nil {
+				progress("canopy: %v", err)
+			}
+		}
 	case "tcpkill":
 		var err error
 		if tk, err = startTcpkill(l, banned, time.Second); err != nil { // give it a second to start
@@ -141,9 +145,12 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 	}
 	time.Sleep(300 * time.Millisecond) // late segments land, outcomes settle
 	if c != nil {
-		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		r.status = c.e.Refresh(rctx).Status.Blocks
-		cancel()
+		st, serr := c.blocks()
+		if serr != nil {
+			stop()
+			return r, serr
+		}
+		r.status = st
 	}
 	stop()
 	if tk != nil {

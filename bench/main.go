@@ -74,6 +74,13 @@ var suite = []benchmark{
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == childArg {
+		if err := sensorChild(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "bench sensor:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var only string
 	o := &options{}
 	flag.StringVar(&only, "only", "", "run only these benchmarks, comma-separated: "+names())

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,91 +22,206 @@ import (
 	"canopy/sensor"
 )
 
-// canopy is a real sensor running on a lab's tap and inject ports, started
-// the way sensor/lab_test.go starts one (and the daemon does): live
-// TPACKET rings with the low-latency lane and 2 workers on the tap, a
-// transmit socket on the inject port addressed to the router.
+// canopy is a real sensor running on a lab's tap and inject ports in a
+// process of its own, as it runs in production: this program re-executed
+// as `bench sensor-child` inside the lab's sensor namespace, where it
+// starts the engine the way sensor/lab_test.go (and the daemon) does —
+// live TPACKET rings with the low-latency lane and 2 workers on the tap, a
+// transmit socket on the inject port addressed to the router. A separate
+// process matters: the lab's client probes, echo server and delay line run
+// in this one, and sharing a Go runtime (scheduler, GC) with them would
+// charge their pauses to the sensor's reaction time. tcpkill gets the same
+// treatment, being a process of its own.
 type canopy struct {
-	e     *sensor.Engine
-	store *rules.Store
-	stop  func() error
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Scanner
+	done chan struct{}
 }
 
-// startCanopy starts a sensor in the lab's sensor namespace and waits until
-// it captures. stateDir holds the rule store's files.
+// startCanopy starts the sensor child in the lab's sensor namespace and
+// waits until it captures.
 func startCanopy(l *lab.Lab, stateDir string) (*canopy, error) {
-	var (
-		src    *capture.Live
-		sender *inject.PacketSender
-		hop    *inject.NextHop
-	)
-	ctx, cancel := context.WithCancel(context.Background())
-	err := l.Do(lab.Sensor, func() error {
-		var err error
-		if src, err = capture.OpenLive(capture.LiveConfig{Ifaces: []string{l.TapIface}, Workers: 2, Lane: true, Promiscuous: true}); err != nil {
-			return err
-		}
-		if sender, err = inject.OpenSender(inject.DefaultSenderConfig(l.InjectIface)); err != nil {
-			return err
-		}
-		hop, err = inject.NewNextHop(ctx, l.InjectIface, l.RouterInject4.String(), inject.DefaultRefresh)
-		return err
-	})
-	closeAll := func() {
-		if src != nil {
-			src.Close()
-		}
-		if sender != nil {
-			sender.Close()
-		}
-		if hop != nil {
-			hop.Close()
-		}
-	}
+	exe, err := os.Executable()
 	if err != nil {
-		cancel()
-		closeAll()
-		return nil, fmt.Errorf("canopy on lab %s: %w", l.ID, err)
-	}
-	store, err := rules.Open(rules.Config{StateDir: stateDir, Logger: quietLog})
-	if err != nil {
-		cancel()
-		closeAll()
 		return nil, err
 	}
-	inj := sensor.Injection{Sender: sender, Iface: l.InjectIface, NextHop: hop, Ceiling: inject.NewCeiling(100000)}
-	copy(inj.SrcMAC[:], sender.MAC())
-	e, err := sensor.New(sensor.Config{Mode: sensor.ModeEnforce, Injection: inj, ConfirmAfter: 200 * time.Millisecond, Logger: quietLog}, src, store)
-	if err != nil {
-		cancel()
-		closeAll()
-		store.Close()
+	c := &canopy{done: make(chan struct{})}
+	c.cmd = exec.Command("ip", "netns", "exec", l.Name(lab.Sensor), exe, childArg,
+		l.TapIface, l.InjectIface, l.RouterInject4.String(), stateDir)
+	c.cmd.Stderr = os.Stderr
+	// The child dies with this process, whatever happens to it.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if c.in, err = c.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	go store.Run(ctx)
-	c := &canopy{e: e, store: store}
-	c.stop = func() error {
-		cancel()
-		err := <-done
-		closeAll()
-		return errors.Join(err, store.Close())
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
 	}
-	for deadline := time.Now().Add(5 * time.Second); !e.Ready(); {
-		if time.Now().After(deadline) {
-			c.stop()
-			return nil, errors.New("canopy: sensor not ready after 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("canopy sensor process: %w", err)
+	}
+	go func() { c.cmd.Wait(); close(c.done) }()
+	c.out = bufio.NewScanner(stdout)
+	c.out.Buffer(make([]byte, 1<<16), 1<<20)
+	line, err := c.reply(10 * time.Second)
+	if err != nil || line != "ready" {
+		c.kill()
+		return nil, fmt.Errorf("canopy sensor process did not start: %q %v", line, err)
 	}
 	return c, nil
 }
 
-// ban adds a ban through the store, as the API and the TUI do.
+// reply reads the child's next line.
+func (c *canopy) reply(limit time.Duration) (string, error) {
+	got := make(chan bool, 1)
+	go func() { got <- c.out.Scan() }()
+	select {
+	case ok := <-got:
+		if !ok {
+			return "", fmt.Errorf("sensor process ended: %v", c.out.Err())
+		}
+		return c.out.Text(), nil
+	case <-time.After(limit):
+		return "", fmt.Errorf("sensor process silent for %v", limit)
+	}
+}
+
+// call sends one command line and returns the reply ("ok …" or "err …").
+func (c *canopy) call(cmd string) (string, error) {
+	if _, err := fmt.Fprintln(c.in, cmd); err != nil {
+		return "", err
+	}
+	line, err := c.reply(10 * time.Second)
+	if err != nil {
+		return "", err
+	}
+	if rest, ok := strings.CutPrefix(line, "err "); ok {
+		return "", fmt.Errorf("sensor: %s", rest)
+	}
+	return strings.TrimPrefix(line, "ok "), nil
+}
+
+// ban adds a ban through the sensor's rule store, as the API and the TUI do.
 func (c *canopy) ban(value string) error {
-	_, _, err := c.store.Add(rules.Request{Kind: rules.KindBan, Value: value, Origin: rules.OriginAPI, Reason: "benchmark"})
+	_, err := c.call("ban " + value)
 	return err
+}
+
+// blocks returns the sensor's enforcement counters from a fresh snapshot.
+func (c *canopy) blocks() (sensor.BlockStats, error) {
+	var st sensor.BlockStats
+	line, err := c.call("status")
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal([]byte(line), &st)
+}
+
+// stop shuts the sensor down and waits for the process.
+func (c *canopy) stop() error {
+	_, err := c.call("quit")
+	c.in.Close()
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		c.kill()
+		return errors.New("sensor process did not exit")
+	}
+	return err
+}
+
+func (c *canopy) kill() {
+	if c.cmd.Process != nil {
+		c.cmd.Process.Kill()
+	}
+	c.in.Close()
+	<-c.done
+}
+
+// childArg is the hidden first argument that turns this program into the
+// sensor process.
+const childArg = "sensor-child"
+
+// sensorChild is the sensor process: args are tap, inject port, next hop
+// and state directory; it runs in the sensor namespace (ip netns exec).
+// It answers one line per command read from stdin: "ban VALUE" → "ok",
+// "status" → "ok {BlockStats JSON}", "quit" → "ok" and exit.
+func sensorChild(args []string) error {
+	if len(args) != 4 {
+		return errors.New("sensor-child TAP INJECT NEXTHOP STATEDIR")
+	}
+	tap, injIface, nextHop, stateDir := args[0], args[1], args[2], args[3]
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := capture.OpenLive(capture.LiveConfig{Ifaces: []string{tap}, Workers: 2, Lane: true, Promiscuous: true})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	sender, err := inject.OpenSender(inject.DefaultSenderConfig(injIface))
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+	hop, err := inject.NewNextHop(ctx, injIface, nextHop, inject.DefaultRefresh)
+	if err != nil {
+		return err
+	}
+	defer hop.Close()
+	store, err := rules.Open(rules.Config{StateDir: stateDir, Logger: quietLog})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	inj := sensor.Injection{Sender: sender, Iface: injIface, NextHop: hop, Ceiling: inject.NewCeiling(100000)}
+	copy(inj.SrcMAC[:], sender.MAC())
+	e, err := sensor.New(sensor.Config{Mode: sensor.ModeEnforce, Injection: inj, ConfirmAfter: 200 * time.Millisecond, Logger: quietLog}, src, store)
+	if err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	go store.Run(ctx)
+	for deadline := time.Now().Add(5 * time.Second); !e.Ready(); {
+		if time.Now().After(deadline) {
+			return errors.New("sensor not ready after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fmt.Println("ready")
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		cmd, arg, _ := strings.Cut(in.Text(), " ")
+		switch cmd {
+		case "ban":
+			if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: arg, Origin: rules.OriginAPI, Reason: "benchmark"}); err != nil {
+				fmt.Println("err", err)
+				continue
+			}
+			fmt.Println("ok")
+		case "status":
+			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
+			st := e.Refresh(rctx).Status.Blocks
+			rcancel()
+			b, _ := json.Marshal(st)
+			fmt.Println("ok", string(b))
+		case "quit":
+			cancel()
+			err := <-done
+			if err != nil {
+				fmt.Println("err", err)
+			} else {
+				fmt.Println("ok")
+			}
+			return err
+		default:
+			fmt.Println("err unknown command", cmd)
+		}
+	}
+	cancel()
+	return <-done
 }
 
 // quietLog drops the components' operational logs so the table stays
@@ -152,9 +268,7 @@ func startTcpkill(l *lab.Lab, banned string, settle time.Duration) (*tcpkill, er
 		return nil, fmt.Errorf("tcpkill: address on %s in %s: %v: %s", l.TapIface, ns, err, out)
 	}
 	t.addr = tapPlaceholder
-	// stdbuf: tcpkill prints one line per RST it sends; line-buffer them so
-	// they can be counted even though it dies by signal.
-	t.cmd = exec.Command("ip", "netns", "exec", ns, "stdbuf", "-oL", tcpkillBinary, "-i", l.TapIface, "host", banned)
+	t.cmd = exec.Command("ip", "netns", "exec", ns, tcpkillBinary, "-i", l.TapIface, "host", banned)
 	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stdout, err := t.cmd.StdoutPipe()
 	if err != nil {
@@ -171,9 +285,17 @@ func startTcpkill(l *lab.Lab, banned string, settle time.Duration) (*tcpkill, er
 		return nil, fmt.Errorf("tcpkill: %w", err)
 	}
 	listening := make(chan string, 1)
+	// tcpkill reports on stderr (warnx): first "listening on …", then one
+	// line per RST it sends ("A:p > B:q: R seq:seq(0) win 0").
+	errDone := make(chan struct{})
 	go func() {
+		defer close(errDone)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			if strings.Contains(sc.Text(), ": R ") {
+				t.resets.Add(1)
+				continue
+			}
 			select {
 			case listening <- sc.Text():
 			default:
@@ -182,12 +304,8 @@ func startTcpkill(l *lab.Lab, banned string, settle time.Duration) (*tcpkill, er
 	}()
 	go func() {
 		defer close(t.done)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if strings.Contains(sc.Text(), " R ") {
-				t.resets.Add(1)
-			}
-		}
+		io.Copy(io.Discard, stdout)
+		<-errDone
 		t.cmd.Wait()
 	}()
 	select {
