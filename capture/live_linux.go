@@ -199,9 +199,11 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 	if l.closing.Load() {
 		return errClosed
 	}
-	w.stopReq.Store(false)
+	// A flag per Run: an AfterFunc of an earlier Run that fires late must
+	// not stop this one.
+	stopped := new(atomic.Bool)
 	stop := context.AfterFunc(ctx, func() {
-		w.stopReq.Store(true)
+		stopped.Store(true)
 		w.kick()
 	})
 	defer stop()
@@ -212,7 +214,7 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 		drain    [8]byte
 	)
 	for {
-		if w.stopReq.Load() || l.closing.Load() {
+		if stopped.Load() || l.closing.Load() {
 			return nil
 		}
 		got := w.drainLanes(h, &m)
@@ -230,7 +232,7 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 			if w.wakeReq.Load() {
 				lastIdle = w.serveWake(h, &drain)
 			}
-			if w.stopReq.Load() || l.closing.Load() {
+			if stopped.Load() || l.closing.Load() {
 				return nil
 			}
 		}
@@ -242,6 +244,9 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 		}
 		now := time.Now().UnixNano()
 		if now-lastIdle >= int64(idleEvery) {
+			if err := w.checkRemoved(); err != nil {
+				return err
+			}
 			h.Idle(now)
 			lastIdle = now
 			continue
@@ -250,16 +255,41 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 		if _, err := unix.Poll(w.pfds, int(wait)); err != nil && err != unix.EINTR {
 			return fmt.Errorf("live capture, worker %d: poll: %w", worker, err)
 		}
-		for i := range w.pfds {
-			if w.pfds[i].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 && i < len(w.pfds)-1 {
-				return w.pollError(i)
+		for i := range w.pfds[:len(w.pfds)-1] {
+			if w.pfds[i].Revents&(unix.POLLERR|unix.POLLNVAL) != 0 {
+				if err := w.pollError(i); err != nil {
+					return err
+				}
 			}
 		}
 	}
 }
 
-// pollError explains a poll error on one of the worker's sockets: usually
-// the interface went away.
+// checkRemoved reports an error if an interface that went down was deleted:
+// the kernel then unbinds the socket for good (its ifindex becomes -1)
+// without raising another error, so the worker has to look.
+func (w *liveWorker) checkRemoved() error {
+	for _, group := range [2][]*sock{w.lane, w.bulk} {
+		for _, s := range group {
+			if s.linkDowns.Load() == 0 {
+				continue
+			}
+			sa, err := unix.Getsockname(s.fd)
+			if ll, ok := sa.(*unix.SockaddrLinklayer); err == nil && ok && ll.Ifindex > 0 {
+				continue
+			}
+			return fmt.Errorf("live capture on %s: the interface was removed: recreate it and restart capture", s.iface)
+		}
+	}
+	return nil
+}
+
+// pollError reads (and so clears) a socket error. A link going down
+// (ENETDOWN) is survivable: the kernel takes the socket out of its fanout
+// group and puts it back when the link comes up, so the worker carries on
+// (flows may move between workers after the flap, because the group is
+// rebuilt in a different order). Deletion also starts with ENETDOWN and is
+// caught by checkRemoved; any other error ends Run.
 func (w *liveWorker) pollError(i int) error {
 	var s *sock
 	if i < len(w.lane) {
@@ -267,8 +297,19 @@ func (w *liveWorker) pollError(i int) error {
 	} else {
 		s = w.bulk[i-len(w.lane)]
 	}
-	_, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
-	return fmt.Errorf("live capture on %s: socket error (revents %#x, %v): the interface may have gone down or been removed", s.iface, w.pfds[i].Revents, err)
+	if w.pfds[i].Revents&unix.POLLNVAL != 0 {
+		return fmt.Errorf("live capture on %s: socket closed under a running worker", s.iface)
+	}
+	code, err := unix.GetsockoptInt(s.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err != nil {
+		return fmt.Errorf("live capture on %s: socket error, and reading it failed: %w", s.iface, err)
+	}
+	switch unix.Errno(code) {
+	case 0, unix.ENETDOWN:
+		s.linkDowns.Add(1)
+		return nil
+	}
+	return fmt.Errorf("live capture on %s: socket error: %w", s.iface, unix.Errno(code))
 }
 
 func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
@@ -331,6 +372,7 @@ func (l *Live) Stats() Stats {
 				st.Sockets = append(st.Sockets, SocketStats{
 					Iface: s.iface, Worker: wi, Lane: s.lane,
 					Packets: s.packets, Drops: s.drops, QueueFreezes: s.freezes,
+					LinkDowns: s.linkDowns.Load(),
 				})
 				if !s.lane {
 					st.Packets += s.packets

@@ -2,9 +2,11 @@ package capture
 
 import (
 	"context"
+	"github.com/vishvananda/netlink"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -506,4 +508,75 @@ func latencies(d []time.Duration) (p50, p99, mx time.Duration) {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2], s[len(s)*99/100], s[len(s)-1]
+}
+
+// TestLiveSurvivesLinkFlapFailsOnRemoval takes the capture port down and up
+// (a mirror port flapping must not stop the sensor) and then deletes it
+// (which must end Run with an error naming the interface).
+func TestLiveSurvivesLinkFlapFailsOnRemoval(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: true, NumBlocks: 4, BlockSize: 1 << 16})
+	tx := tn.openTx(t, tn.pairs[0][0])
+	var total atomic.Int64
+	cs := []*collector{{worker: 0, total: &total}, {worker: 1, total: &total}}
+	errc := make(chan error, 2)
+	for i := range cs {
+		go func() { errc <- l.Run(context.Background(), i, cs[i]) }()
+	}
+	setLink := func(up bool) {
+		tn.in(t, func() {
+			lk, err := netlink.LinkByName(tn.pairs[0][1])
+			if err == nil {
+				if up {
+					err = netlink.LinkSetUp(lk)
+				} else {
+					err = netlink.LinkSetDown(lk)
+				}
+			}
+			if err != nil {
+				t.Errorf("link up=%v: %v", up, err)
+			}
+		})
+	}
+	f := randomFlow(rand.New(rand.NewPCG(4, 4)), false)
+	tx.send(t, f.frame(t, false, FlagSYN, 1, 0))
+	waitFor(t, "frame before the flap", func() bool { return total.Load() == 2 })
+	setLink(false)
+	time.Sleep(50 * time.Millisecond)
+	setLink(true)
+	time.Sleep(50 * time.Millisecond)
+	select {
+	case err := <-errc:
+		t.Fatalf("Run ended on a link flap: %v", err)
+	default:
+	}
+	tx.send(t, f.frame(t, false, FlagSYN, 2, 0))
+	waitFor(t, "frame after the flap", func() bool { return total.Load() == 4 })
+	var downs uint64
+	for _, s := range l.Stats().Sockets {
+		downs += s.LinkDowns
+	}
+	if downs == 0 {
+		t.Error("the flap is not visible in SocketStats.LinkDowns")
+	}
+
+	tn.in(t, func() {
+		lk, err := netlink.LinkByName(tn.pairs[0][1])
+		if err == nil {
+			err = netlink.LinkDel(lk)
+		}
+		if err != nil {
+			t.Errorf("delete link: %v", err)
+		}
+	})
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-errc:
+			if err == nil || !strings.Contains(err.Error(), "removed") {
+				t.Errorf("Run after the interface was deleted = %v, want an error saying it was removed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("Run kept running on a deleted interface")
+		}
+	}
 }

@@ -60,6 +60,8 @@ type sock struct {
 	// Kernel counters, accumulated: PACKET_STATISTICS clears on read.
 	// Guarded by Live.statsMu.
 	packets, drops, freezes uint64
+	// linkDowns counts ENETDOWN errors the worker saw on this socket.
+	linkDowns atomic.Uint64
 }
 
 // openSock creates a packet socket bound to ifindex with a receive ring.

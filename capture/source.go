@@ -65,4 +65,5 @@ type SocketStats struct {
 	Packets      uint64
 	Drops        uint64
 	QueueFreezes uint64
+	LinkDowns    uint64 // times the interface went down under this socket (capture resumes when it comes back up)
 }
