@@ -42,7 +42,6 @@ type Live struct {
 	cfg     LiveConfig
 	workers []*liveWorker
 	closing atomic.Bool
-	closed  bool
 
 	statsMu sync.Mutex // guards socket counters and closed sockets
 	socks   []*sock    // every socket, in a stable order for Stats
@@ -55,7 +54,6 @@ type liveWorker struct {
 	efd        int           // eventfd: Wake, ctx cancel and Close kick the poll
 	pfds       []unix.PollFd // lanes, then bulks, then efd
 	wakeReq    atomic.Bool   // Wake asked for an Idle call
-	stopReq    atomic.Bool   // the current Run's ctx is done
 	runMu      sync.Mutex    // held for the duration of Run; Close waits on it
 	bytes      atomic.Uint64 // bytes handed to the handler
 	laneFrames atomic.Uint64 // frames delivered from lane rings
@@ -145,6 +143,12 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 			}
 		}
 	}
+	// Counters start when frames are let in, not at socket creation
+	// (the start-up filter dropped everything, so nothing is lost here).
+	for _, s := range l.socks {
+		s.readStats()
+		s.packets, s.drops, s.freezes = 0, 0, 0
+	}
 	// Every group is complete: let frames in.
 	for _, s := range l.socks {
 		if s.lane {
@@ -165,13 +169,6 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 		}
 		w.pfds = append(w.pfds, unix.PollFd{Fd: int32(w.efd), Events: unix.POLLIN})
 	}
-	// Counters start now, not at socket creation.
-	l.statsMu.Lock()
-	for _, s := range l.socks {
-		s.readStats()
-		s.packets, s.drops, s.freezes = 0, 0, 0
-	}
-	l.statsMu.Unlock()
 	ok = true
 	return l, nil
 }
@@ -427,5 +424,4 @@ func (l *Live) closeAll() {
 		}
 		w.efdMu.Unlock()
 	}
-	l.closed = true
 }
