@@ -56,6 +56,12 @@ var be = binary.BigEndian
 // than the bytes present) is accepted as long as every header canopy reads is
 // present; its IP length is then checked against the wire length instead.
 //
+// PayloadLen is the TCP or UDP payload; for ICMP/ICMPv6 the bytes after
+// type, code and checksum; for a later fragment (no transport header) the
+// fragment's data; for other protocols everything after the IP headers. A
+// first fragment's PayloadLen covers that fragment only: live capture
+// defragments before the fanout, so this only shows in files.
+//
 // Decode never allocates, never panics on any input, and keeps no reference
 // to frame.
 func Decode(frame []byte, m *Meta, p *Packet) Reason {

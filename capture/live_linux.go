@@ -222,6 +222,12 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 			if !s.v3Ready() {
 				continue
 			}
+			// Drain the lane again after seeing the block ready: the
+			// kernel serves the lane group first (it was registered
+			// last, and dev_add_pack inserts at the head), so the lane
+			// copy of every frame in this block is already visible and
+			// the handler always gets the lane copy first.
+			got += w.drainLanes(h, &m)
 			n, b := s.v3Block(h, &m)
 			got += n + 1 // +1: an empty block (all frames skipped) is progress too
 			w.bytes.Add(uint64(b))

@@ -23,6 +23,7 @@ var marker = []byte("CANOPYCAP")
 type seen struct {
 	id     uint32
 	worker int
+	order  int // position in its worker's delivery sequence
 	m      Meta
 	p      Packet
 	at     int64 // wall clock when the handler saw it
@@ -51,7 +52,7 @@ func (c *collector) Frame(b []byte, m *Meta) {
 		return
 	}
 	id := be.Uint32(b[start+len(marker):])
-	c.got = append(c.got, seen{id: id, worker: c.worker, m: *m, p: c.p, at: at})
+	c.got = append(c.got, seen{id: id, worker: c.worker, order: len(c.got), m: *m, p: c.p, at: at})
 	c.total.Add(1)
 }
 
@@ -179,8 +180,8 @@ func (f flow) frame(tb testing.TB, reverse bool, flags uint8, id uint32, pad int
 // server→client on leg 1, some flows entirely on leg 0) and checks: every
 // frame reaches exactly one worker through the bulk rings; both directions
 // of a flow, on both legs, reach the same worker; the lane delivers exactly
-// the race-deciding frames, on the same worker, with the bulk copy's kernel
-// timestamp; Meta.Port names the leg.
+// the race-deciding frames, on the same worker, before the bulk copy and
+// with its kernel timestamp; Meta.Port names the leg.
 func TestLiveEveryFrameOnceBothDirectionsSameWorker(t *testing.T) {
 	tn := newTestNet(t, 2)
 	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1], tn.pairs[1][1]}, Workers: 3, Lane: true, NumBlocks: 8, BlockSize: 1 << 16})
@@ -281,6 +282,9 @@ func TestLiveEveryFrameOnceBothDirectionsSameWorker(t *testing.T) {
 		}
 		if ln.worker != b.worker {
 			t.Errorf("frame %d: lane worker %d, bulk worker %d", i, ln.worker, b.worker)
+		}
+		if ln.order > b.order {
+			t.Errorf("frame %d: bulk copy delivered before the lane copy", i)
 		}
 		if ln.m.Timestamp != b.m.Timestamp {
 			t.Errorf("frame %d: lane timestamp %d != bulk timestamp %d (dedup key broken)", i, ln.m.Timestamp, b.m.Timestamp)

@@ -101,7 +101,9 @@ func openSock(ifi *net.Interface, port uint8, cfg *LiveConfig, lane bool) (*sock
 	// Ask for software receive timestamps: this makes the core stamp each
 	// skb once on receive, so the lane copy and the bulk copy of a frame
 	// carry the same kernel timestamp (without it each ring samples the
-	// clock itself and the copies differ by a few hundred ns).
+	// clock itself and the copies differ by a few hundred ns; the
+	// integration test fails without this). The kernel switches stamping
+	// on through a work item, so it takes effect within microseconds.
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
 		return nil, fmt.Errorf("packet socket on %s: SO_TIMESTAMPNS: %w", ifi.Name, err)
 	}
