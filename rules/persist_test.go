@@ -288,3 +288,39 @@ func killChild(dir string) {
 	}
 	wg.Wait()
 }
+
+func TestAuditFromOtherPackages(t *testing.T) {
+	for _, dir := range []string{"", t.TempDir()} {
+		s := newStore(t, Config{StateDir: dir})
+		if err := s.Audit(AuditRecord{Action: AuditMode, Who: "alice", Detail: "enforce -> observe"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Audit(AuditRecord{}); CodeOf(err) != CodeInvalid {
+			t.Fatalf("record without action: %v", err)
+		}
+		e := mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.1", RequestedBy: "bob", Reason: "scan"})
+		s.Add(Request{Kind: KindBan, Value: "203.0.113.1", TTL: time.Hour}) // permanent: no change, no record
+		recs, err := s.ReadAudit(time.Time{}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range recs {
+			if r.Action == AuditLoad {
+				continue
+			}
+			s := r.Action + ":" + r.Who
+			if r.Entry != nil {
+				s += fmt.Sprintf(":%d:%s:%s:%s", r.Entry.ID, r.Entry.Value, r.Entry.Origin, r.Entry.Reason)
+			}
+			got = append(got, s)
+		}
+		want := []string{"mode:alice", fmt.Sprintf("add:bob:%d:203.0.113.1/32:api:scan", e.ID)}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("state dir %q: audit %v, want %v", dir, got, want)
+		}
+		if recs, _ := s.ReadAudit(time.Time{}, 1); len(recs) != 1 {
+			t.Fatalf("limit not applied: %d records", len(recs))
+		}
+	}
+}

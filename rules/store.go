@@ -917,6 +917,10 @@ func (s *Store) RemoveValue(kind Kind, value, who, reason string) (Entry, error)
 
 // removeAndCommit is called with s.mu held and releases it.
 func (s *Store) removeAndCommit(r *record, who, reason string) (Entry, error) {
+	if s.closed {
+		s.mu.Unlock()
+		return Entry{}, errf(CodeStorage, nil, "rules store is closed (canopy is shutting down); retry against the restarted daemon")
+	}
 	if r.e.Origin == OriginSystem {
 		e := r.e
 		s.mu.Unlock()
@@ -1068,6 +1072,10 @@ func (s *Store) Run(ctx context.Context) error {
 func (s *Store) expireDue() time.Time {
 	now := s.now()
 	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return time.Time{}
+	}
 	n := 0
 	for s.expq.Len() > 0 {
 		it := s.expq[0]

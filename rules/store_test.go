@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -463,3 +464,33 @@ func TestAddBatch(t *testing.T) {
 
 // Error satisfies the API's seam, interface{ Code() string }.
 var _ interface{ Code() string } = (*Error)(nil)
+
+func TestClosedStoreRefusesWithoutHanging(t *testing.T) {
+	s := newStore(t, Config{StateDir: t.TempDir()})
+	e := mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.1", TTL: time.Millisecond})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, _, err := s.Add(Request{Kind: KindBan, Value: "203.0.113.2"}); CodeOf(err) != CodeStorage {
+			t.Errorf("Add after Close: %v", err)
+		}
+		if _, err := s.Remove(e.ID, "x", ""); CodeOf(err) != CodeStorage {
+			t.Errorf("Remove after Close: %v", err)
+		}
+		if err := s.Audit(AuditRecord{Action: AuditMode}); err == nil {
+			t.Error("Audit after Close: no error")
+		}
+		s.expireDue()
+		if _, err := s.LoadBlockFile(filepath.Join(t.TempDir(), "x")); err == nil {
+			t.Error("LoadBlockFile after Close: no error")
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a call on a closed store hung")
+	}
+}
