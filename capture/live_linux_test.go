@@ -584,3 +584,84 @@ func TestLiveSurvivesLinkFlapFailsOnRemoval(t *testing.T) {
 		}
 	}
 }
+
+// slowCounter is a Handler slow enough (a few µs per frame) that a flood
+// keeps its rings from ever running dry.
+type slowCounter struct {
+	frames, idles atomic.Int64
+}
+
+func (s *slowCounter) Frame([]byte, *Meta) {
+	end := time.Now().Add(3 * time.Microsecond)
+	for time.Now().Before(end) {
+	}
+	s.frames.Add(1)
+}
+func (s *slowCounter) Idle(int64) { s.idles.Add(1) }
+
+// TestLiveWakeUnderLoad floods a worker that cannot keep up, so its rings
+// never run dry and it never goes idle, and checks a Wake still gets an
+// Idle call while the backlog is being worked off (the wake flag is
+// checked between blocks, not only when polling).
+func TestLiveWakeUnderLoad(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 1, NumBlocks: 64, BlockSize: 1 << 16})
+	tx := tn.openTx(t, tn.pairs[0][0])
+	frame := randomFlow(rand.New(rand.NewPCG(2, 2)), false).frame(t, false, FlagACK, 0, 200)
+	// Fill the ring before the worker starts: a backlog of full blocks.
+	for i := 0; i < 20000; i++ {
+		tx.send(t, frame)
+	}
+	h := &slowCounter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx, 0, h) }()
+	waitFor(t, "worker busy", func() bool { return h.frames.Load() > 100 })
+	if h.idles.Load() != 0 {
+		t.Fatalf("Idle called %d times with a backlog: the worker was not busy, test proves nothing", h.idles.Load())
+	}
+	l.Wake(0)
+	waitFor(t, "Idle after Wake under load", func() bool { return h.idles.Load() > 0 })
+	backlogLeft := h.frames.Load()
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	st := l.Stats()
+	if backlogLeft >= int64(st.Packets-st.Drops) {
+		t.Fatalf("Idle came only after the backlog was drained (%d of %d frames handled)", backlogLeft, st.Packets-st.Drops)
+	}
+	t.Logf("Wake served after %d of %d backlog frames", backlogLeft, st.Packets-st.Drops)
+}
+
+// TestLivePromiscuous checks Promiscuous puts the port in promiscuous mode
+// while capture is open and Close takes it out again.
+func TestLivePromiscuous(t *testing.T) {
+	tn := newTestNet(t, 1)
+	promisc := func() (on bool) {
+		tn.in(t, func() {
+			lk, err := netlink.LinkByName(tn.pairs[0][1])
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			on = lk.Attrs().Promisc > 0 // IFLA_PROMISCUITY: socket memberships do not show in the flags
+		})
+		return on
+	}
+	var l *Live
+	var err error
+	tn.in(t, func() {
+		l, err = OpenLive(LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Promiscuous: true, NumBlocks: 4, BlockSize: 1 << 16})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !promisc() {
+		t.Error("port not promiscuous while capturing")
+	}
+	l.Close()
+	if promisc() {
+		t.Error("port still promiscuous after Close")
+	}
+}
