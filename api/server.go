@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,7 +260,6 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	add := func(pattern string, rt route) { mux.Handle(pattern, s.wrap(pattern, rt)) }
 	for _, k := range entryKinds {
-		k := k
 		add("/v1/"+k.path, route{methods: map[string]handlerFunc{
 			"GET":    s.listEntries(k),
 			"POST":   s.addEntry(k),
@@ -303,7 +303,8 @@ func (s *Server) wrap(pattern string, rt route) http.Handler {
 			allow = append(allow, http.MethodHead)
 		}
 	}
-	allowHeader := strings.Join(sortStrings(allow), ", ")
+	slices.Sort(allow)
+	allowHeader := strings.Join(allow, ", ")
 	limit := rt.bodyLimit
 	if limit == 0 {
 		limit = MaxBodyBytes
@@ -431,15 +432,6 @@ func hostOnly(hostport string) string {
 		return h
 	}
 	return hostport
-}
-
-func sortStrings(ss []string) []string {
-	for i := 1; i < len(ss); i++ {
-		for j := i; j > 0 && ss[j] < ss[j-1]; j-- {
-			ss[j], ss[j-1] = ss[j-1], ss[j]
-		}
-	}
-	return ss
 }
 
 // statusWriter records the status for the access log and metrics, and
