@@ -120,6 +120,36 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 }
 
+// BenchmarkUpdateNoTHP is BenchmarkUpdate/random on a table built without
+// the transparent-huge-page hint, to show what the hint buys.
+func BenchmarkUpdateNoTHP(b *testing.B) {
+	hugePages = false
+	tb := NewTable(Config{MaxFlows: benchFlows})
+	hugePages = true
+	p := basePacket()
+	for i := uint32(0); i < benchFlows; i++ {
+		flowPacket(&p, i, AtoB, t0)
+		tb.Update(&p)
+	}
+	spare := NewBucket(0)
+	rng := uint32(12345)
+	ts := t0 + sec
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for n := 0; n < b.N; n++ {
+		rng = rng*1664525 + 1013904223
+		ts += 100
+		flowPacket(&p, rng>>12, Dir(n&1), ts)
+		if f, _, created := tb.Update(&p); f == nil || created {
+			b.Fatal("lost a flow")
+		}
+		if n&(1<<20-1) == 0 {
+			spare = tb.SwapBucket(spare)
+		}
+	}
+}
+
 // BenchmarkUpdateNewFlows measures Update when every packet creates a flow
 // in a full 1M table, i.e. each one evicts (a SYN flood).
 func BenchmarkUpdateNewFlows(b *testing.B) {
