@@ -65,9 +65,14 @@ func (b localBackend) Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, er
 // attachBackend is the dashboard's view of a daemon, through its API.
 type attachBackend struct{ c *api.Client }
 
+// Snapshot asks for at most snapshotRules rule entries: a daemon with a
+// million bans would otherwise send them all every second.
 func (b attachBackend) Snapshot(ctx context.Context) (sensor.Snapshot, error) {
-	return b.c.Snapshot(ctx)
+	return b.c.SnapshotRules(ctx, snapshotRules)
 }
+
+// snapshotRules is how many rule entries the attached dashboard shows.
+const snapshotRules = 1000
 
 func (b attachBackend) Ban(ctx context.Context, req rules.Request) (rules.Entry, error) {
 	return b.c.Ban(ctx, req)
@@ -81,13 +86,6 @@ func (b attachBackend) SetMode(ctx context.Context, m sensor.Mode) error { retur
 
 func (b attachBackend) Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, error) {
 	return b.c.Flows(ctx, netip.PrefixFrom(ip, ip.BitLen()))
-}
-
-// apiRules adapts the rule store to the API's Rules seam.
-type apiRules struct{ *rules.Store }
-
-func (r apiRules) List(f api.RuleFilter) ([]rules.Entry, int) {
-	return r.Store.List(rules.Filter{Kind: f.Kind, Origin: f.Origin, Contains: f.Contains, Offset: f.Offset, Limit: f.Limit})
 }
 
 // apiSensor adapts the engine to the API's Sensor seam; mode changes are

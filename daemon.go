@@ -83,7 +83,7 @@ func serve(ctx context.Context, s *stack, o *options, level *slog.LevelVar, stdo
 			}
 		}
 		srv, err := api.NewServer(api.Config{
-			Addr: cfg.API.Listen, Tokens: tokens, Rules: apiRules{s.store}, Sensor: apiSensor{s},
+			Addr: cfg.API.Listen, Tokens: tokens, Rules: s.store, Sensor: apiSensor{s},
 			Version: version, Logger: log,
 			SetLogLevel: func(l string) error {
 				if err := level.UnmarshalText([]byte(l)); err != nil {

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -182,4 +184,160 @@ func paneTitles(screen string) string {
 		}
 	}
 	return b.String()
+}
+
+// buildCanopy compiles the binary once per test.
+func buildCanopy(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "canopy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// daemon is a `canopy --daemon` process in a lab's sensor namespace.
+type daemon struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+	done chan struct{} // closed when the process has exited
+}
+
+func startDaemon(t *testing.T, l *lab.Lab, bin string, args ...string) *daemon {
+	t.Helper()
+	full := append([]string{"netns", "exec", l.Name(lab.Sensor), bin, "--daemon", "--log-format", "text",
+		"--iface", l.TapIface, "--inject-iface", l.InjectIface, "--next-hop", l.RouterInject4.String()}, args...)
+	d := &daemon{cmd: exec.Command("ip", full...), logs: new(syncBuffer), done: make(chan struct{})}
+	d.cmd.Stderr = d.logs
+	d.cmd.Stdout = new(bytes.Buffer)
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.done
+	})
+	return d
+}
+
+// cli runs a client command in the sensor namespace (where the daemon's
+// loopback API listens).
+func cli(t *testing.T, l *lab.Lab, bin string, args ...string) (string, int) {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", l.Name(lab.Sensor), bin}, args...)...).CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return string(out), code
+}
+
+// TestDaemonLifecycle runs the real binary headless: a ban through the CLI
+// resets the banned client's sessions; SIGHUP with a broken config keeps
+// the running one; SIGTERM exits within 2 s; the ban survives a restart.
+func TestDaemonLifecycle(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for the lab's namespaces (CI runs as root)")
+	}
+	bin := buildCanopy(t)
+	l := lab.NewT(t, lab.Config{})
+	state := t.TempDir()
+	conf := filepath.Join(t.TempDir(), "canopy.toml")
+	os.WriteFile(conf, []byte("[[rules.allow]]\nvalue = \""+l.ClientLegit4.String()+"\"\ncomment = \"trading partner\"\n"), 0o600)
+	api := "--api=127.0.0.1:7851"
+	d := startDaemon(t, l, bin, "--config", conf, "--state-dir", state, api)
+
+	ready := func() {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if out, code := cli(t, l, bin, "status", api); code == 0 && strings.Contains(out, "ready") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("daemon not ready; logs:\n%s", d.logs)
+			}
+		}
+	}
+	ready()
+
+	ctx := context.Background()
+	bad, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientBanned4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort), N: 10, Interval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bad.Close()
+	good, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientLegit4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort), N: 3, Interval: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	time.Sleep(300 * time.Millisecond)
+
+	if out, code := cli(t, l, bin, "ban", l.ClientBanned4.String(), "--for", "1h", "--reason", "daemon test", api); code != 0 {
+		t.Fatalf("canopy ban: exit %d\n%s", code, out)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if alive := bad.WaitDead(wctx, 0); alive != 0 {
+		t.Errorf("%d of 10 banned sessions alive after the CLI ban", alive)
+	}
+	if good.Alive() != 3 {
+		t.Errorf("legitimate sessions alive %d of 3", good.Alive())
+	}
+	// The allowlist from the config wins, with a message naming the entry.
+	if out, code := cli(t, l, bin, "ban", l.ClientLegit4.String(), api); code == 0 || !strings.Contains(out, "trading partner") {
+		t.Errorf("banning an allowlisted address: exit %d, %q", code, out)
+	}
+
+	// SIGHUP with a broken config: rejected, the daemon keeps running.
+	os.WriteFile(conf, []byte("[rules]\nmax_prefix_v5 = 3\n"), 0o600)
+	d.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(500 * time.Millisecond)
+	if !strings.Contains(d.logs.String(), "reload rejected") {
+		t.Errorf("broken config on SIGHUP not reported; logs:\n%s", d.logs)
+	}
+	if out, code := cli(t, l, bin, "status", api); code != 0 || !strings.Contains(out, "ready") {
+		t.Fatalf("daemon not healthy after a rejected reload: %d %s", code, out)
+	}
+
+	// SIGTERM: gone within 2 s.
+	start := time.Now()
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+		t.Logf("SIGTERM → exit in %v", time.Since(start))
+	case <-time.After(2 * time.Second):
+		t.Fatalf("still running 2s after SIGTERM; logs:\n%s", d.logs)
+	}
+
+	// Restart on the same state: the ban is there.
+	os.WriteFile(conf, []byte("mode = \"enforce\"\n"), 0o600)
+	startDaemon(t, l, bin, "--config", conf, "--state-dir", state, api)
+	ready()
+	out, code := cli(t, l, bin, "bans", "--json", api)
+	if code != 0 || !strings.Contains(out, l.ClientBanned4.String()) || !strings.Contains(out, "daemon test") {
+		t.Errorf("after restart, bans: exit %d\n%s", code, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the daemon's stderr copier writes while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
