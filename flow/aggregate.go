@@ -85,7 +85,13 @@ type Aggregator struct {
 	head       int64 // latest second added
 	evicted    uint64
 	late       uint64 // buckets dropped because their second was out of the history
+	restarts   uint64 // history restarted after the clock went back by more than clockStep
 }
+
+// clockStep is how far behind the latest second a bucket may be before the
+// Aggregator takes it as the clock having gone back rather than a late
+// worker (whose bucket is dropped once outside the history).
+const clockStep = 300
 
 // NewAggregator returns an empty aggregator tracking at most maxTracked
 // keys of each kind (0 or less: DefaultMaxTracked); further keys are counted
@@ -112,7 +118,15 @@ func (a *Aggregator) Add(worker int, b *Bucket, sec int64) {
 		return
 	}
 	defer b.Reset()
-	if !a.started {
+	if !a.started || sec < a.head-clockStep {
+		// First bucket, or the clock went back by more than any worker
+		// could lag (an NTP step, a replayed file, or a garbage timestamp
+		// that had dragged head into the future): start the history over
+		// rather than drop every bucket until the clock catches up.
+		if a.started {
+			a.restarts++
+			a.forgetAll()
+		}
 		a.started, a.start, a.head = true, sec, sec
 	}
 	if sec > a.head {
@@ -186,7 +200,7 @@ func (a *Aggregator) advance(sec int64) {
 		}
 	}
 	if steps >= SparkLen {
-		all(func(s *series) { s.clear() })
+		a.clearAll()
 	} else {
 		head := a.head
 		all(func(s *series) { s.advance(head, steps) })
@@ -202,6 +216,35 @@ func (a *Aggregator) advance(sec int64) {
 		}
 	}
 }
+
+// clearAll zeroes every series' history; keys stay tracked until the
+// silence rule forgets them.
+func (a *Aggregator) clearAll() {
+	a.total.clear()
+	a.newFlows.clear()
+	for k := range a.kinds {
+		kt := &a.kinds[k]
+		kt.other.clear()
+		for i := range kt.series {
+			kt.series[i].clear()
+		}
+	}
+}
+
+// forgetAll drops every tracked key and all history.
+func (a *Aggregator) forgetAll() {
+	a.clearAll()
+	for k := range a.kinds {
+		kt := &a.kinds[k]
+		clear(kt.index)
+		kt.series = kt.series[:0]
+		kt.free = kt.free[:0]
+	}
+}
+
+// Restarts is how many times a clock step back made the Aggregator start
+// its history over.
+func (a *Aggregator) Restarts() uint64 { return a.restarts }
 
 // elapsed is how many seconds window w averages over now.
 func (a *Aggregator) elapsed(w Window) float64 {

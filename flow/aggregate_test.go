@@ -336,3 +336,41 @@ func TestSnapshotEmptyAndEvictions(t *testing.T) {
 		t.Fatalf("evictions %d new flows/s %v", s.Totals.Evictions, s.Totals.NewFlows)
 	}
 }
+
+func TestAggregatorRecoversFromClockSteps(t *testing.T) {
+	agg := NewAggregator(0)
+	mk := func() *Bucket {
+		b := NewBucket(16)
+		a := [16]byte{15: 1}
+		for range 1000 {
+			b.add(&a, &a, 0, 1, 6, 125, false, false)
+			b.pkts++
+			b.bytes += 125
+		}
+		return b
+	}
+	for i := range int64(10) {
+		agg.Add(0, mk(), s0+i)
+	}
+	// A garbage timestamp drags the head 3 years ahead...
+	agg.Add(1, mk(), s0+100_000_000)
+	// ...and the next normal seconds must not be dropped as "late" until then.
+	for i := range int64(3) {
+		agg.Add(0, mk(), s0+10+i)
+	}
+	snap := agg.Snapshot(5, 0)
+	if agg.Restarts() != 1 || agg.Late() != 0 {
+		t.Fatalf("restarts %d late %d", agg.Restarts(), agg.Late())
+	}
+	if !near(snap.Totals.Bits[Win2s], 1e6) || !near(snap.Totals.Bits[Win40s], 1e6) || len(snap.Talkers[BySrc]) != 1 {
+		t.Fatalf("after the step: %v, %d rows", snap.Totals.Bits, len(snap.Talkers[BySrc]))
+	}
+	if got := snap.At; !got.Equal(time.Unix(s0+13, 0)) {
+		t.Fatalf("At %v", got)
+	}
+	// A worker lagging by less than the step limit is just late.
+	agg.Add(1, mk(), s0+12-SparkLen-5)
+	if agg.Restarts() != 1 || agg.Late() != 1 {
+		t.Fatalf("lagging worker: restarts %d late %d", agg.Restarts(), agg.Late())
+	}
+}
