@@ -45,7 +45,7 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 	cmd := o.command("block")
 	s := &Section{Name: "block", Title: "Block efficacy: short connections from a banned address, canopy vs dsniff tcpkill",
 		Target:  "0 leaked requests and 0 echoes at 1 ms and 10 ms one-way delay (≥ 99.99 %); ≥ 99 % on the LAN; 0 legitimate connections disturbed",
-		Columns: []string{"delay", "blocker", "banned conns", "conns/s", "leaked requests", "leaked responses", "block rate", "legit disturbed", "reaction p50", "reaction p99"},
+		Columns: []string{"delay", "blocker", "banned conns", "offered rate, run time", "leaked requests", "leaked responses", "block rate", "legit disturbed", "reaction p50", "reaction p99"},
 		Key:     2}
 	var hist []string
 	for _, d := range p.delays {
@@ -63,22 +63,26 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			react50, react99 := "n/a", "n/a"
 			if blocker == "canopy" {
 				react50, react99 = fmtDur(r.status.ReactionP50), fmtDur(r.status.ReactionP99)
-				hist = append(hist, fmt.Sprintf("%v: %s (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d)",
-					d, reactionHistogram(r.status), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed))
+				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d)",
+					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed))
 			} else {
-				hist = append(hist, fmt.Sprintf("%v tcpkill: printed %d RSTs; banned outcomes %s", d, r.tcpkillRSTs, outcomes(r.banned)))
+				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned)))
 			}
 			n := r.banned.Total()
 			rate := 1 - float64(r.requests)/float64(n)
 			legitBad := r.legit.Total() - r.legit.Completed
-			s.add(cmd, fmtDelay(d), blocker, fmt.Sprint(n), fmt.Sprintf("%.0f", float64(n)/r.banned.Elapsed.Seconds()),
+			s.add(cmd, fmtDelay(d), blocker, fmt.Sprint(n), fmt.Sprintf("%.0f/s, %.1f s", p.rate, r.banned.Elapsed.Seconds()),
 				fmt.Sprint(r.requests), fmt.Sprint(r.banned.Completed), fmt.Sprintf("%.2f %%", 100*rate),
 				fmt.Sprintf("%d of %d", legitBad, r.legit.Total()), react50, react99)
 			if legitBad > 0 {
-				hist = append(hist, fmt.Sprintf("%v %s legitimate outcomes %s", d, blocker, outcomes(r.legit)))
+				why := ""
+				if r.legit.Reset+r.legit.Refused == 0 {
+					why = " — all timeouts, none reset or refused: frames the busy lab delivered late or lost, not injected ones (an RST shows as reset/refused)"
+				}
+				hist = append(hist, fmt.Sprintf("%s %s legitimate outcomes %s%s", fmtDelay(d), blocker, outcomes(r.legit), why))
 			}
 			if blocker == "canopy" && r.banned.Completed+int(r.requests) > 0 {
-				hist = append(hist, fmt.Sprintf("%v canopy banned outcomes %s", d, outcomes(r.banned)))
+				hist = append(hist, fmt.Sprintf("%s canopy banned outcomes %s", fmtDelay(d), outcomes(r.banned)))
 			}
 		}
 		if err := l.Close(); err != nil {
@@ -86,7 +90,7 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		}
 	}
 	s.note("Workload (issue 6): the lab's server runs a line echo; from the client namespace %d short connections (connect, send one line, wait for the echo; %d in flight at most, %v timeout) from the banned address %s at %.0f new connections/s, and at the same time %d from the legitimate address on the same host at %.0f/s. "+
-		"Leaked requests are lines the server itself read from the banned address (its own count), leaked responses are echoes the banned client received; block rate = 1 − leaked requests / banned connections. Echo counts are reset between runs; each delay gets a fresh lab, each blocker a fresh start.",
+		"Leaked requests are lines the server itself read from the banned address (its own count), leaked responses are echoes the banned client received; block rate = 1 − leaked requests / banned connections. Run time runs from the first banned connection to the last outcome, so it includes the last connections' timeouts. Echo counts are reset between runs; each delay gets a fresh lab, each blocker a fresh start.",
 		p.banned, p.conc, p.timeout, "10.77.1.10", p.rate, p.legit, p.rate/4)
 	s.note("canopy: a real sensor.Engine in a process of its own (this program re-executed in the sensor namespace, so the probes, echo server and delay line running in the benchmark process do not share its Go scheduler and GC): TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
 	s.note("tcpkill: `tcpkill -i tap0 host 10.77.1.10` (dsniff 2.4, default severity 3) in the same sensor namespace on the same mirror port. It injects with a libnet raw IPv4 socket, i.e. through the kernel's routing table, so for its run only the sensor namespace gets routes to the client and server subnets via the router's inject address (10.77.3.1), and the tap a placeholder address 192.0.2.254/32 (tcpkill's libpcap refuses an interface without IPv4 address; no frame is addressed to it): its RSTs leave on the same inject port toward the same next hop as canopy's, which keeps the comparison about reaction, not topology; both are removed afterwards. It is given a second to start. It has no reaction histogram (n/a).")
@@ -283,6 +287,15 @@ func reactionHistogram(b sensor.BlockStats) string {
 		return "no reactions recorded"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// shareWithin is the share of reactions at or below the bucket bound le.
+func shareWithin(b sensor.BlockStats, le time.Duration) string {
+	i := slices.Index(sensor.PromBuckets[:], le)
+	if i < 0 || b.ReactionCount == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f %%", 100*float64(b.ReactionBuckets[i])/float64(b.ReactionCount))
 }
 
 // outcomes renders a probe's outcome counts ("refused 9990, reset 10").

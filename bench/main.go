@@ -56,21 +56,32 @@ func (o *options) command(name string) string {
 type benchmark struct {
 	name string
 	root bool // needs root (labs, AF_PACKET)
-	run  func(context.Context, *options) (*Section, error)
+	run  func(context.Context, *options) ([]*Section, error)
+}
+
+// one adapts a benchmark that fills a single section.
+func one(f func(context.Context, *options) (*Section, error)) func(context.Context, *options) ([]*Section, error) {
+	return func(ctx context.Context, o *options) ([]*Section, error) {
+		s, err := f(ctx, o)
+		if s == nil {
+			return nil, err
+		}
+		return []*Section{s}, err
+	}
 }
 
 // suite lists the benchmarks in the order they run and appear.
 var suite = []benchmark{
-	{"block", true, runBlock},
-	{"kill", true, runKill},
+	{"block", true, one(runBlock)},
+	{"kill", true, one(runKill)},
 	{"capture", true, runCapture},
-	{"engine", false, runEngine},
-	{"decode", false, runMicro("decode")},
-	{"flow", false, runMicro("flow")},
-	{"rules", false, runMicro("rules")},
-	{"inject", false, runMicro("inject")},
-	{"ui", false, runMicro("ui")},
-	{"api", false, runAPI},
+	{"engine", false, one(runEngine)},
+	{"decode", false, one(runMicro("decode"))},
+	{"flow", false, one(runMicro("flow"))},
+	{"rules", false, one(runMicro("rules"))},
+	{"inject", false, one(runMicro("inject"))},
+	{"ui", false, one(runMicro("ui"))},
+	{"api", false, one(runAPI)},
 }
 
 func main() {
@@ -156,17 +167,17 @@ func run(o *options) error {
 		}
 		t0 := time.Now()
 		progress("== %s", b.name)
-		s, err := b.run(ctx, o)
+		ss, err := b.run(ctx, o)
 		if err != nil {
 			failures = append(failures, fmt.Sprintf("%s: %v", b.name, err))
 			progress("%s FAILED: %v", b.name, err)
-			if s == nil {
-				s = &Section{Name: b.name, Title: b.name}
+			if len(ss) == 0 {
+				ss = []*Section{{Name: b.name, Title: b.name}}
 			}
-			s.note("**This benchmark failed:** %v", err)
+			ss[len(ss)-1].note("**This benchmark failed:** %v", err)
 		}
 		progress("%s took %v", b.name, time.Since(t0).Round(time.Second))
-		secs = append(secs, s)
+		secs = append(secs, ss...)
 	}
 	env.elapsed = time.Since(start)
 	fmt.Println()
