@@ -374,3 +374,19 @@ func TestAggregatorRecoversFromClockSteps(t *testing.T) {
 		t.Fatalf("lagging worker: restarts %d late %d", agg.Restarts(), agg.Late())
 	}
 }
+
+func TestDistinctFlowsSurviveAGarbageTimestamp(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64})
+	tb.Update(udp(cli, 1, srv, 2, 10, t0))
+	tb.Update(udp("192.0.2.77", 1, srv, 2, 10, t0+100*365*24*3600*sec)) // a corrupt pcap record
+	b := tb.SwapBucket(nil)
+	for i := range int64(5) {
+		tb.Update(udp(cli, 1, srv, 2, 10, t0+sec+i))
+	}
+	b = tb.SwapBucket(b)
+	for i := range b.maps[BySrc].rows {
+		if r := b.maps[BySrc].rows[i]; r.flows != 1 || r.pkts != 5 {
+			t.Fatalf("one flow, 5 packets: counted %d flows", r.flows)
+		}
+	}
+}

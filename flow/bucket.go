@@ -89,7 +89,7 @@ type Bucket struct {
 	bytes    uint64
 	newFlows uint64 // flows created
 	evicted  uint64 // flows evicted because the table was full
-	start    int64  // table clock when it was installed clean: flows last seen after it were counted
+	epoch    uint16 // the installing table's epoch; a put-back keeps it
 }
 
 // NewBucket returns an empty bucket holding up to maxTalkers keys of each
@@ -112,7 +112,7 @@ func (b *Bucket) Reset() {
 	for k := range b.maps {
 		b.maps[k].reset()
 	}
-	b.pkts, b.bytes, b.newFlows, b.evicted, b.start = 0, 0, 0, 0, 0
+	b.pkts, b.bytes, b.newFlows, b.evicted = 0, 0, 0, 0
 }
 
 func (b *Bucket) dirty() bool {

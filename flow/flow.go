@@ -77,7 +77,8 @@ type DirState struct {
 	VLANs    [capture.MaxVLANs]capture.VLAN // tag stack of the latest frame, outermost first
 	NumVLANs uint8                          // how many of VLANs are set
 
-	seen uint8 // dirHasSeq | dirHasAck
+	seen  uint8  // dirHasSeq | dirHasAck
+	stamp uint16 // talkers epoch of the bucket this direction was last counted in (fits the struct's padding)
 }
 
 const (

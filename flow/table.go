@@ -42,8 +42,8 @@ type Table struct {
 
 	stats TableStats
 
-	bucket      *Bucket
-	bucketStart int64 // t.now when bucket was installed: flows last seen at or before it are new to the bucket
+	bucket *Bucket
+	epoch  uint16 // the current bucket's epoch; never 0, the stamp of a direction not yet counted
 }
 
 // TableStats are a table's counters since it was made.
@@ -85,7 +85,9 @@ func NewTable(cfg Config) *Table {
 		epHeads: make([]uint32, hsize),
 		epMask:  uint64(hsize - 1),
 		bucket:  NewBucket(cfg.MaxTalkers),
+		epoch:   1,
 	}
+	t.bucket.epoch = 1
 	adviseHuge(t.flows)
 	adviseHuge(t.chain)
 	adviseHuge(t.heads)
@@ -196,9 +198,13 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 		dir = AtoB
 	}
 
+	// Distinct flows per talker key: a flow counts once per bucket (per
+	// direction for source, destination and pair). Epochs, not timestamps,
+	// so a garbage or stepped packet clock cannot make every packet "new".
 	d := &f.Dirs[dir]
-	newInBucket := d.Last <= t.bucketStart // first packet of this direction since the bucket swap
-	flowNewInBucket := newInBucket && f.Dirs[dir^1].Last <= t.bucketStart
+	newInBucket := d.stamp != t.epoch
+	flowNewInBucket := newInBucket && f.Dirs[dir^1].stamp != t.epoch
+	d.stamp = t.epoch
 	d.Pkts++
 	d.Bytes += size
 	if d.First == 0 {
@@ -591,10 +597,14 @@ func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 		fresh = NewBucket(t.cfg.MaxTalkers)
 	}
 	if !fresh.dirty() {
-		fresh.start = t.now
+		t.epoch++
+		if t.epoch == 0 {
+			t.epoch = 1
+		}
+		fresh.epoch = t.epoch
 	}
 	old := t.bucket
 	t.bucket = fresh
-	t.bucketStart = fresh.start // a put-back bucket keeps its own start: its flows are not counted twice
+	t.epoch = fresh.epoch // a put-back bucket keeps its own epoch: its flows are not counted twice
 	return old
 }
