@@ -174,7 +174,7 @@ func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus 
 	sensorNS, routerNS := l.Name(lab.Sensor), l.Name(lab.Router)
 	sensorH, routerH := l.Handle(lab.Sensor), l.Handle(lab.Router)
 	ns := exec.Command("ip", "netns", "exec", sensorNS, "netsniff-ng", "--in", l.TapIface, "--out", "/dev/null", "--silent", "--no-sock-mem", "--ring-size", "64MiB")
-	ns.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	ns.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var nsOut lockedBuffer
 	ns.Stdout, ns.Stderr = &nsOut, &nsOut
 	if err := ns.Start(); err != nil {

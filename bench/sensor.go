@@ -269,7 +269,7 @@ func startTcpkill(l *lab.Lab, banned string, settle time.Duration) (*tcpkill, er
 	}
 	t.addr = tapPlaceholder
 	t.cmd = exec.Command("ip", "netns", "exec", ns, tcpkillBinary, "-i", l.TapIface, "host", banned)
-	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := t.cmd.StdoutPipe()
 	if err != nil {
 		t.removeRoutes()
