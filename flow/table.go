@@ -256,6 +256,11 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 			d.Ack = p.Ack
 		}
 		d.seen |= dirHasAck
+	} else if fl&(capture.FlagSYN|capture.FlagRST) == capture.FlagSYN {
+		// A bare SYN starts a new sequence space (a survivor reconnecting on
+		// the same 5-tuple): the sender has acknowledged nothing in it yet,
+		// and its next ACK must be taken even if it looks older.
+		d.seen &^= dirHasAck
 	}
 
 	s := f.state

@@ -717,3 +717,24 @@ func TestEstablishedWhenBothSidesAck(t *testing.T) {
 		}
 	}
 }
+
+func TestSurvivorRehandshakeTakesNewNumbers(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 8})
+	tb.Update(pk(cli, 7, srv, 80, syn, 0x70000000, 0, 0, t0))
+	tb.Update(pk(srv, 80, cli, 7, synack, 0x50000000, 0x70000001, 0, t0))
+	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 0x70000001, 0x50000001, 10, t0))
+	f.MarkResetByUs()
+	tb.Update(pk(srv, 80, cli, 7, rst, 0x50000001, 0, 0, t0))
+	// The client reconnects from the same port with numbers that look
+	// "older" in serial arithmetic than the previous connection's.
+	tb.Update(pk(cli, 7, srv, 80, syn, 0x10000000, 0, 0, t0+1))
+	tb.Update(pk(srv, 80, cli, 7, synack, 0x20000000, 0x10000001, 0, t0+1))
+	f, _, created := tb.Update(pk(cli, 7, srv, 80, ack, 0x10000001, 0x20000001, 0, t0+1))
+	if created {
+		t.Fatal("survivor became a new flow")
+	}
+	a, b := f.Dirs[AtoB], f.Dirs[BtoA]
+	if a.NextSeq != 0x10000001 || a.Ack != 0x20000001 || b.NextSeq != 0x20000001 || b.Ack != 0x10000001 {
+		t.Fatalf("stale numbers after the new handshake: A next %#x ack %#x, B next %#x ack %#x", a.NextSeq, a.Ack, b.NextSeq, b.Ack)
+	}
+}
