@@ -282,6 +282,7 @@ func (a *Aggregator) Snapshot(n int, activeFlows int) Snapshot {
 	if n <= 0 {
 		return snap
 	}
+	n = min(n, a.maxTracked+1) // never more rows than keys (+ "other"), whatever the caller asks
 	top := make([]*series, 0, n)
 	for k := TalkerKind(0); k < NumKinds; k++ {
 		kt := &a.kinds[k]

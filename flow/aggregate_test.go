@@ -390,3 +390,17 @@ func TestDistinctFlowsSurviveAGarbageTimestamp(t *testing.T) {
 		}
 	}
 }
+
+func TestSnapshotHugeN(t *testing.T) {
+	agg := NewAggregator(4)
+	b := NewBucket(16)
+	a := [16]byte{15: 1}
+	b.add(&a, &a, 0, 1, 6, 100, true, true)
+	agg.Add(0, b, s0)
+	if s := agg.Snapshot(1<<40, 0); len(s.Talkers[BySrc]) != 1 {
+		t.Fatalf("rows %d", len(s.Talkers[BySrc]))
+	}
+	if (&Table{}).Info(nil) != (Info{}) {
+		t.Fatal("Info(nil)")
+	}
+}

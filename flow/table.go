@@ -547,8 +547,12 @@ func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
 	}
 }
 
-// Info returns a copy of f for the drill-down view and the API.
+// Info returns a copy of f for the drill-down view and the API (the zero
+// Info for nil).
 func (t *Table) Info(f *Flow) Info {
+	if f == nil {
+		return Info{}
+	}
 	return Info{
 		Proto:     f.key.proto,
 		A:         f.A(),
