@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
 	"slices"
@@ -47,11 +48,14 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		Target:  "0 leaked requests and 0 echoes at 1 ms and 10 ms one-way delay (≥ 99.99 %); ≥ 99 % on the LAN; 0 legitimate connections disturbed",
 		Columns: []string{"delay", "blocker", "banned conns", "offered rate, run time", "leaked requests", "leaked responses", "block rate", "legit disturbed", "reaction p50", "reaction p99"},
 		Key:     2}
-	var hist []string
+	var hist, rtts []string
 	for _, d := range p.delays {
 		l, err := lab.New(lab.Config{Delay: d, Prefix: labPrefix})
 		if err != nil {
 			return s, err
+		}
+		if rtt, err := handshakeRTT(ctx, l, 50); err == nil {
+			rtts = append(rtts, fmt.Sprintf("%s: p50 %s, p90 %s", fmtDelay(d), fmtDur(rtt[rank(0.5, len(rtt))]), fmtDur(rtt[rank(0.9, len(rtt))])))
 		}
 		for _, blocker := range []string{"canopy", "tcpkill"} {
 			progress("block: %v delay, %s, %d banned connections…", d, blocker, p.banned)
@@ -94,8 +98,31 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		p.banned, p.conc, p.timeout, "10.77.1.10", p.rate, p.legit, p.rate/4)
 	s.note("canopy: a real sensor.Engine in a process of its own (this program re-executed in the sensor namespace, so the probes, echo server and delay line running in the benchmark process do not share its Go scheduler and GC): TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
 	s.note("tcpkill: `tcpkill -i tap0 host 10.77.1.10` (dsniff 2.4, default severity 3) in the same sensor namespace on the same mirror port. It injects with a libnet raw IPv4 socket, i.e. through the kernel's routing table, so for its run only the sensor namespace gets routes to the client and server subnets via the router's inject address (10.77.3.1), and the tap a placeholder address 192.0.2.254/32 (tcpkill's libpcap refuses an interface without IPv4 address; no frame is addressed to it): its RSTs leave on the same inject port toward the same next hop as canopy's, which keeps the comparison about reaction, not topology; both are removed afterwards. It is given a second to start. It has no reaction histogram (n/a).")
+	s.note("The race each blocker runs: seen from the tap, the client's first data segment passes one round trip after its SYN (router → server → router → client → router), so a reset that reaches the server later than that, counted from the SYN on the tap, lets the request through. Round trip in each lab before the run (TCP handshake time from the legitimate address, 50 connections, no blocker): %s.", strings.Join(rtts, "; "))
 	s.note("%s", "Reaction histograms and counters per run (reactions per bucket of the engine's canopy_reaction_seconds histogram, upper bound first):\n\n"+bulletList(hist))
 	return s, nil
+}
+
+// handshakeRTT times n TCP connects from the legitimate address to the
+// echo server (one round trip each), sorted.
+func handshakeRTT(ctx context.Context, l *lab.Lab, n int) ([]time.Duration, error) {
+	var out []time.Duration
+	err := l.Do(lab.Client, func() error {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(l.ClientLegit4, 0))}
+		dst := netip.AddrPortFrom(l.Server4, lab.EchoPort).String()
+		for range n {
+			t0 := time.Now()
+			c, err := d.DialContext(ctx, "tcp", dst)
+			if err != nil {
+				return err
+			}
+			out = append(out, time.Since(t0))
+			c.Close()
+		}
+		return nil
+	})
+	slices.Sort(out)
+	return out, err
 }
 
 // blockRun runs the workload once under blocker ("canopy" or "tcpkill").

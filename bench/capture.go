@@ -177,12 +177,11 @@ func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus 
 	ns.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var nsOut lockedBuffer
 	ns.Stdout, ns.Stderr = &nsOut, &nsOut
-	if err := ns.Start(); err != nil {
+	nsDone, err := startPinned(ns)
+	if err != nil {
 		stopCanopy()
 		return r, fmt.Errorf("netsniff-ng: %w", err)
 	}
-	nsDone := make(chan error, 1)
-	go func() { nsDone <- ns.Wait() }()
 	// netsniff-ng says "Running!" once its ring is set up; on a busy box
 	// that can take a second or more.
 	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(nsOut.String(), "Running"); {

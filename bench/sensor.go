@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -36,7 +37,8 @@ type canopy struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	out  *bufio.Scanner
-	done chan struct{}
+	outF *os.File // read end of the child's stdout
+	done <-chan struct{}
 }
 
 // startCanopy starts the sensor child in the lab's sensor namespace and
@@ -46,7 +48,7 @@ func startCanopy(l *lab.Lab, stateDir string) (*canopy, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &canopy{done: make(chan struct{})}
+	c := &canopy{}
 	c.cmd = exec.Command("ip", "netns", "exec", l.Name(lab.Sensor), exe, childArg,
 		l.TapIface, l.InjectIface, l.RouterInject4.String(), stateDir)
 	c.cmd.Stderr = os.Stderr
@@ -55,14 +57,19 @@ func startCanopy(l *lab.Lab, stateDir string) (*canopy, error) {
 	if c.in, err = c.cmd.StdinPipe(); err != nil {
 		return nil, err
 	}
-	stdout, err := c.cmd.StdoutPipe()
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	if err := c.cmd.Start(); err != nil {
+	c.cmd.Stdout = w
+	done, err := startPinned(c.cmd)
+	w.Close()
+	if err != nil {
+		stdout.Close()
 		return nil, fmt.Errorf("canopy sensor process: %w", err)
 	}
-	go func() { c.cmd.Wait(); close(c.done) }()
+	c.done = done
+	c.outF = stdout
 	c.out = bufio.NewScanner(stdout)
 	c.out.Buffer(make([]byte, 1<<16), 1<<20)
 	line, err := c.reply(10 * time.Second)
@@ -129,6 +136,7 @@ func (c *canopy) stop() error {
 		c.kill()
 		return errors.New("sensor process did not exit")
 	}
+	c.outF.Close()
 	return err
 }
 
@@ -138,6 +146,7 @@ func (c *canopy) kill() {
 	}
 	c.in.Close()
 	<-c.done
+	c.outF.Close()
 }
 
 // childArg is the hidden first argument that turns this program into the
@@ -270,26 +279,26 @@ func startTcpkill(l *lab.Lab, banned string, settle time.Duration) (*tcpkill, er
 	t.addr = tapPlaceholder
 	t.cmd = exec.Command("ip", "netns", "exec", ns, tcpkillBinary, "-i", l.TapIface, "host", banned)
 	t.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	stdout, err := t.cmd.StdoutPipe()
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.removeRoutes()
 		return nil, err
 	}
-	stderr, err := t.cmd.StderrPipe()
+	t.cmd.Stderr = w
+	exited, err := startPinned(t.cmd)
+	w.Close()
 	if err != nil {
-		t.removeRoutes()
-		return nil, err
-	}
-	if err := t.cmd.Start(); err != nil {
+		stderr.Close()
 		t.removeRoutes()
 		return nil, fmt.Errorf("tcpkill: %w", err)
 	}
 	listening := make(chan string, 1)
 	// tcpkill reports on stderr (warnx): first "listening on …", then one
 	// line per RST it sends ("A:p > B:q: R seq:seq(0) win 0").
-	errDone := make(chan struct{})
+	errEOF := make(chan struct{})
 	go func() {
-		defer close(errDone)
+		defer close(errEOF)
+		defer stderr.Close()
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			if strings.Contains(sc.Text(), ": R ") {
@@ -302,11 +311,10 @@ func startTcpkill(l *lab.Lab, banned string, settle time.Duration) (*tcpkill, er
 			}
 		}
 	}()
-	go func() {
-		defer close(t.done)
-		io.Copy(io.Discard, stdout)
-		<-errDone
-		t.cmd.Wait()
+	go func() { // tcpkill is done when its output ended and it exited
+		<-errEOF
+		<-exited
+		close(t.done)
 	}()
 	select {
 	case line := <-listening:
@@ -359,4 +367,26 @@ const tapPlaceholder = "192.0.2.254/32"
 func prefix24(ip string) string {
 	i := strings.LastIndexByte(ip, '.')
 	return ip[:i] + ".0/24"
+}
+
+// startPinned starts cmd from a goroutine locked to its OS thread for the
+// child's whole life and returns a channel closed once it exited (Wait
+// returned). Pdeathsig fires when the *thread* that forked the child dies,
+// and the Go runtime may retire threads; pinning keeps the child alive for
+// as long as this process is.
+func startPinned(cmd *exec.Cmd) (<-chan struct{}, error) {
+	started := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer close(done)
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		cmd.Wait()
+	}()
+	return done, <-started
 }
