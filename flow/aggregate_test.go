@@ -404,3 +404,39 @@ func TestSnapshotHugeN(t *testing.T) {
 		t.Fatal("Info(nil)")
 	}
 }
+
+func TestTiesRankByKeyStably(t *testing.T) {
+	agg := NewAggregator(0)
+	b := NewBucket(64)
+	for _, last := range []byte{9, 3, 7, 1, 5} {
+		a := [16]byte{15: last}
+		for range 10 {
+			b.add(&a, &a, 0, uint16(last), 6, 100, false, false)
+		}
+	}
+	agg.Add(0, b, s0)
+	s := agg.Snapshot(10, 0)
+	var got []string
+	for _, r := range s.Talkers[BySrc] {
+		got = append(got, r.Src.String())
+	}
+	want := []string{"0.0.0.1", "0.0.0.3", "0.0.0.5", "0.0.0.7", "0.0.0.9"}
+	if len(got) != len(want) {
+		t.Fatalf("%v", got)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("equal rates not ordered by address: %v", got)
+		}
+	}
+	if p := s.Talkers[ByPort]; p[0].Port != 1 || p[4].Port != 9 {
+		t.Fatalf("ports %v %v", p[0].Port, p[4].Port)
+	}
+	if h, ok := agg.Head(); !ok || h != s0 {
+		t.Fatalf("Head %d %v", h, ok)
+	}
+	if Win10s.String() != "10s" || Window(9).String() != "?" || Window(9).Seconds() != 0 ||
+		ByPair.String() != "pair" || TalkerKind(9).String() != "?" || AtoB.Reverse() != BtoA || BtoA.String() != "b>a" {
+		t.Fatal("names")
+	}
+}
