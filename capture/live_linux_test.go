@@ -665,3 +665,64 @@ func TestLivePromiscuous(t *testing.T) {
 		t.Error("port still promiscuous after Close")
 	}
 }
+
+// TestLiveDefragmentsBeforeFanout sends one TCP segment as two IPv4
+// fragments. The bulk group (PACKET_FANOUT_FLAG_DEFRAG) must deliver it
+// once, reassembled, so the worker sees ports and the whole payload; the
+// lane must not deliver the fragments (its group cannot defragment, so a
+// fragment could hash to another worker there).
+func TestLiveDefragmentsBeforeFanout(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: true, NumBlocks: 4, BlockSize: 1 << 16})
+	tx := tn.openTx(t, tn.pairs[0][0])
+	run := startAll(t, l)
+
+	f := randomFlow(rand.New(rand.NewPCG(8, 8)), false)
+	whole := f.frame(t, false, FlagACK|FlagPSH, 77, 600)
+	var p Packet
+	if Decode(whole, &Meta{}, &p) != OK {
+		t.Fatal("bad test frame")
+	}
+	ipHdr := whole[14 : 14+20]
+	l4 := whole[14+20:] // TCP header + payload, 8-byte aligned split below
+	split := 304
+	frag := func(data []byte, offset int, more bool) []byte {
+		out := append([]byte(nil), whole[:14]...)
+		h := append([]byte(nil), ipHdr...)
+		be.PutUint16(h[2:], uint16(20+len(data)))
+		v := uint16(offset / 8)
+		if more {
+			v |= 0x2000
+		}
+		be.PutUint16(h[6:], v)
+		be.PutUint16(h[4:], 0x4242) // IP id
+		h[10], h[11] = 0, 0
+		var sum uint32
+		for i := 0; i < 20; i += 2 {
+			sum += uint32(be.Uint16(h[i:]))
+		}
+		for sum > 0xffff {
+			sum = sum&0xffff + sum>>16
+		}
+		be.PutUint16(h[10:], ^uint16(sum))
+		return append(append(out, h...), data...)
+	}
+	tx.send(t, frag(l4[:split], 0, true))
+	tx.send(t, frag(l4[split:], split, false))
+
+	cs := run.wait(1, 5*time.Second)
+	var got []seen
+	for _, c := range cs {
+		got = append(got, c.got...)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d marked deliveries, want exactly 1 (the reassembled segment, bulk only)", len(got))
+	}
+	s := got[0]
+	if s.m.Lane || s.id != 77 || s.p.Frag != FragNone || s.p.PayloadLen != p.PayloadLen || s.p.SrcPort != p.SrcPort {
+		t.Fatalf("delivered %+v (lane=%v), want the reassembled segment", s.p, s.m.Lane)
+	}
+	if st := l.Stats(); st.LanePackets != 0 {
+		t.Errorf("lane delivered %d frames; fragments must stay out of it", st.LanePackets)
+	}
+}
