@@ -53,9 +53,9 @@ func (r liveRun) String() string {
 	if r.laneSeen > 0 {
 		lane = fmt.Sprintf(" [lane: delivered %d, dropped %d]", r.laneSeen, r.laneDrops)
 	}
-	return lane + fmt.Sprintf("sent %d arrived(rx_packets) %d seen %d (%.2f%%) kernel drops %d freezes %d in %v (%.0f kpps generated)",
+	return fmt.Sprintf("sent %d arrived(rx_packets) %d seen %d (%.2f%%) kernel drops %d freezes %d in %v (%.0f kpps generated)",
 		r.sent, r.arrived, r.seen, 100*float64(r.seen)/float64(max(r.arrived, 1)), r.drops, r.freezes, r.elapsed.Round(time.Millisecond),
-		float64(r.sent)/r.elapsed.Seconds()/1e3)
+		float64(r.sent)/r.elapsed.Seconds()/1e3) + lane
 }
 
 // trafgen sends n frames out of iface inside the namespace at the highest
