@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 
 	"canopy/capture"
@@ -210,13 +209,6 @@ func reportCPU(b *testing.B) func() {
 	}
 }
 
-func cpuNanos() int64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
-}
 
 // rssBytes is this process's resident set size.
 func rssBytes() int64 {
