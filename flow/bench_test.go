@@ -209,7 +209,6 @@ func reportCPU(b *testing.B) func() {
 	}
 }
 
-
 // rssBytes is this process's resident set size.
 func rssBytes() int64 {
 	data, err := os.ReadFile("/proc/self/status")
