@@ -14,9 +14,12 @@ import (
 // prefixes touches three or four cache lines. IPv4 and IPv6 keep separate,
 // specialised tables; both are built through the same 128-bit code.
 //
-// Measured against a DIR-24-8 table for IPv4 (64 MiB, one or two loads per
-// lookup), the bucketed search is a little slower but builds far faster and
-// takes a fraction of the memory; see BENCHMARKS.md.
+// With a million bans the tables are far bigger than the caches, so a
+// random lookup costs about three DRAM accesses (bucket index, interval,
+// rule); the large arrays are advised onto transparent huge pages so those
+// accesses do not also miss the TLB. A one-cache-line-per-bucket layout
+// (no index) was tried and was slower here: it needs twice the memory.
+// See BENCHMARKS.md.
 
 // u128 is an IPv6 address (or an IPv4 address in lo) as a number.
 type u128 struct{ hi, lo uint64 }
@@ -242,8 +245,10 @@ func (t *lpm4) lookup(a uint32) int32 {
 func buildLPM4(spans []span, parent []int32) lpm4 {
 	s128, vals := flatten(spans, parent)
 	cp, k, cm, cv := bucketParams(spans, len(s128), 32)
+	ents := make([]ent4, len(s128))
+	adviseHuge(ents)
 	t := lpm4{
-		ents:   make([]ent4, len(s128)),
+		ents:   ents,
 		cpMask: uint32(cm.lo),
 		cpVal:  uint32(cv.lo),
 		cp:     uint8(cp),
@@ -254,6 +259,7 @@ func buildLPM4(spans []span, parent []int32) lpm4 {
 		t.ents[i] = ent4{uint32(s.lo), vals[i]}
 	}
 	t.idx = make([]uint32, int(t.last)+2)
+	adviseHuge(t.idx)
 	i := 0
 	for b := 0; b <= int(t.last); b++ {
 		for i < len(t.ents) && int(t.bucket(t.ents[i].start)) < b {
@@ -313,8 +319,10 @@ func (t *lpm6) lookup(a u128) int32 {
 func buildLPM6(spans []span, parent []int32) lpm6 {
 	starts, vals := flatten(spans, parent)
 	cp, k, cm, cv := bucketParams(spans, len(starts), 128)
+	ents := make([]ent6, len(starts))
+	adviseHuge(ents)
 	t := lpm6{
-		ents:   make([]ent6, len(starts)),
+		ents:   ents,
 		cpMask: cm,
 		cpVal:  cv,
 		cp:     uint8(cp),
@@ -325,6 +333,7 @@ func buildLPM6(spans []span, parent []int32) lpm6 {
 		t.ents[i] = ent6{s, vals[i]}
 	}
 	t.idx = make([]uint32, int(t.last)+2)
+	adviseHuge(t.idx)
 	i := 0
 	for b := 0; b <= int(t.last); b++ {
 		for i < len(t.ents) && int(t.bucket(t.ents[i].start)) < b {

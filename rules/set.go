@@ -343,6 +343,7 @@ func buildFamily(rs []rule, is4 bool) family {
 	}
 	parent := make([]int32, len(rs))
 	f := family{rules: make([]baseRule, len(rs))}
+	adviseHuge(f.rules)
 	if is4 {
 		f.t4 = buildLPM4(spans, parent)
 	} else {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package rules
+
+func adviseHuge[T any](s []T) {}
