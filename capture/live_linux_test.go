@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"math/rand/v2"
 	"net"
 	"slices"
@@ -724,5 +725,44 @@ func TestLiveDefragmentsBeforeFanout(t *testing.T) {
 	}
 	if st := l.Stats(); st.LanePackets != 0 {
 		t.Errorf("lane delivered %d frames; fragments must stay out of it", st.LanePackets)
+	}
+}
+
+// TestLiveExplicitFanoutIDs checks a configured FanoutID is used (two ids
+// per interface) and that a second capture on the same ids with other
+// settings is refused with an error naming the fix, instead of silently
+// joining (and splitting) the first one's flows.
+func TestLiveExplicitFanoutIDs(t *testing.T) {
+	tn := newTestNet(t, 1)
+	const id = 4242
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: true, FanoutID: id, NumBlocks: 4, BlockSize: 1 << 16})
+	for _, w := range l.workers {
+		for _, s := range append(append([]*sock{}, w.bulk...), w.lane...) {
+			v, err := unix.GetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := uint16(id)
+			if s.lane {
+				want++
+			}
+			if uint16(v) != want {
+				t.Errorf("socket (lane=%v) in fanout group %d, want %d", s.lane, uint16(v), want)
+			}
+		}
+	}
+	var err error
+	tn.in(t, func() {
+		var l2 *Live
+		// Same ids, but another BlockSize is fine for the kernel; what it
+		// refuses is a different flag set, e.g. the lane group (no DEFRAG)
+		// id used as a bulk group (DEFRAG).
+		l2, err = OpenLive(LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 1, FanoutID: id + 1, NumBlocks: 4, BlockSize: 1 << 16})
+		if err == nil {
+			l2.Close()
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "FanoutID") {
+		t.Fatalf("OpenLive on a fanout id in use with other settings = %v, want an error naming FanoutID", err)
 	}
 }

@@ -197,6 +197,9 @@ func (s *sock) joinFanout(id uint16, flags int, ignoreOut *bool) (uint16, error)
 	if err == unix.EINVAL && !*ignoreOut {
 		err = unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_FANOUT, mode<<16|int(id))
 	}
+	if err != nil && id == 0 {
+		return 0, fmt.Errorf("join a new fanout group on %s: %w (a kernel without PACKET_FANOUT_FLAG_UNIQUEID: set FanoutID explicitly)", s.iface, err)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("join fanout group %d on %s: %w (another program may use this id with other settings: set a different FanoutID)", id, s.iface, err)
 	}
