@@ -72,6 +72,9 @@ type LiveConfig struct {
 	// (FanoutID+2k for bulk, +2k+1 for the lane). Zero: the kernel assigns
 	// unused ids (PACKET_FANOUT_FLAG_UNIQUEID), so two sensors in one
 	// network namespace can never join each other's group by accident.
+	// With a fixed id, a second process using the same id and settings
+	// would be joined silently and split the flows; leave it zero unless
+	// something outside canopy must find the group.
 	FanoutID uint16
 }
 
