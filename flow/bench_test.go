@@ -252,6 +252,33 @@ func BenchmarkForEachSingleIP(b *testing.B) {
 	bigOnce = sync.Once{}
 }
 
+// BenchmarkForEachPrefix looks up a /24 (walked address by address: 256
+// index lists) and a /8 (scanned: every slot) in the 1M table.
+func BenchmarkForEachPrefix(b *testing.B) {
+	tb := big(b)
+	for _, c := range []struct {
+		prefix string
+		want   int
+	}{
+		{"10.0.7.0/24", 256},    // flows 0x0700..0x07ff: one client each
+		{"10.0.0.0/8", 1 << 20}, // every client
+	} {
+		b.Run(c.prefix, func(b *testing.B) {
+			p := netip.MustParsePrefix(c.prefix)
+			b.ReportAllocs()
+			b.ResetTimer()
+			defer reportCPU(b)()
+			for n := 0; n < b.N; n++ {
+				k := 0
+				tb.ForEach(p, func(*Flow) bool { k++; return true })
+				if k != c.want {
+					b.Fatalf("found %d, want %d", k, c.want)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkExpireBatch measures one full Expire batch (DefaultExpireBatch
 // slots examined, none due) on a 1M table: the longest a worker is held by
 // expiry.

@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -505,46 +506,106 @@ func (t *Table) Expire(now int64) int {
 	return n
 }
 
-// ForEach calls fn for every live flow with an endpoint inside p, until fn
-// returns false. For a single address (a /32 or /128) it walks that
-// address's index list: cost proportional to its flows, not to the table.
-// For wider prefixes it scans every slot in use (about 1-2 ms per million
-// slots). fn may read any flow and write its Enf, but must not call Update
-// or Expire on this table.
+// ForEach calls fn for every live flow with an endpoint inside p, once
+// per flow, until fn returns false. For a single address (a /32 or /128) it
+// walks that address's index list: cost proportional to its flows, not to
+// the table (the 100 flows of one address among 1M: under a microsecond).
+// For a small prefix it walks each address's list in turn, as long as that
+// is cheaper than a scan (a /24 in a 1M table: 256 walks); wider prefixes
+// scan every slot in use (about 10 ms per million). fn may read any flow
+// and write its Enf, but must not call Update or Expire on this table.
 func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
 	if !p.IsValid() {
 		return
 	}
 	p = p.Masked()
-	if p.IsSingleIP() {
-		a, v6 := bytesOf(p.Addr())
-		for ref := t.epHeads[t.epBucket(&a, v6)]; ref != 0; {
+	if host := p.Addr().BitLen() - p.Bits(); host <= enumMaxHostBits && uint64(1)<<host*enumCost <= uint64(t.used) {
+		t.forEachByAddr(p, host, fn)
+		return
+	}
+	t.forEachScan(p, fn)
+}
+
+// Enumerating a prefix address by address costs about one cache miss per
+// address; a scan costs about a thirtieth of that per slot.
+const (
+	enumMaxHostBits = 16
+	enumCost        = 32
+)
+
+// forEachByAddr walks the index list of each of the 1<<host addresses of p.
+func (t *Table) forEachByAddr(p netip.Prefix, host int, fn func(*Flow) bool) {
+	m := matcherOf(p)
+	a := p.Addr()
+	for n := uint64(0); n < uint64(1)<<host; n++ {
+		ab, v6 := bytesOf(a)
+		for ref := t.epHeads[t.epBucket(&ab, v6)]; ref != 0; {
 			f := &t.flows[ref>>1]
 			s := int(ref & 1)
 			ref = f.ep[s].next
-			if f.key.v6 != v6 || *f.epAddr(s) != a {
+			if f.key.v6 != v6 || *f.epAddr(s) != ab {
 				continue // another address in the same bucket
 			}
-			if s == 1 && f.key.lo == a {
-				continue // both ends are this address: visited as side 0
+			if s == 1 && m.contains(&f.key.lo, f.key.v6) {
+				continue // both ends inside p: visited through its lo end
 			}
 			if !fn(f) {
 				return
 			}
 		}
-		return
+		a = a.Next()
 	}
+}
+
+// forEachScan checks every slot in use.
+func (t *Table) forEachScan(p netip.Prefix, fn func(*Flow) bool) {
+	m := matcherOf(p)
 	for i := uint32(1); i <= t.used; i++ {
 		f := &t.flows[i]
 		if f.bits&bitInUse == 0 {
 			continue
 		}
-		if p.Contains(addrOf(&f.key.lo, f.key.v6)) || p.Contains(addrOf(&f.key.hi, f.key.v6)) {
+		if m.contains(&f.key.lo, f.key.v6) || m.contains(&f.key.hi, f.key.v6) {
 			if !fn(f) {
 				return
 			}
 		}
 	}
+}
+
+// prefixMatcher tests stored addresses against a prefix with two masked
+// 64-bit compares instead of building a netip.Addr per slot.
+type prefixMatcher struct {
+	hi, lo, mhi, mlo uint64
+	v6               uint8
+}
+
+// matcherOf builds the matcher of a masked, valid prefix. An IPv4 prefix
+// matches the stored (v4-mapped) form of IPv4 addresses only, and an IPv6
+// prefix IPv6 addresses only, as netip.Prefix.Contains does.
+func matcherOf(p netip.Prefix) prefixMatcher {
+	a, v6 := bytesOf(p.Addr())
+	n := p.Bits()
+	if v6 == 0 {
+		n += 96
+	}
+	var m prefixMatcher
+	m.v6 = v6
+	switch {
+	case n >= 128:
+		m.mhi, m.mlo = ^uint64(0), ^uint64(0)
+	case n > 64:
+		m.mhi, m.mlo = ^uint64(0), ^uint64(0)<<(128-n)
+	case n > 0:
+		m.mhi = ^uint64(0) << (64 - n)
+	}
+	m.hi = binary.BigEndian.Uint64(a[:8]) & m.mhi
+	m.lo = binary.BigEndian.Uint64(a[8:]) & m.mlo
+	return m
+}
+
+func (m *prefixMatcher) contains(b *[16]byte, v6 uint8) bool {
+	return v6 == m.v6 && binary.BigEndian.Uint64(b[:8])&m.mhi == m.hi && binary.BigEndian.Uint64(b[8:])&m.mlo == m.lo
 }
 
 // Info returns a copy of f for the drill-down view and the API (the zero

@@ -738,3 +738,95 @@ func TestSurvivorRehandshakeTakesNewNumbers(t *testing.T) {
 		t.Fatalf("stale numbers after the new handshake: A next %#x ack %#x, B next %#x ack %#x", a.NextSeq, a.Ack, b.NextSeq, b.Ack)
 	}
 }
+
+func TestForEachByAddrMatchesScan(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 1 << 14})
+	rng := uint32(7)
+	next := func() uint32 { rng = rng*1664525 + 1013904223; return rng >> 8 }
+	addr4 := func() netip.Addr { v := next(); return netip.AddrFrom4([4]byte{10, 1, byte(v >> 8 & 3), byte(v)}) }
+	addr6 := func() netip.Addr {
+		v := next()
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0xd, 0xb8, 14: byte(v >> 8 & 3), 15: byte(v)})
+	}
+	var some6 netip.Addr
+	for i := range 6000 {
+		a, b := addr4, addr4
+		if i%5 == 0 {
+			a, b = addr6, addr6
+		}
+		x, y := a(), b()
+		if i%97 == 0 {
+			y = x // both ends the same address
+		}
+		if i == 5 {
+			some6 = x
+		}
+		tb.Update(udp(x.String(), uint16(next()), y.String(), uint16(next()), 1, t0))
+	}
+	tb.check(t)
+	collect := func(visit func(netip.Prefix, func(*Flow) bool), p netip.Prefix) map[Handle]int {
+		m := map[Handle]int{}
+		visit(p, func(f *Flow) bool { m[f.Handle()]++; return true })
+		return m
+	}
+	prefixes := []string{"10.1.0.0/22", "10.1.1.0/24", "10.1.2.128/25", "10.1.3.7/32", "10.1.0.0/16",
+		"2001:db8::/118", "2001:db8::100/120", some6.String() + "/128", "2001:db8::/32"}
+	for _, ps := range prefixes {
+		p := netip.MustParsePrefix(ps)
+		host := p.Addr().BitLen() - p.Bits()
+		scan := collect(tb.forEachScan, p)
+		public := collect(tb.ForEach, p)
+		byAddr := public
+		if host <= enumMaxHostBits {
+			byAddr = collect(func(p netip.Prefix, fn func(*Flow) bool) { tb.forEachByAddr(p, host, fn) }, p)
+		}
+		if len(scan) == 0 {
+			t.Fatalf("%s: test prefix matches nothing", ps)
+		}
+		for h, n := range byAddr {
+			if n != 1 || public[h] != 1 {
+				t.Fatalf("%s: flow visited %d times", ps, n)
+			}
+			if scan[h] != 1 {
+				t.Fatalf("%s: by-address walk visited a flow the scan did not", ps)
+			}
+		}
+		if len(byAddr) != len(scan) || len(public) != len(scan) {
+			t.Fatalf("%s: by address %d, scan %d, ForEach %d", ps, len(byAddr), len(scan), len(public))
+		}
+	}
+}
+
+func TestPrefixMatcherAgreesWithNetip(t *testing.T) {
+	rng := uint64(99)
+	next := func() uint64 { rng = rng*6364136223846793005 + 1442695040888963407; return rng >> 11 }
+	base := []netip.Addr{
+		netip.MustParseAddr("10.1.2.3"), netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("255.255.255.255"),
+		netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("::ffff:10.1.2.3"), netip.MustParseAddr("::"),
+		netip.MustParseAddr("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"),
+	}
+	for range 20000 {
+		pa := base[next()%uint64(len(base))]
+		a := base[next()%uint64(len(base))]
+		// Perturb a few bits of a so it sometimes falls inside, sometimes not.
+		b := a.As16()
+		b[15-next()%16] ^= byte(1 << (next() % 8))
+		if a.Is4() {
+			a = netip.AddrFrom4([4]byte(b[12:]))
+		} else {
+			a = netip.AddrFrom16(b)
+		}
+		p, err := pa.Prefix(int(next() % uint64(pa.BitLen()+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := matcherOf(p)
+		ab, v6 := bytesOf(a)
+		if got, want := m.contains(&ab, v6), p.Contains(a); got != want {
+			t.Fatalf("%v contains %v: matcher %v, netip %v", p, a, got, want)
+		}
+		if got := m.contains(func() *[16]byte { x, _ := bytesOf(pa); return &x }(), func() uint8 { _, v := bytesOf(pa); return v }()); !got {
+			t.Fatalf("%v does not contain its own address", p)
+		}
+	}
+}
