@@ -511,9 +511,10 @@ func (t *Table) Expire(now int64) int {
 // walks that address's index list: cost proportional to its flows, not to
 // the table (the 100 flows of one address among 1M: under a microsecond).
 // For a small prefix it walks each address's list in turn, as long as that
-// is cheaper than a scan (a /24 in a 1M table: 256 walks); wider prefixes
-// scan every slot in use (about 10 ms per million). fn may read any flow
-// and write its Enf, but must not call Update or Expire on this table.
+// is cheaper than a scan (a /24 in a 1M table: 256 walks, ~10 µs); wider
+// prefixes scan every slot in use (a /8 matching all of a 1M table: ~20 ms,
+// which holds the worker that long). fn may read any flow and write its
+// Enf, but must not call Update or Expire on this table.
 func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
 	if !p.IsValid() {
 		return
