@@ -208,15 +208,11 @@ func TestFileRealTimePacingAndWake(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	var rec recorder
-	woke := make(chan struct{}, 16)
-	rec.onIdle = func() { woke <- struct{}{} }
-	go func() {
-		time.Sleep(30 * time.Millisecond)
-		src.Wake(0)
-	}()
+	// Wake from inside the first Frame call: the replay then sits in the
+	// 50 ms paced gap before frame 2 and must serve the Wake there.
+	rec := &wakingRecorder{src: src}
 	start := time.Now()
-	if err := src.Run(context.Background(), 0, &rec); err != nil {
+	if err := src.Run(context.Background(), 0, rec); err != nil {
 		t.Fatal(err)
 	}
 	if el := time.Since(start); el < 190*time.Millisecond {
@@ -225,9 +221,31 @@ func TestFileRealTimePacingAndWake(t *testing.T) {
 	if len(rec.frames) != 5 {
 		t.Fatalf("%d frames", len(rec.frames))
 	}
-	// Idle fires for the Wake during the first gap, and at the end.
-	if len(rec.idles) < 2 {
-		t.Fatalf("Idle called %d times; Wake during a paced gap was not served", len(rec.idles))
+	// Idle fires for the Wake during the first gap, before frame 2.
+	if rec.idleBeforeSecond == 0 {
+		t.Fatalf("Wake during a paced gap was not served before the next frame (Idle calls: %v)", rec.idles)
+	}
+}
+
+// wakingRecorder wakes its source on the first frame and notes whether the
+// Idle came before the second frame.
+type wakingRecorder struct {
+	recorder
+	src              *File
+	idleBeforeSecond int
+}
+
+func (w *wakingRecorder) Frame(b []byte, m *Meta) {
+	w.recorder.Frame(b, m)
+	if len(w.frames) == 1 {
+		w.src.Wake(0)
+	}
+}
+
+func (w *wakingRecorder) Idle(now int64) {
+	w.recorder.Idle(now)
+	if len(w.frames) == 1 {
+		w.idleBeforeSecond++
 	}
 }
 
@@ -291,3 +309,40 @@ func BenchmarkFileReplay(b *testing.B) {
 		})
 	}
 }
+
+// TestFileWakeDuringPacedGap wakes the replay while it waits out a long
+// gap between frames; the Idle must come during the gap, not after it.
+func TestFileWakeDuringPacedGap(t *testing.T) {
+	path := writeCapture(t, randomFrames(t, 2), 10*time.Second, false, layers.LinkTypeEthernet)
+	src, err := OpenFile(path, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	h := &chanHandler{frames: make(chan struct{}, 4), idles: make(chan int64, 4)}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- src.Run(ctx, 0, h) }()
+	<-h.frames
+	src.Wake(0)
+	select {
+	case <-h.idles:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Idle while waiting out a 10 s gap after Wake")
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if len(h.frames) != 0 {
+		t.Fatal("the second frame was delivered: the replay did not pace")
+	}
+}
+
+type chanHandler struct {
+	frames chan struct{}
+	idles  chan int64
+}
+
+func (h *chanHandler) Frame([]byte, *Meta) { h.frames <- struct{}{} }
+func (h *chanHandler) Idle(now int64)      { h.idles <- now }
