@@ -24,9 +24,10 @@ const idleEvery = 100 * time.Millisecond
 const pcapngMagic = 0x0a0d0d0a
 
 // File is a Source that replays a pcap or pcapng capture file through one
-// worker. It needs no privileges. Frames from interfaces whose link type is
-// neither Ethernet nor Linux cooked capture (SLL) are skipped and counted
-// (see Skipped).
+// worker. It needs no privileges. It reads Ethernet and Linux cooked
+// captures (SLL and SLL2, what `tcpdump -i any` writes), rewriting cooked
+// headers in place so Decode sees Ethernet. In a pcapng file, frames from
+// an interface of any other link type are skipped and counted (Skipped).
 type File struct {
 	path  string
 	speed float64
@@ -76,7 +77,7 @@ func OpenFile(path string, speed float64) (*File, error) {
 			ifc, _ := r.Interface(i)
 			if !supportedLink(ifc.LinkType) {
 				f.Close()
-				return nil, fmt.Errorf("capture file %s: interface %d has link type %v; canopy reads Ethernet and Linux cooked (SLL) captures: re-capture on an Ethernet interface", path, i, ifc.LinkType)
+				return nil, fmt.Errorf("capture file %s: interface %d has link type %v; canopy reads Ethernet and Linux cooked (SLL, SLL2) captures: re-capture on an Ethernet interface", path, i, ifc.LinkType)
 			}
 		}
 	} else {
@@ -87,7 +88,7 @@ func OpenFile(path string, speed float64) (*File, error) {
 		}
 		if !supportedLink(r.LinkType()) {
 			f.Close()
-			return nil, fmt.Errorf("capture file %s: link type %v; canopy reads Ethernet and Linux cooked (SLL) captures: re-capture on an Ethernet interface", path, r.LinkType())
+			return nil, fmt.Errorf("capture file %s: link type %v; canopy reads Ethernet and Linux cooked (SLL, SLL2) captures: re-capture on an Ethernet interface", path, r.LinkType())
 		}
 		src.link = r.LinkType()
 		src.read = r.ZeroCopyReadPacketData
@@ -96,7 +97,7 @@ func OpenFile(path string, speed float64) (*File, error) {
 }
 
 func supportedLink(t layers.LinkType) bool {
-	return t == layers.LinkTypeEthernet || t == layers.LinkTypeLinuxSLL
+	return t == layers.LinkTypeEthernet || t == layers.LinkTypeLinuxSLL || t == layers.LinkTypeLinuxSLL2
 }
 
 // Workers is 1: a file is one ordered stream.
@@ -167,6 +168,12 @@ func (s *File) Run(ctx context.Context, worker int, h Handler) error {
 				data = data[:0]
 			}
 			wire -= 2
+		case layers.LinkTypeLinuxSLL2:
+			var ok bool
+			if data, ok = sll2ToEthernet(data); !ok {
+				data = data[:0]
+			}
+			wire -= 6
 		default:
 			s.skipped.Add(1)
 			continue
@@ -232,6 +239,21 @@ func sllToEthernet(b []byte) ([]byte, bool) {
 	copy(b[8:14], b[6:12])
 	clear(b[2:8])
 	return b[2:], true
+}
+
+// sll2ToEthernet does the same for the 20-byte LINUX_SLL2 header that
+// `tcpdump -i any` writes since libpcap 1.10: protocol(2) reserved(2)
+// ifindex(4) ARPHRD(2) packet type(1) addr len(1) addr(8). The Ethernet
+// header lands at offset 6, its source MAC already in place.
+func sll2ToEthernet(b []byte) ([]byte, bool) {
+	const sll2Len = 20
+	if len(b) < sll2Len {
+		return b, false
+	}
+	proto0, proto1 := b[0], b[1]
+	clear(b[6:12])
+	b[18], b[19] = proto0, proto1
+	return b[6:], true
 }
 
 // Wake makes Run call h.Idle promptly; safe from any goroutine.

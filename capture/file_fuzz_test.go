@@ -25,6 +25,8 @@ func FuzzFile(f *testing.F) {
 	}
 	sll, _ := os.ReadFile(writeCapture(f, [][]byte{make([]byte, 20)}, 0, false, layers.LinkTypeLinuxSLL))
 	f.Add(sll)
+	sll2, _ := os.ReadFile(writeCapture(f, [][]byte{make([]byte, 30)}, 0, true, layers.LinkTypeLinuxSLL2))
+	f.Add(sll2)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) > 1<<16 || bytes.Count(data, []byte{0xff, 0xff, 0xff}) > 64 {
 			return // keep each run small: huge declared lengths only test the allocator

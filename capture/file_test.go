@@ -162,6 +162,36 @@ func TestFileLinuxCookedCapture(t *testing.T) {
 	}
 }
 
+func TestFileLinuxCookedCaptureV2(t *testing.T) {
+	eth := serialize(t, eth(layers.EthernetTypeIPv6), ipv6(layers.IPProtocolTCP), tcp(FlagSYN))
+	sll2 := make([]byte, 20, 20+len(eth)-14)
+	be.PutUint16(sll2[0:], 0x86dd) // protocol
+	be.PutUint32(sll2[4:], 7)      // ifindex
+	be.PutUint16(sll2[8:], 1)      // ARPHRD_ETHER
+	sll2[10], sll2[11] = 0, 6      // to us, address length
+	copy(sll2[12:18], macA)
+	sll2 = append(sll2, eth[14:]...)
+	src, err := OpenFile(writeCapture(t, [][]byte{sll2, sll2[:15]}, 0, true, layers.LinkTypeLinuxSLL2), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var rec recorder
+	if err := src.Run(context.Background(), 0, &rec); err != nil {
+		t.Fatal(err)
+	}
+	var p Packet
+	if r := Decode(rec.frames[0], &rec.metas[0], &p); r != OK {
+		t.Fatalf("decode SLL2 frame: %v", r)
+	}
+	if p.SrcMAC != [6]byte(macA) || p.IPVersion != 6 || p.Flags != FlagSYN || p.WireLen != uint32(len(eth)) {
+		t.Fatalf("decoded %+v", p)
+	}
+	if r := Decode(rec.frames[1], &rec.metas[1], &p); r != ReasonTruncEther {
+		t.Fatalf("short SLL2 frame decoded as %v, want %v", r, ReasonTruncEther)
+	}
+}
+
 func TestFileRejectsGarbage(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "notes.txt")
