@@ -64,12 +64,32 @@ func FuzzUpdate(f *testing.F) {
 					bits %= 33
 				}
 				if p, err := a.Prefix(bits); err == nil {
+					seen := map[Handle]bool{}
 					tb.ForEach(p, func(fl *Flow) bool {
 						if !p.Contains(fl.A()) && !p.Contains(fl.B()) {
 							t.Fatalf("ForEach(%v) visited %v-%v", p, fl.A(), fl.B())
 						}
+						if seen[fl.Handle()] {
+							t.Fatalf("ForEach(%v) visited a flow twice", p)
+						}
+						seen[fl.Handle()] = true
 						return c[3]&1 == 0
 					})
+					if c[3]&1 == 0 && p.IsValid() {
+						// Every route to the answer agrees.
+						n := 0
+						tb.forEachScan(p.Masked(), func(*Flow) bool { n++; return true })
+						if host := p.Addr().BitLen() - p.Bits(); host <= 8 {
+							m := 0
+							tb.forEachByAddr(p.Masked(), host, func(*Flow) bool { m++; return true })
+							if m != n {
+								t.Fatalf("%v: by address %d, scan %d", p, m, n)
+							}
+						}
+						if len(seen) != n {
+							t.Fatalf("%v: ForEach %d, scan %d", p, len(seen), n)
+						}
+					}
 				}
 				continue
 			}
