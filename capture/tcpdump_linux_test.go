@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,8 +26,8 @@ func TestFileReadsTcpdumpCaptures(t *testing.T) {
 		t.Run(iface, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "real.pcap")
 			cmd := exec.Command("ip", "netns", "exec", tn.name, "tcpdump", "-i", iface, "--immediate-mode", "-U", "-w", path, "tcp port 7070")
-			var stderr strings.Builder
-			cmd.Stderr = &stderr
+			stderr := &lockedBuf{}
+			cmd.Stderr = stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
@@ -85,3 +86,21 @@ func TestFileReadsTcpdumpCaptures(t *testing.T) {
 }
 
 var interruptSignal = syscall.SIGINT
+
+// lockedBuf is an io.Writer a test can read while a process writes to it.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
