@@ -494,3 +494,41 @@ func TestClosedStoreRefusesWithoutHanging(t *testing.T) {
 		t.Fatal("a call on a closed store hung")
 	}
 }
+
+// Hit counts add up across folds (the compiled rule, and its counter,
+// moves from the overlay into a new base).
+func TestHitsSurviveFolds(t *testing.T) {
+	s := newStore(t, Config{})
+	x := mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.7"})
+	match := func(n int) {
+		for range n {
+			if v := s.Set().Match(ip("203.0.113.7"), ip("10.0.0.1"), 6, 1, 2); v.RuleID != x.ID {
+				t.Fatalf("no match: %+v", v)
+			}
+		}
+	}
+	match(5) // through the overlay
+	folded := func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return !s.folding && s.ov.size()+s.young.size() == 0
+	}
+	for round := range 2 {
+		var reqs []Request
+		for i := range foldAt + 10 {
+			reqs = append(reqs, Request{Kind: KindBan, Value: fmt.Sprintf("198.%d.%d.%d", 18+round, i/256, i%256)})
+		}
+		s.AddBatch(reqs)
+		deadline := time.Now().Add(5 * time.Second)
+		for !folded() {
+			if time.Now().After(deadline) {
+				t.Fatal("fold did not finish")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		match(3) // through the base of this round
+	}
+	if e, _ := s.Get(x.ID); e.Hits != 11 {
+		t.Fatalf("hits = %d, want 11", e.Hits)
+	}
+}
