@@ -49,7 +49,7 @@ var microGroups = map[string]microGroup{
 			{pkg: "./rules/", pattern: "^BenchmarkMatch$/^v[46]$/^1000000$"},
 			{pkg: "./rules/", pattern: "^BenchmarkBuild1M$", benchtime: "1x"},
 		},
-		notes: []string{"Build1M: one op compiles a 1M-prefix set (ns/op is the build time); MiB-live is the heap the compiled set keeps."},
+		notes: []string{"Build1M: one op compiles a 1M-prefix set (ns/op is the build time); MiB-kept is the heap the compiled set keeps."},
 	},
 	"inject": {
 		title:  "Inject: crafting RSTs",
