@@ -46,9 +46,8 @@ func runDaemon(ctx context.Context, cfg config.Config, o *options, stdout, stder
 func serve(ctx context.Context, s *stack, o *options, level *slog.LevelVar, stdout io.Writer) error {
 	log, cfg := s.log, s.cfg
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() { cancel(); wg.Wait() }() // a --read run ends by itself: stop the API, events and reloads too
 
 	// Events: JSON lines on stdout (not for a --read summary run, whose
 	// stdout is the summary) and in --events FILE.
