@@ -58,7 +58,7 @@ func writePcap(t *testing.T) (path string, frames int, bytesTotal int) {
 	buf := gopacket.NewSerializeBuffer()
 	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, udp, gopacket.Payload("q"))
 	write(buf.Bytes())
-	write([]byte{1, 2, 3})                                                   // shorter than an Ethernet header
+	write([]byte{1, 2, 3})                                                    // shorter than an Ethernet header
 	write(append(append([]byte{}, mac...), append(mac, 0x08, 0x00, 0x45)...)) // IPv4 header cut short
 	return path, frames, bytesTotal
 }
