@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,9 +56,43 @@ func TestLiveLaneLatency(t *testing.T) {
 		frames[i] = f.frame(t, false, FlagSYN, uint32(i), 0)
 	}
 
+	// Optional background: pure ACKs (never lane traffic) at ~20 kpps,
+	// which fills V3 blocks faster than the timer at low rates.
+	var background bool
+	bgTx := tn.openTx(t, tn.pairs[0][0])
+	bgFrame := pureACK(t, f.frame(t, true, FlagACK, 0, 0))
+	startBackground := func() (stop func()) {
+		if !background {
+			return func() {}
+		}
+		done := make(chan struct{})
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			tick := time.NewTicker(time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-tick.C:
+					for i := 0; i < 20; i++ {
+						bgTx.send(t, bgFrame)
+					}
+				}
+			}
+		}()
+		return func() { close(done); <-finished }
+	}
+
 	measure := func(name string, start func(h *latencyProbe) (stop func())) {
+		stopBG := startBackground()
+		defer stopBG()
+		if background {
+			name += "+bg"
+		}
 		h := &latencyProbe{at: map[uint32]int64{}, kts: map[uint32]int64{}}
-		h.lane = name == "lane-v2-ring" || name == "recvfrom"
+		h.lane = strings.HasPrefix(name, "lane") || name == "recvfrom"
 		stop := start(h)
 		time.Sleep(50 * time.Millisecond)
 		sentAt := make([]int64, n)
@@ -97,6 +132,10 @@ func TestLiveLaneLatency(t *testing.T) {
 	}
 	measure("v3-bulk-tov-1ms", liveStart(false))
 	measure("lane-v2-ring", liveStart(true))
+	background = true
+	measure("v3-bulk-tov-1ms", liveStart(false))
+	measure("lane-v2-ring", liveStart(true))
+	background = false
 	measure("recvfrom", func(h *latencyProbe) func() {
 		var fd int
 		tn.in(t, func() {
