@@ -67,10 +67,10 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			react50, react99 := "n/a", "n/a"
 			if blocker == "canopy" {
 				react50, react99 = fmtDur(r.status.ReactionP50), fmtDur(r.status.ReactionP99)
-				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d)",
-					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed))
+				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d; host load %s)",
+					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, loadAvg()))
 			} else {
-				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned)))
+				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s (host load %s)", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned), loadAvg()))
 			}
 			n := r.banned.Total()
 			rate := 1 - float64(r.requests)/float64(n)
@@ -98,7 +98,7 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		p.banned, p.conc, p.timeout, "10.77.1.10", p.rate, p.legit, p.rate/4)
 	s.note("canopy: a real sensor.Engine in a process of its own (this program re-executed in the sensor namespace, so the probes, echo server and delay line running in the benchmark process do not share its Go scheduler and GC): TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
 	s.note("tcpkill: `tcpkill -i tap0 host 10.77.1.10` (dsniff 2.4, default severity 3) in the same sensor namespace on the same mirror port. It injects with a libnet raw IPv4 socket, i.e. through the kernel's routing table, so for its run only the sensor namespace gets routes to the client and server subnets via the router's inject address (10.77.3.1), and the tap a placeholder address 192.0.2.254/32 (tcpkill's libpcap refuses an interface without IPv4 address; no frame is addressed to it): its RSTs leave on the same inject port toward the same next hop as canopy's, which keeps the comparison about reaction, not topology; both are removed afterwards. It is given a second to start. It has no reaction histogram (n/a). " +
-		"Why it lets almost everything through: dsniff opens libpcap with a 512 ms read timeout (`pcap_open_live(intf, snaplen, 1, 512, ebuf)` in its pcaputil.c), and on Linux libpcap reads through a TPACKET_V3 ring whose blocks are handed over when full or when that timeout expires; so tcpkill learns of a connection's packets up to half a second after they passed the tap, by which time a short request has long been answered. Its RSTs, computed from those stale packets, then mostly hit connections that are already closed; the few it kills are the ones still open when a block was handed over. The ban-to-death table below shows the same buffering on live sessions (≈ 300–500 ms).")
+		"Why it lets almost everything through: dsniff opens libpcap with a 512 ms read timeout (`pcap_open_live(intf, snaplen, 1, 512, ebuf)` in its pcaputil.c), and on Linux libpcap reads through a TPACKET_V3 ring whose blocks are handed over when full or when that timeout expires; so tcpkill learns of a connection's packets up to half a second after they passed the tap, by which time a short request has long been answered. Its RSTs, computed from those stale packets, mostly arrive after the exchange is over; the few connections it kills are ones still open when a block was handed over. The ban-to-death table below shows the same buffering on live sessions (≈ 300–500 ms).")
 	s.note("The race each blocker runs: seen from the tap, the client's first data segment passes one round trip after its SYN (router → server → router → client → router), so a reset that reaches the server later than that, counted from the SYN on the tap, lets the request through. Round trip in each lab before the run (TCP handshake time from the legitimate address, 50 connections, no blocker): %s.", strings.Join(rtts, "; "))
 	s.note("%s", "Reaction histograms and counters per run (reactions per bucket of the engine's canopy_reaction_seconds histogram, upper bound first):\n\n"+bulletList(hist))
 	return s, nil
@@ -202,6 +202,7 @@ func runKill(ctx context.Context, o *options) (*Section, error) {
 		Target:  "all 100 dead within 10 ms of the ban (p99); legitimate sessions untouched",
 		Columns: []string{"delay", "blocker", "sessions", "dead", "p50", "p99", "max", "causes", "legit killed"},
 		Key:     2}
+	var loads []string
 	for _, d := range []time.Duration{0, time.Millisecond} {
 		l, err := lab.New(lab.Config{Delay: d, Prefix: labPrefix})
 		if err != nil {
@@ -215,13 +216,14 @@ func runKill(ctx context.Context, o *options) (*Section, error) {
 				return s, fmt.Errorf("kill %s at %v: %w", blocker, d, err)
 			}
 			s.add(cmd, append([]string{fmtDelay(d), blocker}, cells...)...)
+			loads = append(loads, fmt.Sprintf("%s %s: %s", fmtDelay(d), blocker, loadAvg()))
 		}
 		if err := l.Close(); err != nil {
 			return s, err
 		}
 	}
 	s.note("%d sessions from the banned address to the echo server each send one line per 50 ms (lab.OpenSessions), plus %d from the legitimate address; after 500 ms the address is banned (canopy: rules.Store.Add, which the engine sees through its changes feed and answers with a proactive kill from the flow table's last numbers; tcpkill: started then; its ban time is the moment it prints \"listening\", since it has no ban to add). "+
-		"Each session's death is when its reader/writer first saw the error (lab.Session.Died); latency = Died − ban time. Sessions still alive after 5 s count as not dead and are left out of the quantiles.", n, legitN)
+		"Each session's death is when its reader/writer first saw the error (lab.Session.Died); latency = Died − ban time. Sessions still alive after 5 s count as not dead and are left out of the quantiles. Host load (1 min) after each run: %s.", n, legitN, strings.Join(loads, "; "))
 	return s, nil
 }
 
@@ -315,6 +317,19 @@ func reactionHistogram(b sensor.BlockStats) string {
 		return "no reactions recorded"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// loadAvg is the host's 1-minute load average, to show how busy the shared
+// machine was when a row was measured (2 CPUs: above 2, something waited).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
 }
 
 // shareWithin is the share of reactions at or below the bucket bound le.

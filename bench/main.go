@@ -180,6 +180,7 @@ func run(o *options) error {
 		secs = append(secs, ss...)
 	}
 	env.elapsed = time.Since(start)
+	env.loadEnd = loadAvg3()
 	fmt.Println()
 	writeText(os.Stdout, []string{"benchmark", "case", "result", "command"}, summaryRows(secs))
 	if len(failures) > 0 {
@@ -236,9 +237,9 @@ func moduleRoot() (string, error) {
 
 // env describes the machine a report was measured on.
 type env struct {
-	date, kernel, cpu, goVersion, load, commit string
-	cpus                                       int
-	elapsed                                    time.Duration
+	date, kernel, cpu, goVersion, load, loadEnd, commit string
+	cpus                                                int
+	elapsed                                             time.Duration
 }
 
 func probeEnv() env {
@@ -255,9 +256,7 @@ func probeEnv() env {
 			}
 		}
 	}
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		e.load = strings.Join(strings.Fields(string(b))[:3], " ")
-	}
+	e.load = loadAvg3()
 	if out, err := runCmd("git", "rev-parse", "--short", "HEAD"); err == nil {
 		e.commit = strings.TrimSpace(out)
 		if st, err := runCmd("git", "status", "--porcelain", "--untracked-files=no"); err == nil && strings.TrimSpace(st) != "" {
@@ -265,6 +264,18 @@ func probeEnv() env {
 		}
 	}
 	return e
+}
+
+// loadAvg3 is the host's 1, 5 and 15 minute load averages.
+func loadAvg3() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }
 
 func cString(b []int8) string {
@@ -289,8 +300,8 @@ func writeReport(path string, o *options, e env, secs []*Section) error {
 	fmt.Fprintf(&b, "- CPU: %s, %d logical CPUs\n", e.cpu, e.cpus)
 	fmt.Fprintf(&b, "- Go: %s\n", e.goVersion)
 	fmt.Fprintf(&b, "- Commit: %s\n", e.commit)
-	fmt.Fprintf(&b, "- Load average when the run started: %s. This machine is shared: absolute figures are noisy; "+
-		"the micro-benchmarks are medians of several runs, and the comparisons (canopy vs tcpkill, canopy vs netsniff-ng) were measured side by side in one run.\n\n", e.load)
+	fmt.Fprintf(&b, "- Load average (1, 5, 15 min) when the run started: %s; when it ended: %s. This machine is shared: absolute figures are noisy; "+
+		"the micro-benchmarks are medians of several runs, and the comparisons (canopy vs tcpkill, canopy vs netsniff-ng) were measured side by side in one run.\n\n", e.load, e.loadEnd)
 	fmt.Fprintf(&b, "## Summary\n\n")
 	writeMarkdown(&b, []string{"benchmark", "case", "result", "command"}, mapRows(summaryRows(secs), func(r []string) []string {
 		r[3] = "`" + r[3] + "`"
