@@ -34,11 +34,10 @@ import (
 // charge their pauses to the sensor's reaction time. tcpkill gets the same
 // treatment, being a process of its own.
 type canopy struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	outF *os.File // read end of the child's stdout
-	done <-chan struct{}
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	lines chan string // the child's stdout, line by line; closed at EOF
+	done  <-chan struct{}
 }
 
 // startCanopy starts the sensor child in the lab's sensor namespace and
@@ -69,9 +68,16 @@ func startCanopy(l *lab.Lab, stateDir string) (*canopy, error) {
 		return nil, fmt.Errorf("canopy sensor process: %w", err)
 	}
 	c.done = done
-	c.outF = stdout
-	c.out = bufio.NewScanner(stdout)
-	c.out.Buffer(make([]byte, 1<<16), 1<<20)
+	c.lines = make(chan string, 16)
+	go func() {
+		defer close(c.lines)
+		defer stdout.Close()
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<16), 1<<20)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+	}()
 	line, err := c.reply(10 * time.Second)
 	if err != nil || line != "ready" {
 		c.kill()
@@ -82,14 +88,12 @@ func startCanopy(l *lab.Lab, stateDir string) (*canopy, error) {
 
 // reply reads the child's next line.
 func (c *canopy) reply(limit time.Duration) (string, error) {
-	got := make(chan bool, 1)
-	go func() { got <- c.out.Scan() }()
 	select {
-	case ok := <-got:
+	case line, ok := <-c.lines:
 		if !ok {
-			return "", fmt.Errorf("sensor process ended: %v", c.out.Err())
+			return "", errors.New("sensor process ended")
 		}
-		return c.out.Text(), nil
+		return line, nil
 	case <-time.After(limit):
 		return "", fmt.Errorf("sensor process silent for %v", limit)
 	}
@@ -136,7 +140,6 @@ func (c *canopy) stop() error {
 		c.kill()
 		return errors.New("sensor process did not exit")
 	}
-	c.outF.Close()
 	return err
 }
 
@@ -146,7 +149,6 @@ func (c *canopy) kill() {
 	}
 	c.in.Close()
 	<-c.done
-	c.outF.Close()
 }
 
 // childArg is the hidden first argument that turns this program into the
