@@ -1,0 +1,66 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseBenchMedians(t *testing.T) {
+	out := `goos: linux
+BenchmarkDecode/IPv4-TCP-2   	12345678	        17.0 ns/op	 0 B/op	       0 allocs/op
+BenchmarkDecode/IPv4-TCP-2   	12345678	        15.0 ns/op	 0 B/op	       0 allocs/op
+BenchmarkDecode/IPv4-TCP-2   	12345678	        99.0 ns/op	 0 B/op	       0 allocs/op
+BenchmarkMemoryPerFlow-2     	       1	 603660000 ns/op	       269.0 heap-B/flow	282233664 B/op	      35 allocs/op
+PASS
+`
+	res := parseBench(out)
+	if len(res) != 2 {
+		t.Fatalf("got %d benchmarks, want 2", len(res))
+	}
+	if res[0].name != "Decode/IPv4-TCP" || res[0].runs != 3 {
+		t.Errorf("first = %q × %d", res[0].name, res[0].runs)
+	}
+	if got := res[0].timePerOp(); got != "17.0 ns" {
+		t.Errorf("median ns/op = %q, want 17.0 ns (the median, not the mean)", got)
+	}
+	if got := res[1].others(); got != "269 heap-B/flow" {
+		t.Errorf("custom metrics = %q", got)
+	}
+	if got := res[1].bytesPerOp(); got != "282.2 MB" {
+		t.Errorf("B/op = %q", got)
+	}
+	if got := res[1].timePerOp(); got != "603.66 ms" {
+		t.Errorf("time/op = %q", got)
+	}
+}
+
+func TestLiveLine(t *testing.T) {
+	for _, line := range []string{
+		"  canopy bulk       : sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 2.548s (785 kpps generated)",
+		"  canopy bulk+lane  : [lane: delivered 1999950, dropped 50]sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated)",
+	} {
+		m := liveLine.FindStringSubmatch(line)
+		if m == nil {
+			t.Errorf("not understood: %s", line)
+			continue
+		}
+		if m[4] != "2000000" || m[8] != "0" {
+			t.Errorf("%s: sent %s drops %s", line, m[4], m[8])
+		}
+		if strings.Contains(line, "lane:") && (m[2] != "1999950" || m[3] != "50") {
+			t.Errorf("lane %s / %s", m[2], m[3])
+		}
+	}
+}
+
+func TestRank(t *testing.T) {
+	for _, c := range []struct {
+		q    float64
+		n    int
+		want int
+	}{{0.5, 100, 49}, {0.99, 100, 98}, {1, 100, 99}, {0.99, 1, 0}, {0.5, 2, 0}} {
+		if got := rank(c.q, c.n); got != c.want {
+			t.Errorf("rank(%v, %d) = %d, want %d", c.q, c.n, got, c.want)
+		}
+	}
+}
