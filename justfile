@@ -15,7 +15,7 @@ demo-daemon:
 
 # The test suite, as CI runs it (root: the integration tests build namespaces).
 test:
-    go test -race ./...
+    go test -race -p 1 ./...
 
 # gofmt, vet and a static build.
 lint:

@@ -383,13 +383,16 @@ func (w *worker) transmit(f *flow.Flow, rec *blockRec, target, n int, observe, i
 		w.sendErrors.Add(1)
 		return ""
 	}
+	// FirstReset and LastReset are on the worker's clock (packet time), the
+	// one the outcome rules compare them with; for live capture it is the
+	// kernel's wall clock, for a replay the capture's.
 	if f.Enf.Resets == 0 {
-		f.Enf.FirstReset = now
+		f.Enf.FirstReset = w.now
 		w.attempted.Add(1)
 		f.MarkResetByUs()
 	}
 	f.Enf.Resets++
-	f.Enf.LastReset = now
+	f.Enf.LastReset = w.now
 	if icmp {
 		w.icmp.Add(1)
 	} else {
