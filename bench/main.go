@@ -6,9 +6,11 @@
 // ban writes per second. It prints one table; every row names the command
 // that reproduces it, and no figure in BENCHMARKS.md is typed by hand.
 //
-//	go run ./bench                      # everything (root, ~15 min)
+//	go run ./bench                      # everything, rewrites BENCHMARKS.md (root, ~6-10 min)
 //	go run ./bench -only block          # one benchmark (or a comma list); prints only
 //	go run ./bench -quick -out /tmp/B.md # smaller counts, for a CI smoke run
+//
+// With -only or -quick the report is written only where -out says.
 //
 // The lab benchmarks need root (network namespaces, AF_PACKET); the
 // micro-benchmarks and the API load do not.
@@ -96,7 +98,7 @@ func main() {
 	o := &options{}
 	flag.StringVar(&only, "only", "", "run only these benchmarks, comma-separated: "+names())
 	flag.BoolVar(&o.quick, "quick", false, "smaller counts and single runs, for a CI smoke test")
-	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "Markdown report to rewrite (relative to the module root); \"-\" for none. With -only, the report is written only when -out is given, so a partial run never overwrites the full report")
+	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "Markdown report to rewrite (relative to the module root); \"-\" for none. With -only or -quick, the report is written only when -out is given, so a partial or smoke run never overwrites the full report")
 	flag.Parse()
 	outSet := false
 	flag.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
@@ -109,9 +111,9 @@ func main() {
 			}
 			o.only = append(o.only, n)
 		}
-		if !outSet {
-			o.out = "-"
-		}
+	}
+	if (len(o.only) > 0 || o.quick) && !outSet {
+		o.out = "-" // a partial or quick run never overwrites the full report by accident
 	}
 	root, err := moduleRoot()
 	if err != nil {
