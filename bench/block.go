@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -60,6 +61,9 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		for _, blocker := range []string{"canopy", "tcpkill"} {
 			progress("block: %v delay, %s, %d banned connections…", d, blocker, p.banned)
 			r, err := blockRun(ctx, l, blocker, p)
+			if err == nil && (ctx.Err() != nil || r.banned.Total() == 0) {
+				err = errors.New("interrupted")
+			}
 			if err != nil {
 				l.Close()
 				return s, fmt.Errorf("block %s at %v: %w", blocker, d, err)
@@ -211,6 +215,9 @@ func runKill(ctx context.Context, o *options) (*Section, error) {
 		for _, blocker := range []string{"canopy", "tcpkill"} {
 			progress("kill: %v delay, %s, %d sessions…", d, blocker, n)
 			cells, err := killRun(ctx, l, blocker, n, legitN)
+			if err == nil && ctx.Err() != nil {
+				err = errors.New("interrupted")
+			}
 			if err != nil {
 				l.Close()
 				return s, fmt.Errorf("kill %s at %v: %w", blocker, d, err)
