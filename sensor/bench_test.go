@@ -53,7 +53,6 @@ func benchWorker(b *testing.B, flows, bans int, banClients bool) (*worker, [][]b
 	return e.workers[0], frames
 }
 
-
 // BenchmarkWorkerFrame is the engine's per-packet cost on the common path:
 // decode, lane dedup, flow update, cached verdict (no rule matches).
 func BenchmarkWorkerFrame(b *testing.B) {
