@@ -352,7 +352,7 @@ const liveBenchPattern = "^BenchmarkLiveVsNetsniff$"
 
 var (
 	liveHeader = regexp.MustCompile(`trafgen --cpus (\d+)\s*$`)
-	liveLine   = regexp.MustCompile(`^\s*(canopy bulk\+lane|canopy bulk|netsniff-ng)\s*:\s*(?:\[lane: delivered (\d+), dropped (\d+)\])?sent (\d+) arrived\(rx_packets\) (\d+) seen (\d+) \(([\d.]+)%\) kernel drops (\d+) freezes (\d+) in (\S+) \(([\d.]+) kpps generated\)`)
+	liveLine   = regexp.MustCompile(`^\s*(canopy bulk\+lane|canopy bulk|netsniff-ng)\s*:\s*(?:\[lane: delivered (\d+), dropped (\d+)\])?sent (\d+) arrived\(rx_packets\) (\d+) seen (\d+) \(([\d.]+)%\) kernel drops (\d+) freezes (\d+) in (\S+) \(([\d.]+) kpps generated\)(?:\s*\[lane: delivered (\d+), dropped (\d+)\])?`)
 )
 
 // runCaptureSequential runs the capture package's BenchmarkLiveVsNetsniff
@@ -392,9 +392,11 @@ func runCaptureSequential(ctx context.Context, o *options) (*Section, error) {
 		if m == nil {
 			continue
 		}
-		lane := "–"
+		lane := "–" // the lane's figures come before "sent" or, since 300f7fa, at the end
 		if m[2] != "" {
 			lane = m[2] + " / " + m[3]
+		} else if m[12] != "" {
+			lane = m[12] + " / " + m[13]
 		}
 		gen := "trafgen full speed, " + cpus + " CPU"
 		if cpus != "1" {
