@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"canopy/capture"
 	"canopy/lab"
 	"canopy/sensor"
 )
@@ -32,6 +33,7 @@ type blockResult struct {
 	requests      uint64 // lines the server read from the banned address
 	accepted      uint64 // connections the server accepted from it
 	status        sensor.BlockStats
+	capture       capture.Stats
 	tcpkillRSTs   int64
 }
 
@@ -71,8 +73,9 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			react50, react99 := "n/a", "n/a"
 			if blocker == "canopy" {
 				react50, react99 = fmtDur(r.status.ReactionP50), fmtDur(r.status.ReactionP99)
-				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d; host load %s)",
-					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, loadAvg()))
+				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d, send errors %d; capture: %d packets, %d kernel drops, %d queue freezes, %d via the lane; host load %s)",
+					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, r.status.SendErrors,
+					r.capture.Packets, r.capture.Drops, r.capture.QueueFreezes, r.capture.LanePackets, loadAvg()))
 			} else {
 				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s (host load %s)", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned), loadAvg()))
 			}
@@ -181,12 +184,12 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 	}
 	time.Sleep(300 * time.Millisecond) // late segments land, outcomes settle
 	if c != nil {
-		st, serr := c.blocks()
+		st, serr := c.status()
 		if serr != nil {
 			stop()
 			return r, serr
 		}
-		r.status = st
+		r.status, r.capture = st.Blocks, st.Capture
 	}
 	stop()
 	if tk != nil {

@@ -120,9 +120,10 @@ func (c *canopy) ban(value string) error {
 	return err
 }
 
-// blocks returns the sensor's enforcement counters from a fresh snapshot.
-func (c *canopy) blocks() (sensor.BlockStats, error) {
-	var st sensor.BlockStats
+// status returns the sensor's status (enforcement and capture counters)
+// from a fresh snapshot.
+func (c *canopy) status() (sensor.Status, error) {
+	var st sensor.Status
 	line, err := c.call("status")
 	if err != nil {
 		return st, err
@@ -158,7 +159,7 @@ const childArg = "sensor-child"
 // sensorChild is the sensor process: args are tap, inject port, next hop
 // and state directory; it runs in the sensor namespace (ip netns exec).
 // It answers one line per command read from stdin: "ban VALUE" → "ok",
-// "status" → "ok {BlockStats JSON}", "quit" → "ok" and exit.
+// "status" → "ok {sensor.Status JSON}", "quit" → "ok" and exit.
 func sensorChild(args []string) error {
 	if len(args) != 4 {
 		return errors.New("sensor-child TAP INJECT NEXTHOP STATEDIR")
@@ -214,7 +215,7 @@ func sensorChild(args []string) error {
 			fmt.Println("ok")
 		case "status":
 			rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
-			st := e.Refresh(rctx).Status.Blocks
+			st := e.Refresh(rctx).Status
 			rcancel()
 			b, _ := json.Marshal(st)
 			fmt.Println("ok", string(b))
