@@ -57,8 +57,10 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		if err != nil {
 			return s, err
 		}
+		var rttP50 time.Duration
 		if rtt, err := handshakeRTT(ctx, l, 50); err == nil {
-			rtts = append(rtts, fmt.Sprintf("%s: p50 %s, p90 %s", fmtDelay(d), fmtDur(rtt[rank(0.5, len(rtt))]), fmtDur(rtt[rank(0.9, len(rtt))])))
+			rttP50 = rtt[rank(0.5, len(rtt))]
+			rtts = append(rtts, fmt.Sprintf("%s: p50 %s, p90 %s", fmtDelay(d), fmtDur(rttP50), fmtDur(rtt[rank(0.9, len(rtt))])))
 		}
 		for _, blocker := range []string{"canopy", "tcpkill"} {
 			progress("block: %v delay, %s, %d banned connections…", d, blocker, p.banned)
@@ -73,8 +75,8 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			react50, react99 := "n/a", "n/a"
 			if blocker == "canopy" {
 				react50, react99 = fmtDur(r.status.ReactionP50), fmtDur(r.status.ReactionP99)
-				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d, send errors %d; capture: %d packets, %d kernel drops, %d queue freezes, %d via the lane; host load %s)",
-					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, r.status.SendErrors,
+				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs, %s (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d, send errors %d; capture: %d packets, %d kernel drops, %d queue freezes, %d via the lane; host load %s)",
+					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), slowerThan(r.status, rttP50), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, r.status.SendErrors,
 					r.capture.Packets, r.capture.Drops, r.capture.QueueFreezes, r.capture.LanePackets, loadAvg()))
 			} else {
 				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s (host load %s)", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned), loadAvg()))
@@ -327,6 +329,21 @@ func reactionHistogram(b sensor.BlockStats) string {
 		return "no reactions recorded"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// slowerThan counts the reactions that certainly took longer than the
+// round trip rtt: those above the largest bucket bound not exceeding it.
+func slowerThan(b sensor.BlockStats, rtt time.Duration) string {
+	i := -1
+	for j, le := range sensor.PromBuckets {
+		if le <= rtt {
+			i = j
+		}
+	}
+	if i < 0 || rtt == 0 {
+		return "round trip below the smallest bucket"
+	}
+	return fmt.Sprintf("%d slower than %v (this lab's round trip is %s)", b.ReactionCount-b.ReactionBuckets[i], sensor.PromBuckets[i], fmtDur(rtt))
 }
 
 // loadAvg is the host's 1-minute load average, to show how busy the shared
