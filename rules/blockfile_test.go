@@ -279,3 +279,37 @@ func TestWatchBlockFile(t *testing.T) {
 	os.WriteFile(path, []byte("198.51.100.3\n"), 0o644)
 	within("file back", time.Second, func() bool { return !banned("198.51.100.4") && banned("198.51.100.3") })
 }
+
+// A line whose ttl ran out is not re-added while it stays in the file, and
+// is re-added once it was removed and comes back.
+func TestBlockFileTTLExpiry(t *testing.T) {
+	clk := &fakeClock{t: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)}
+	s := newStore(t, Config{Now: clk.Now})
+	path := filepath.Join(t.TempDir(), "block.txt")
+	load := func(content string) FileReport {
+		t.Helper()
+		os.WriteFile(path, []byte(content), 0o644)
+		rep, err := s.LoadBlockFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	banned := func() bool { return s.Set().Match(ip("203.0.113.9"), ip("10.0.0.1"), 6, 1, 2).Matched() }
+	load("203.0.113.9 ttl=1m\n")
+	if !banned() {
+		t.Fatal("not banned")
+	}
+	clk.Advance(2 * time.Minute)
+	s.expireDue()
+	if banned() {
+		t.Fatal("not expired")
+	}
+	if rep := load("203.0.113.9 ttl=1m\n"); rep.Skipped != 1 || banned() {
+		t.Fatalf("expired line re-added while it stayed: %+v", rep)
+	}
+	load("")
+	if rep := load("203.0.113.9 ttl=1m\n"); rep.Added != 1 || !banned() {
+		t.Fatalf("line that came back not re-added: %+v", rep)
+	}
+}

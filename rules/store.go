@@ -20,6 +20,7 @@ const (
 	foldIdle      = 2 * time.Second // fold a non-empty overlay at least this often (from Run)
 	maxExpiryWait = 500 * time.Millisecond
 	subBuffer     = 4096 // changes a subscriber may lag behind before it loses some
+	maxReasonLen  = 1024 // bytes of Reason and RequestedBy; both land in every audit line
 )
 
 // record is the store's copy of one entry.
@@ -139,6 +140,8 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.MaxEntries < 0 {
 		return nil, fmt.Errorf("rules: max entries %d is negative", cfg.MaxEntries)
 	}
+	cfg.HomeNets = slices.Clone(cfg.HomeNets) // normalised below; the caller's slice stays as it was
+	cfg.ImplicitAllow = slices.Clone(cfg.ImplicitAllow)
 	for i, h := range cfg.HomeNets {
 		if !h.IsValid() {
 			return nil, fmt.Errorf("rules: home network #%d is not a valid prefix", i+1)
@@ -656,6 +659,9 @@ func (s *Store) addLocked(req Request, now time.Time) (Entry, bool, error) {
 	}
 	if req.TTL < 0 {
 		return Entry{}, false, errf(CodeInvalid, nil, fmt.Sprintf("negative ttl %s", req.TTL))
+	}
+	if len(req.Reason) > maxReasonLen || len(req.RequestedBy) > maxReasonLen {
+		return Entry{}, false, errf(CodeInvalid, nil, fmt.Sprintf("reason or requested_by longer than %d bytes; shorten it (put long context in your ticket system)", maxReasonLen))
 	}
 	var k entryKey
 	var acl *ACL

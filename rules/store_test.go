@@ -181,6 +181,7 @@ func TestGuardsAndCodes(t *testing.T) {
 		{Request{Kind: KindBan, Value: "1.2.3.4", Action: "drop"}, CodeInvalid},
 		{Request{Kind: KindBan, Value: "1.2.3.4", TTL: -time.Second}, CodeInvalid},
 		{Request{Kind: KindBan, Value: "1.2.3.4", Origin: OriginSystem}, CodeInvalid},
+		{Request{Kind: KindBan, Value: "1.2.3.4", Reason: strings.Repeat("x", 2000)}, CodeInvalid},
 		{Request{Kind: KindACL}, CodeInvalid},
 		{Request{Kind: KindACL, ACL: &ACL{Proto: ProtoTCP, Direction: DirIn}}, CodeTooWide},
 		{Request{Kind: KindACL, ACL: &ACL{Proto: "icmp"}}, CodeInvalid},
