@@ -32,6 +32,7 @@ type LineError struct {
 	Reason string
 }
 
+// Error formats the line error as "file:line: reason".
 func (e LineError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Reason) }
 
 // ParseBlockFile reads a block file: one IP or CIDR per line, optionally

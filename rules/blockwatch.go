@@ -36,6 +36,7 @@ type FileReport struct {
 	Errors    []LineError // unparsable lines and refused bans (too wide, allowlisted, store full)
 }
 
+// String summarises the report in one line, for logs and the audit trail.
 func (r FileReport) String() string {
 	return fmt.Sprintf("%s: %d lines, %d added, %d removed, %d updated, %d unchanged, %d skipped, %d errors",
 		r.Path, r.Lines, r.Added, r.Removed, r.Updated, r.Unchanged, r.Skipped, len(r.Errors))

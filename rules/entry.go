@@ -26,12 +26,12 @@ const (
 type Origin string
 
 const (
-	OriginAPI    Origin = "api"
-	OriginTUI    Origin = "tui"
-	OriginFile   Origin = "file"
-	OriginConfig Origin = "config"
-	OriginFeed   Origin = "feed"
-	OriginCLI    Origin = "cli"
+	OriginAPI    Origin = "api"    // the HTTP API (SOAR, SIEM, scripts); persisted
+	OriginTUI    Origin = "tui"    // the dashboard's ban key; persisted
+	OriginFile   Origin = "file"   // a line of the watched block file; re-read at start, not persisted
+	OriginConfig Origin = "config" // the configuration file; re-read at start, not persisted
+	OriginFeed   Origin = "feed"   // a threat-intelligence feed; persisted
+	OriginCLI    Origin = "cli"    // `canopy ban …` against the daemon; persisted
 	OriginSystem Origin = "system" // implicit entries: the sensor's own addresses, the next hop
 )
 
@@ -39,22 +39,24 @@ const (
 type Proto string
 
 const (
-	ProtoAny Proto = "any"
-	ProtoTCP Proto = "tcp"
-	ProtoUDP Proto = "udp"
+	ProtoAny Proto = "any" // every protocol (ports then cannot be set)
+	ProtoTCP Proto = "tcp" // TCP only
+	ProtoUDP Proto = "udp" // UDP only
 )
 
-// Direction restricts an ACL to traffic initiated from one side. "in" is
-// toward the protected (internal) networks, "out" is from them.
+// Direction restricts an ACL to traffic in one direction relative to the
+// protected networks (Config.HomeNets): "in" is toward them, "out" is from
+// them. It is judged per packet from its source and destination.
 type Direction string
 
 const (
-	DirBoth Direction = "both"
-	DirIn   Direction = "in"
-	DirOut  Direction = "out"
+	DirBoth Direction = "both" // either way
+	DirIn   Direction = "in"   // source outside Config.HomeNets, destination inside
+	DirOut  Direction = "out"  // source inside Config.HomeNets, destination outside
 )
 
-// PortRange is an inclusive range of ports; the zero value means any port.
+// PortRange is an inclusive range of ports; the zero value means any port,
+// and To 0 with From set means the single port From.
 type PortRange struct {
 	From uint16 `json:"from"`
 	To   uint16 `json:"to"`
@@ -97,14 +99,14 @@ type Request struct {
 	Reason      string
 	Origin      Origin
 	RequestedBy string // token name, user, file path
-	Force       bool   // pass the width and allowlist guards (audited)
+	Force       bool   // pass the width and allowlist guards (audited); the allowlist still wins at match time
 }
 
 // Verdict is what the compiled rule set says about one packet.
 type Verdict struct {
 	Action      Action // "" when nothing matched
 	RuleID      uint64 // the entry that decided
-	Allowlisted bool   // an allowlist entry covered the packet (Action is then "")
+	Allowlisted bool   // an allowlist entry covered the packet (Action is then "", RuleID the allowlist entry)
 }
 
 // Matched reports whether a ban or ACL decided the packet.

@@ -28,6 +28,7 @@ type Error struct {
 	Entry   *Entry // the entry involved: the allowlist entry that refused a ban, the entry that was added but not persisted; may be nil
 }
 
+// Error returns the operator-facing message.
 func (e *Error) Error() string { return e.Msg }
 
 // Code is the class as a string: "invalid", "too_wide", "allowlisted",
