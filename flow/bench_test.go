@@ -233,8 +233,12 @@ func BenchmarkForEachSingleIP(b *testing.B) {
 	banned := netip.MustParseAddr("203.0.113.7")
 	tb.Expire(t0) // nothing to expire; keeps the clock sane
 	for i := range 100 {
+		// Both directions, so they are established: a half-open flow would
+		// be the eviction's first choice when the next one is inserted.
 		flowPacket(&p, uint32(i), AtoB, t0+3*sec)
 		p.Src, p.SrcPort = banned, uint16(2000+i)
+		tb.Update(&p)
+		p.Src, p.Dst, p.SrcPort, p.DstPort = p.Dst, p.Src, p.DstPort, p.SrcPort
 		tb.Update(&p)
 	}
 	pref := netip.PrefixFrom(banned, 32)

@@ -46,10 +46,9 @@ func (s State) Closed() bool { return s&StateClosed != 0 }
 
 // flow.bits
 const (
-	bitInUse   uint8 = 1 << iota // slot holds a live flow
-	bitAIsLo                     // A is the key's lo endpoint
-	bitMidOpen                   // created from a packet other than SYN / SYN-ACK
-	bitTCP                       // proto is TCP (cached for the hot path)
+	bitInUse uint8 = 1 << iota // slot holds a live flow
+	bitAIsLo                   // A is the key's lo endpoint
+	bitFree                    // slot is on the free list (never together with bitInUse)
 )
 
 // DirState is what one direction of a flow has shown so far. Sequence

@@ -67,10 +67,19 @@ const (
 func (tb *Table) check(t testing.TB) {
 	t.Helper()
 	live := 0
-	for i := uint32(1); i <= tb.used; i++ {
+	for i := uint32(1); i <= uint32(tb.cfg.MaxFlows); i++ {
 		f := &tb.flows[i]
 		if f.bits&bitInUse == 0 {
+			if i <= tb.used && f.bits&bitFree == 0 {
+				t.Fatalf("free slot %d below the bump cursor %d is not on the free list", i, tb.used)
+			}
 			continue
+		}
+		if i > tb.hwm {
+			t.Fatalf("slot %d in use above the high-water mark %d", i, tb.hwm)
+		}
+		if f.bits&bitFree != 0 {
+			t.Fatalf("slot %d both in use and free", i)
 		}
 		live++
 		if f.idx != i {
@@ -91,29 +100,37 @@ func (tb *Table) check(t testing.TB) {
 		if !found {
 			t.Fatalf("slot %d not in its hash chain", i)
 		}
-		for s := 0; s < 2; s++ {
-			ref := i<<1 | uint32(s)
-			n := 0
-			var prev uint32
-			for r := tb.epHeads[tb.epBucket(f.epAddr(s), f.key.v6)]; r != 0; r = tb.flows[r>>1].ep[r&1].next {
-				if tb.flows[r>>1].ep[r&1].prev != prev {
-					t.Fatalf("address list: ref %d has prev %d, want %d", r, tb.flows[r>>1].ep[r&1].prev, prev)
-				}
-				if r == ref {
-					n++
-				}
-				prev = r
-				if n > 1 {
-					break
-				}
-			}
-			if n != 1 {
-				t.Fatalf("slot %d side %d appears %d times in its address list", i, s, n)
-			}
-		}
 		if f.key.proto != capture.ProtoTCP && f.key.proto != capture.ProtoUDP {
 			t.Fatalf("slot %d: flow of proto %d", i, f.key.proto)
 		}
+	}
+	// Address index: walk every bucket list once (a busy address's list is
+	// long, so walking it per flow would be quadratic), check the links are
+	// symmetric and every ref sits in the bucket of its address, then that
+	// each live flow's two ends were each seen exactly once.
+	seen := make(map[uint32]int, 2*live)
+	for b := range tb.epHeads {
+		var prev uint32
+		for r := tb.epHeads[b]; r != 0; r = tb.flows[r>>1].ep[r&1].next {
+			f := &tb.flows[r>>1]
+			if f.bits&bitInUse == 0 {
+				t.Fatalf("address list %d holds free slot %d", b, r>>1)
+			}
+			if f.ep[r&1].prev != prev {
+				t.Fatalf("address list: ref %d has prev %d, want %d", r, f.ep[r&1].prev, prev)
+			}
+			if tb.epBucket(f.epAddr(int(r&1)), f.key.v6) != uint64(b) {
+				t.Fatalf("ref %d in the wrong address bucket", r)
+			}
+			seen[r]++
+			if seen[r] > 1 {
+				t.Fatalf("ref %d twice in the address lists", r)
+			}
+			prev = r
+		}
+	}
+	if len(seen) != 2*live {
+		t.Fatalf("address lists hold %d refs for %d live flows", len(seen), live)
 	}
 	if live != tb.live {
 		t.Fatalf("live = %d, counted %d", tb.live, live)
@@ -121,18 +138,29 @@ func (tb *Table) check(t testing.TB) {
 	if tb.live > tb.cfg.MaxFlows {
 		t.Fatalf("live %d > MaxFlows %d", tb.live, tb.cfg.MaxFlows)
 	}
-	nfree := 0
-	for j := tb.free; j != 0; j = tb.chain[j] {
-		if tb.flows[j].bits&bitInUse != 0 {
-			t.Fatalf("free list holds live slot %d", j)
+	nfree, marked := 0, 0
+	var prev uint32
+	for j := tb.free; j != 0; j = tb.flows[j].ep[0].next {
+		g := &tb.flows[j]
+		if g.bits != bitFree {
+			t.Fatalf("free list holds slot %d with bits %b", j, g.bits)
 		}
+		if g.ep[0].prev != prev {
+			t.Fatalf("free list: slot %d has prev %d, want %d", j, g.ep[0].prev, prev)
+		}
+		prev = j
 		nfree++
-		if nfree > int(tb.used) {
+		if nfree > tb.cfg.MaxFlows {
 			t.Fatal("free list loops")
 		}
 	}
-	if nfree+live != int(tb.used) {
-		t.Fatalf("free %d + live %d != used %d", nfree, live, tb.used)
+	for i := 1; i <= tb.cfg.MaxFlows; i++ {
+		if tb.flows[i].bits&bitFree != 0 {
+			marked++
+		}
+	}
+	if nfree != marked {
+		t.Fatalf("free list holds %d slots, %d are marked free", nfree, marked)
 	}
 	st := tb.Stats()
 	if st.Created-st.Restarted-st.Evicted-st.Expired != uint64(live) {

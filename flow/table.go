@@ -31,7 +31,9 @@ type Table struct {
 	epHeads []uint32 // address hash → first ref (slot<<1 | side)
 	epMask  uint64
 
-	used       uint32 // slots 1..used have been handed out at least once
+	used       uint32 // bump cursor: slots above it were never handed out by alloc's last resort (some may be homes in use)
+	hwm        uint32 // highest slot ever in use: scans and sampling stop here
+	homes      uint32 // homes lie in slots 1..homes (see home)
 	free       uint32 // first slot of the free list
 	live       int
 	hand       uint32 // Expire's clock hand
@@ -93,6 +95,7 @@ func NewTable(cfg Config) *Table {
 	adviseHuge(t.chain)
 	adviseHuge(t.heads)
 	adviseHuge(t.epHeads)
+	t.homes = uint32(min(n, 1<<16))
 	t.idle[idleEstablished] = int64(cfg.IdleEstablished)
 	t.idle[idleHalfOpen] = int64(cfg.IdleHalfOpen)
 	t.idle[idleClosed] = int64(cfg.IdleClosed)
@@ -119,7 +122,7 @@ func (t *Table) Stats() TableStats {
 // Get returns the flow h names, or nil if it was evicted, expired or its
 // slot now holds another flow.
 func (t *Table) Get(h Handle) *Flow {
-	if h.idx == 0 || h.idx > t.used {
+	if h.idx == 0 || h.idx > t.hwm {
 		return nil
 	}
 	f := &t.flows[h.idx]
@@ -178,10 +181,18 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 
 	k, srcIsLo := makeKey(&ap)
 	h := k.hash(t.seed)
-	for i := t.heads[h&t.mask]; i != 0; i = t.chain[i] {
-		if t.flows[i].key.eq(&k) {
-			f = &t.flows[i]
-			break
+	// Most flows live in their home slot, so look there first; the chain
+	// head is loaded up front so the two memory accesses overlap instead of
+	// following each other when the flow is elsewhere.
+	i := t.heads[h&t.mask]
+	if g := &t.flows[t.home(h)]; g.bits&bitInUse != 0 && g.key.eq(&k) {
+		f = g
+	} else {
+		for ; i != 0; i = t.chain[i] {
+			if t.flows[i].key.eq(&k) {
+				f = &t.flows[i]
+				break
+			}
 		}
 	}
 	if f == nil {
@@ -301,7 +312,7 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 // create takes a slot (evicting if full) and links a new flow for k into
 // both indexes. A is the SYN-ACK's receiver if p is a SYN-ACK, else p's sender.
 func (t *Table) create(k *key, h uint64, srcIsLo bool, p *capture.Packet) *Flow {
-	i := t.alloc()
+	i := t.alloc(t.home(h))
 	f := &t.flows[i]
 	gen := f.gen + 1
 	*f = Flow{key: *k, gen: gen, idx: i, bits: bitInUse}
@@ -341,18 +352,81 @@ func (t *Table) reinit(f *Flow, srcIsLo bool) {
 	t.stats.Restarted++
 }
 
-// alloc returns a free slot: from the free list, then never-used slots,
-// then by evicting.
-func (t *Table) alloc() uint32 {
+// home is the slot a flow with key hash h is placed in when it is free,
+// from the hash bits the chain buckets do not use. Homes lie in the first
+// homes slots, a range that doubles whenever the table is half full of it
+// (up to Cap): flows spread over a region about twice their number, so
+// resident memory follows the traffic instead of the reservation. Flows
+// placed before a doubling are found through the chain, as are flows
+// whose home was taken.
+func (t *Table) home(h uint64) uint32 {
+	return 1 + uint32((h>>32)*uint64(t.homes)>>32)
+}
+
+// alloc returns a free slot for a new flow: its home if free, else one
+// from the free list, else a never-used one, else it evicts.
+//
+// Free slots at or below the bump cursor are all on the (doubly linked)
+// free list, marked bitFree; above it a free slot is either untouched or,
+// once a home there was taken and freed again, on the list too.
+func (t *Table) alloc(home uint32) uint32 {
+	i := t.take(home)
+	if i == 0 {
+		i = t.evict()
+	}
+	t.hwm = max(t.hwm, i)
+	if uint32(t.live+1) > t.homes/2 && t.homes < uint32(t.cfg.MaxFlows) {
+		t.homes = min(2*t.homes, uint32(t.cfg.MaxFlows))
+	}
+	return i
+}
+
+func (t *Table) take(home uint32) uint32 {
+	if f := &t.flows[home]; f.bits&bitInUse == 0 {
+		if f.bits&bitFree != 0 {
+			t.freeUnlink(home)
+		}
+		return home
+	}
 	if i := t.free; i != 0 {
-		t.free = t.chain[i]
+		t.freeUnlink(i)
 		return i
 	}
-	if t.used < uint32(t.cfg.MaxFlows) {
+	for t.used < uint32(t.cfg.MaxFlows) {
 		t.used++
-		return t.used
+		if t.flows[t.used].bits&(bitInUse|bitFree) == 0 {
+			return t.used
+		}
 	}
-	return t.evict()
+	return 0
+}
+
+// freePush puts a just-unlinked slot on the free list. A free slot's
+// address-index links are unused, so they hold the list's links.
+func (t *Table) freePush(i uint32) {
+	f := &t.flows[i]
+	f.bits = bitFree
+	f.ep[0] = epLink{next: t.free}
+	if t.free != 0 {
+		t.flows[t.free].ep[0].prev = i
+	}
+	t.free = i
+}
+
+// freeUnlink takes slot i off the free list.
+func (t *Table) freeUnlink(i uint32) {
+	f := &t.flows[i]
+	l := f.ep[0]
+	if l.prev != 0 {
+		t.flows[l.prev].ep[0].next = l.next
+	} else {
+		t.free = l.next
+	}
+	if l.next != 0 {
+		t.flows[l.next].ep[0].prev = l.prev
+	}
+	f.ep[0] = epLink{}
+	f.bits = 0
 }
 
 // timeout is f's idle timeout in ns.
@@ -382,13 +456,13 @@ func (t *Table) timeout(f *Flow) int64 {
 func (t *Table) evict() uint32 {
 	var best uint32
 	var bestScore int64
-	exact := int(t.used) <= t.cfg.EvictSample // small table: look at every slot
-	for n := 0; n < t.cfg.EvictSample && (!exact || n < int(t.used)); n++ {
+	exact := int(t.hwm) <= t.cfg.EvictSample // small table: look at every slot
+	for n := 0; n < t.cfg.EvictSample && (!exact || n < int(t.hwm)); n++ {
 		i := uint32(n + 1)
 		if !exact {
 			t.rng += hk1
 			r := mix(t.rng, t.rng^hk2)
-			i = 1 + uint32((r>>32)*uint64(t.used)>>32)
+			i = 1 + uint32((r>>32)*uint64(t.hwm)>>32)
 		}
 		f := &t.flows[i]
 		score := (t.now - f.LastSeen()) - t.timeout(f)
@@ -477,7 +551,7 @@ func (t *Table) Expire(now int64) int {
 	}
 	budget := t.cfg.ExpireBatch
 	if t.lastExpire != 0 && now > t.lastExpire {
-		b := uint64(t.used) * uint64(now-t.lastExpire) / uint64(t.cfg.SweepEvery)
+		b := uint64(t.hwm) * uint64(now-t.lastExpire) / uint64(t.cfg.SweepEvery)
 		budget = int(min(b, uint64(budget)))
 	} else if t.lastExpire != 0 {
 		budget = 0
@@ -486,11 +560,11 @@ func (t *Table) Expire(now int64) int {
 		t.lastExpire = now
 	}
 	budget = max(budget, min(1024, t.cfg.ExpireBatch))
-	budget = min(budget, int(t.used))
+	budget = min(budget, int(t.hwm))
 	n := 0
 	for ; budget > 0; budget-- {
 		t.hand++
-		if t.hand > t.used {
+		if t.hand > t.hwm {
 			t.hand = 1
 		}
 		f := &t.flows[t.hand]
@@ -498,8 +572,7 @@ func (t *Table) Expire(now int64) int {
 			continue
 		}
 		t.unlink(f)
-		t.chain[f.idx] = t.free
-		t.free = f.idx
+		t.freePush(f.idx)
 		n++
 	}
 	t.stats.Expired += uint64(n)
@@ -520,7 +593,7 @@ func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
 		return
 	}
 	p = p.Masked()
-	if host := p.Addr().BitLen() - p.Bits(); host <= enumMaxHostBits && uint64(1)<<host*enumCost <= uint64(t.used) {
+	if host := p.Addr().BitLen() - p.Bits(); host <= enumMaxHostBits && uint64(1)<<host*enumCost <= uint64(t.hwm) {
 		t.forEachByAddr(p, host, fn)
 		return
 	}
@@ -561,7 +634,7 @@ func (t *Table) forEachByAddr(p netip.Prefix, host int, fn func(*Flow) bool) {
 // forEachScan checks every slot in use.
 func (t *Table) forEachScan(p netip.Prefix, fn func(*Flow) bool) {
 	m := matcherOf(p)
-	for i := uint32(1); i <= t.used; i++ {
+	for i := uint32(1); i <= t.hwm; i++ {
 		f := &t.flows[i]
 		if f.bits&bitInUse == 0 {
 			continue

@@ -380,7 +380,7 @@ func TestEvictionPrefersHalfOpenOverEstablished(t *testing.T) {
 	eh := est.Handle()
 	var syns []Handle
 	for i := range 3 {
-		f, _, _ := tb.Update(pk("192.0.2.9", uint16(100+i), srv, 80, syn, 1, 0, 0, t0+60*sec))
+		f, _, _ := tb.Update(pk("192.0.2.9", uint16(100+i), srv, 80, syn, 1, 0, 0, t0+60*sec+int64(i)))
 		syns = append(syns, f.Handle())
 	}
 	tb.Update(pk("192.0.2.9", 999, srv, 80, syn, 1, 0, 0, t0+61*sec))
@@ -507,8 +507,8 @@ func TestExpireIsBounded(t *testing.T) {
 	for i := range 10 {
 		tb.Update(udp(cli, uint16(i), srv, 54, 1, t0+20*sec))
 	}
-	if tb.used != 1000 || tb.Len() != 10 {
-		t.Fatalf("used %d len %d", tb.used, tb.Len())
+	if tb.hwm > 1000 || tb.Len() != 10 {
+		t.Fatalf("high-water mark %d len %d", tb.hwm, tb.Len())
 	}
 	tb.check(t)
 }
@@ -829,4 +829,52 @@ func TestPrefixMatcherAgreesWithNetip(t *testing.T) {
 			t.Fatalf("%v does not contain its own address", p)
 		}
 	}
+}
+
+func TestSlotReuseChurn(t *testing.T) {
+	// Many rounds of create / expire / evict on a small table: every slot
+	// path (home taken from the free list, free list, bump cursor,
+	// eviction) runs many times; the invariants must hold after each round.
+	tb := NewTable(Config{MaxFlows: 64, IdleUDP: time.Second, ExpireBatch: 16, EvictSample: 4})
+	rng := uint32(3)
+	ts := t0
+	for round := range 300 {
+		for range 20 {
+			rng = rng*1664525 + 1013904223
+			ts += sec / 10
+			tb.Update(udp(cli, uint16(rng>>20), srv, 53, 1, ts))
+		}
+		if round%3 == 0 {
+			tb.Expire(ts)
+		}
+		tb.check(t)
+	}
+	if st := tb.Stats(); st.Evicted == 0 || st.Expired == 0 {
+		t.Fatalf("churn did not exercise both paths: %+v", st)
+	}
+}
+
+func TestHomeRangeGrowsWithTheFlows(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 1 << 18})
+	if tb.homes != 1<<16 {
+		t.Fatalf("initial homes %d", tb.homes)
+	}
+	hs := make([]Handle, 0, 100000)
+	p := udp(cli, 1, srv, 2, 1, t0)
+	for i := range 100000 {
+		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		f, _, _ := tb.Update(p)
+		hs = append(hs, f.Handle())
+	}
+	if tb.homes != 1<<18 || tb.Len() != 100000 {
+		t.Fatalf("homes %d len %d", tb.homes, tb.Len())
+	}
+	// Flows placed before a doubling are still found (through the chain).
+	for i, h := range hs {
+		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if f, _, created := tb.Update(p); created || f.Handle() != h {
+			t.Fatalf("flow %d not found after the home range grew", i)
+		}
+	}
+	tb.check(t)
 }
