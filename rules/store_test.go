@@ -533,3 +533,60 @@ func TestHitsSurviveFolds(t *testing.T) {
 		t.Fatalf("hits = %d, want 11", e.Hits)
 	}
 }
+
+// Whenever a subscriber receives Added, the current Set already blocks the
+// entry: the sensor kills live sessions on that signal.
+func TestChangeArrivesAfterPublish(t *testing.T) {
+	s := newStore(t, Config{StateDir: t.TempDir()})
+	ch, cancel := s.Subscribe()
+	defer cancel()
+	const writers, each = 8, 300
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if _, _, err := s.Add(Request{Kind: KindBan, Value: fmt.Sprintf("10.%d.%d.%d", g, i/256, i%256)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for n := 0; n < writers*each; n++ {
+		select {
+		case c := <-ch:
+			if v := s.Set().Match(c.Entry.Value.Addr(), ip("192.0.2.1"), 6, 1, 2); v.RuleID != c.Entry.ID {
+				t.Fatalf("change for %s delivered before its Set: %+v", c.Entry.Value, v)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d of %d changes delivered", n, writers*each)
+		}
+	}
+	wg.Wait()
+	if d := s.DroppedChanges(); d != 0 {
+		t.Fatalf("%d changes dropped with a subscriber keeping up", d)
+	}
+}
+
+// A subscriber that never reads does not block adds; its losses are counted.
+func TestSlowSubscriberDoesNotBlock(t *testing.T) {
+	s := newStore(t, Config{})
+	_, cancel := s.Subscribe()
+	defer cancel()
+	var reqs []Request
+	for i := range subBuffer + 100 {
+		reqs = append(reqs, Request{Kind: KindBan, Value: fmt.Sprintf("10.0.%d.%d", i/256, i%256)})
+	}
+	done := make(chan struct{})
+	go func() { s.AddBatch(reqs); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a subscriber that does not read blocked the store")
+	}
+	if d := s.DroppedChanges(); d != 100 {
+		t.Fatalf("dropped %d changes, want 100", d)
+	}
+}
