@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+	"unsafe"
 )
 
 // randPrefix4 returns a random IPv4 prefix of length lo..32, clustered in a
@@ -227,3 +228,10 @@ func TestOverlayAndTombstones(t *testing.T) {
 }
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
+
+// A compiled rule must not straddle cache lines (see baseRule).
+func TestBaseRuleSize(t *testing.T) {
+	if n := unsafe.Sizeof(baseRule{}); n != 32 {
+		t.Fatalf("baseRule is %d bytes, want 32", n)
+	}
+}

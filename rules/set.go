@@ -34,30 +34,33 @@ type rule struct {
 	act   actCode
 }
 
-// baseRule is a compiled rule in a base table. The fields a match reads —
-// id, the hit counter, the action — sit together at the front so a match
-// costs one cache line; the counter lives here rather than behind a
-// pointer for the same reason (the record points at it instead).
+// baseRule is a compiled rule in a base table: 32 bytes, so a rule never
+// straddles two cache lines and a match costs one line for everything it
+// reads (id, action, the hit counter). The counter lives here rather than
+// behind a pointer for the same reason (the record points at it instead).
+// The prefix's first address, needed only to rebuild, is kept apart in
+// family.firsts.
 type baseRule struct {
 	id     uint64
 	n      atomic.Uint64 // packets matched through this base
+	rec    *record
+	parent int32 // next enclosing rule in the same table, -1 for none
 	act    actCode
 	bits   uint8
-	parent int32 // next enclosing rule in the same table, -1 for none
-	first  u128
-	rec    *record
-}
-
-func (b *baseRule) static() rule {
-	return rule{first: b.first, id: b.id, rec: b.rec, bits: b.bits, act: b.act}
 }
 
 // family is one address family's base table: rules sorted by (first, bits)
 // and the flattened index over them.
 type family struct {
-	rules []baseRule
-	t4    lpm4 // used when the family is IPv4
-	t6    lpm6
+	rules  []baseRule
+	firsts []u128 // firsts[i] is the first address of rules[i]
+	t4     lpm4   // used when the family is IPv4
+	t6     lpm6
+}
+
+func (f *family) static(i int) rule {
+	b := &f.rules[i]
+	return rule{first: f.firsts[i], id: b.id, rec: b.rec, bits: b.bits, act: b.act}
 }
 
 // base is the bulk of the ban set, compiled in the background; immutable.
@@ -342,7 +345,7 @@ func buildFamily(rs []rule, is4 bool) family {
 		spans[i] = span{first: r.first, last: r.first.or(hostMask(int(r.bits), width)), idx: int32(i)}
 	}
 	parent := make([]int32, len(rs))
-	f := family{rules: make([]baseRule, len(rs))}
+	f := family{rules: make([]baseRule, len(rs)), firsts: make([]u128, len(rs))}
 	adviseHuge(f.rules)
 	if is4 {
 		f.t4 = buildLPM4(spans, parent)
@@ -352,7 +355,8 @@ func buildFamily(rs []rule, is4 bool) family {
 	for i := range rs {
 		r := &rs[i]
 		br := &f.rules[i]
-		br.id, br.act, br.bits, br.parent, br.first, br.rec = r.id, r.act, r.bits, parent[i], r.first, r.rec
+		br.id, br.act, br.bits, br.parent, br.rec = r.id, r.act, r.bits, parent[i], r.rec
+		f.firsts[i] = r.first
 	}
 	return f
 }
@@ -395,9 +399,8 @@ func mergeBase(b *base, ov *overlay) *base {
 		}
 		out := make([]rule, 0, n)
 		for i := range f.rules {
-			r := &f.rules[i]
-			if len(ov.tomb) == 0 || !hasID(ov.tomb, r.id) {
-				out = append(out, r.static())
+			if len(ov.tomb) == 0 || !hasID(ov.tomb, f.rules[i].id) {
+				out = append(out, f.static(i))
 			}
 		}
 		for _, x := range bk {
