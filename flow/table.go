@@ -98,7 +98,7 @@ func NewTable(cfg Config) *Table {
 	adviseHuge(t.chain)
 	adviseHuge(t.heads)
 	adviseHuge(t.epHeads)
-	t.homes = uint32(min(n, 1<<16))
+	t.homes = 1 << (bits.Len(uint(min(n, 1<<16))) - 1) // a power of two ≤ n
 	t.idle[idleEstablished] = int64(cfg.IdleEstablished)
 	t.idle[idleHalfOpen] = int64(cfg.IdleHalfOpen)
 	t.idle[idleClosed] = int64(cfg.IdleClosed)
@@ -363,7 +363,7 @@ func (t *Table) reinit(f *Flow, srcIsLo bool) {
 // placed before a doubling are found through the chain, as are flows
 // whose home was taken.
 func (t *Table) home(h uint64) uint32 {
-	return 1 + uint32((h>>32)*uint64(t.homes)>>32)
+	return 1 + uint32(h>>32)&(t.homes-1)
 }
 
 // alloc returns a free slot for a new flow: its home if free, else one
@@ -378,8 +378,8 @@ func (t *Table) alloc(home uint32) uint32 {
 		i = t.evict()
 	}
 	t.hwm = max(t.hwm, i)
-	if uint32(t.live+1) > t.homes/2 && t.homes < uint32(t.cfg.MaxFlows) {
-		t.homes = min(2*t.homes, uint32(t.cfg.MaxFlows))
+	if uint32(t.live+1) > t.homes/2 && 2*t.homes <= uint32(t.cfg.MaxFlows) {
+		t.homes *= 2 // a power of two, so half the flows keep their home
 	}
 	return i
 }
