@@ -196,6 +196,7 @@ func (p *persister) write(jb, ab []byte) error {
 		err = fmt.Errorf("audit log: %w", aerr)
 	}
 	if err != nil {
+		p.s.writeErrors.Add(1)
 		p.s.log.Error("rules: state write failed; changes are in force but not durable", "dir", p.dir, "err", err)
 	}
 	return err

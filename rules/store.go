@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -105,6 +106,11 @@ type Store struct {
 
 	subs    map[*subscriber]struct{}
 	dropped atomic.Uint64
+
+	rejected     map[ErrCode]uint64
+	folds        uint64
+	lastFoldTook time.Duration
+	writeErrors  atomic.Uint64
 
 	fileExpired map[string]map[netip.Prefix]bool    // block-file lines whose ban expired while the line stayed
 	fileRecs    map[string]map[netip.Prefix]*record // bans in force per block file
@@ -397,7 +403,9 @@ func (s *Store) startFoldLocked() {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		t0 := time.Now()
 		nb := mergeBase(b, ov.apply(youngOps))
+		took := time.Since(t0)
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		// foldOps holds every op since the fold started, including those
@@ -406,6 +414,8 @@ func (s *Store) startFoldLocked() {
 		s.base, s.ov, s.young, s.youngOps = nb, nov, &overlay{}, nil
 		s.foldOps, s.pendOps = nil, nil
 		s.lastFold = s.now()
+		s.folds++
+		s.lastFoldTook = took
 		s.publishLocked(true)
 		s.mu.Unlock()
 		// Outside the lock: a million counter swaps take a while, and
@@ -515,6 +525,45 @@ func (s *Store) Len() int {
 // DroppedChanges is how many changes were not delivered to subscribers
 // that fell behind.
 func (s *Store) DroppedChanges() uint64 { return s.dropped.Load() }
+
+// Stats are the store's numbers for metrics and status pages.
+type Stats struct {
+	Entries        map[Kind]int       // entries in force by kind, implicit ones included
+	ByOrigin       map[Origin]int     // entries in force by origin
+	Rejected       map[ErrCode]uint64 // refused adds since start, by reason
+	Generation     uint64             // of the current Set
+	Overlay        int                // bans and tombstones not yet folded into the base
+	Folds          uint64             // background folds completed
+	LastFold       time.Duration      // how long the last fold took to compile
+	DroppedChanges uint64             // changes lost by subscribers that fell behind
+	WriteErrors    uint64             // journal or audit writes that failed (changes in force but not durable)
+}
+
+// Stats returns a consistent copy of the store's counters. It walks the
+// entries: call it at scrape intervals, not per request.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{
+		Entries:        map[Kind]int{},
+		ByOrigin:       map[Origin]int{},
+		Rejected:       maps.Clone(s.rejected),
+		Generation:     s.gen,
+		Overlay:        s.ov.size() + s.young.size() + len(s.pendOps),
+		Folds:          s.folds,
+		LastFold:       s.lastFoldTook,
+		DroppedChanges: s.dropped.Load(),
+		WriteErrors:    s.writeErrors.Load(),
+	}
+	for _, r := range s.byID {
+		st.Entries[r.e.Kind]++
+		st.ByOrigin[r.e.Origin]++
+	}
+	if st.Rejected == nil {
+		st.Rejected = map[ErrCode]uint64{}
+	}
+	return st
+}
 
 // Subscribe returns a feed of changes and a function that ends the
 // subscription (and closes the channel). The store never waits for a
@@ -639,8 +688,20 @@ func (s *Store) AddBatch(reqs []Request) []AddResult {
 	return out
 }
 
-// addLocked validates and applies one request; the caller publishes.
+// addLocked validates and applies one request and counts refusals; the
+// caller publishes.
 func (s *Store) addLocked(req Request, now time.Time) (Entry, bool, error) {
+	e, created, err := s.addOneLocked(req, now)
+	if err != nil {
+		if s.rejected == nil {
+			s.rejected = map[ErrCode]uint64{}
+		}
+		s.rejected[CodeOf(err)]++
+	}
+	return e, created, err
+}
+
+func (s *Store) addOneLocked(req Request, now time.Time) (Entry, bool, error) {
 	if req.Action == "" {
 		req.Action = ActionBlock
 	}

@@ -590,3 +590,22 @@ func TestSlowSubscriberDoesNotBlock(t *testing.T) {
 		t.Fatalf("dropped %d changes, want 100", d)
 	}
 }
+
+func TestStats(t *testing.T) {
+	s := newStore(t, Config{ImplicitAllow: []ImplicitAllow{{Prefix: pfx("192.0.2.1/32"), Comment: "sensor"}}})
+	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.1"})
+	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.2", Origin: OriginTUI})
+	s.Add(Request{Kind: KindBan, Value: "192.0.2.1"})
+	s.Add(Request{Kind: KindBan, Value: "1.0.0.0/8"})
+	s.Add(Request{Kind: KindBan, Value: "junk"})
+	st := s.Stats()
+	if st.Entries[KindBan] != 2 || st.Entries[KindAllow] != 1 || st.ByOrigin[OriginTUI] != 1 || st.ByOrigin[OriginSystem] != 1 {
+		t.Fatalf("entries: %+v", st)
+	}
+	if st.Rejected[CodeAllowlisted] != 1 || st.Rejected[CodeTooWide] != 1 || st.Rejected[CodeInvalid] != 1 {
+		t.Fatalf("rejected: %+v", st.Rejected)
+	}
+	if st.Generation != s.Set().Generation() {
+		t.Fatalf("generation %d, set %d", st.Generation, s.Set().Generation())
+	}
+}
