@@ -61,8 +61,8 @@ func (b *batch) wait() error {
 	return b.err
 }
 
-// persister owns the journal and audit files. jbuf, abuf, cur, jrecs and
-// nPersisted are guarded by Store.mu; the files by the run goroutine.
+// persister owns the journal and audit files. jbuf, abuf and jrecs are
+// guarded by Store.mu; the files belong to the writer goroutine (writeLoop).
 type persister struct {
 	s   *Store
 	dir string
