@@ -96,6 +96,11 @@ func parseBlockLine(line string) (fe FileEntry, ok bool, err error) {
 	if !utf8.ValidString(line) {
 		return fe, false, errors.New("not valid UTF-8")
 	}
+	if i := strings.IndexAny(line, "\r\n"); i >= 0 {
+		// A lone CR (old Mac line ending) inside a line would end up in a
+		// reason and break every log line that quotes it.
+		return fe, false, fmt.Errorf("line break (CR or LF) at column %d inside the line", i+1)
+	}
 	s := strings.TrimSpace(line)
 	if s == "" || s[0] == '#' || s[0] == ';' {
 		return fe, false, nil

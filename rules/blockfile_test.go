@@ -49,6 +49,7 @@ func TestParseBlockLine(t *testing.T) {
 		{line: `1.2.3.4 reason="a"b`, err: "after the closing quote"},
 		{line: "1.2.3.4 reason=\"a\\nb\"", err: "line breaks"},
 		{line: "1.2.3.4 \xff", err: "UTF-8"},
+		{line: "1.2.3.4 # a\rb", err: "line break"}, // found by FuzzParseBlockLine
 	}
 	for _, c := range cases {
 		fe, ok, err := parseBlockLine(c.line)
