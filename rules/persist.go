@@ -75,6 +75,7 @@ type persister struct {
 	jrecs      int
 	compacting atomic.Bool
 	queue      chan writeReq // committer → writer, in commit order
+	catJ, catA []byte        // writer's reusable concatenation buffers
 }
 
 // writeReq is one commit round's lines for the writer.
@@ -102,12 +103,18 @@ func (p *persister) writeLoop() {
 				break drain
 			}
 		}
-		var jb, ab []byte
-		compact := false
-		for _, r := range reqs {
-			jb = append(jb, r.jb...)
-			ab = append(ab, r.ab...)
-			compact = compact || r.compact
+		jb, ab := reqs[0].jb, reqs[0].ab
+		compact := reqs[0].compact
+		if len(reqs) > 1 {
+			// Concatenate into buffers kept across rounds: this runs a
+			// few hundred times a second.
+			p.catJ, p.catA = p.catJ[:0], p.catA[:0]
+			for _, r := range reqs {
+				p.catJ = append(p.catJ, r.jb...)
+				p.catA = append(p.catA, r.ab...)
+				compact = compact || r.compact
+			}
+			jb, ab = p.catJ, p.catA
 		}
 		err := p.write(jb, ab)
 		for _, r := range reqs {
