@@ -314,3 +314,40 @@ func TestBlockFileTTLExpiry(t *testing.T) {
 		t.Fatalf("line that came back not re-added: %+v", rep)
 	}
 }
+
+// A file bigger than one chunk is applied completely, both ways, and List
+// (which also walks in chunks) counts every entry.
+func TestBigBlockFileInChunks(t *testing.T) {
+	s := newStore(t, Config{StateDir: t.TempDir()})
+	path := filepath.Join(t.TempDir(), "big.txt")
+	var sb strings.Builder
+	n := 2*walkChunk + 123
+	for i := range n {
+		fmt.Fprintf(&sb, "10.%d.%d.%d\n", i>>16, (i>>8)&255, i&255)
+	}
+	os.WriteFile(path, []byte(sb.String()), 0o644)
+	rep, err := s.LoadBlockFile(path)
+	if err != nil || rep.Added != n || len(rep.Errors) != 0 {
+		t.Fatalf("load: %v %+v", err, rep)
+	}
+	if _, total := s.List(Filter{Origin: OriginFile}); total != n {
+		t.Fatalf("List total %d, want %d", total, n)
+	}
+	if st := s.Stats(); st.ByOrigin[OriginFile] != n {
+		t.Fatalf("stats: %+v", st.ByOrigin)
+	}
+	// Keep only the first 100 lines.
+	lines := strings.SplitAfterN(sb.String(), "\n", 101)
+	os.WriteFile(path, []byte(strings.Join(lines[:100], "")), 0o644)
+	rep, err = s.LoadBlockFile(path)
+	if err != nil || rep.Removed != n-100 || rep.Unchanged != 100 {
+		t.Fatalf("shrink: %v %+v", err, rep)
+	}
+	got, total := s.List(Filter{Origin: OriginFile, Offset: 90})
+	if total != 100 || len(got) != 10 {
+		t.Fatalf("after shrink: total %d, page %d", total, len(got))
+	}
+	if s.Set().Match(ip("10.0.200.1"), ip("192.0.2.1"), 6, 1, 2).Matched() {
+		t.Fatal("a removed line still matches")
+	}
+}

@@ -64,18 +64,35 @@ func (s *Store) LoadBlockFile(path string) (FileReport, error) {
 	return s.applyBlockFile(abs, entries, perrs)
 }
 
+// applyBlockFile applies one parsed file. Applies are serialised (the
+// watcher and a SIGHUP may race), and a big file is applied in chunks of
+// walkChunk lines, releasing the mutex in between so API adds are not held
+// up for the whole file; the partial state is consistent (each line is
+// either applied or not yet), and subscribers see it grow.
 func (s *Store) applyBlockFile(path string, entries []FileEntry, perrs []LineError) (FileReport, error) {
+	s.fileMu.Lock()
+	defer s.fileMu.Unlock()
 	rep := FileReport{Path: path, Lines: len(entries), Errors: perrs}
+	closedErr := errf(CodeStorage, nil, "rules store is closed; block file not (fully) applied")
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return rep, errf(CodeStorage, nil, "rules store is closed; block file not applied")
+		return rep, closedErr
 	}
 	now := s.now()
-	cur := s.fileRecs[path]
 	want := make(map[netip.Prefix]bool, len(entries))
-	exp := s.fileExpired[path]
-	for _, fe := range entries {
+	for i, fe := range entries {
+		if i > 0 && i%walkChunk == 0 {
+			s.commitLocked() // publish this chunk; the final wait below covers the disk
+			s.mu.Unlock()
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return rep, closedErr
+			}
+		}
+		cur := s.fileRecs[path]
+		exp := s.fileExpired[path]
 		want[fe.Value] = true
 		if r := cur[fe.Value]; r != nil {
 			if r.e.Action != fe.Action {
@@ -104,15 +121,31 @@ func (s *Store) applyBlockFile(path string, entries []FileEntry, perrs []LineErr
 		}
 		rep.Added++
 	}
-	for p, r := range cur {
+	var gone []*record
+	for p, r := range s.fileRecs[path] {
 		if !want[p] {
-			s.removeLocked(r, OpRemoved, "file", "line removed from "+path, now)
-			rep.Removed++
+			gone = append(gone, r)
 		}
 	}
-	for p := range exp {
+	for i, r := range gone {
+		if i > 0 && i%walkChunk == 0 {
+			s.commitLocked()
+			s.mu.Unlock()
+			s.mu.Lock()
+			if s.closed {
+				s.mu.Unlock()
+				return rep, closedErr
+			}
+		}
+		if r.dead {
+			continue // lifted meanwhile (expired, removed through the API)
+		}
+		s.removeLocked(r, OpRemoved, "file", "line removed from "+path, now)
+		rep.Removed++
+	}
+	for p := range s.fileExpired[path] {
 		if !want[p] {
-			delete(exp, p)
+			delete(s.fileExpired[path], p)
 		}
 	}
 	s.auditLocked(AuditRecord{Time: now, Action: AuditReload, Who: "file", Detail: rep.String()})

@@ -21,6 +21,7 @@ const (
 	foldIdle      = 2 * time.Second // fold a non-empty overlay at least this often (from Run)
 	maxExpiryWait = 500 * time.Millisecond
 	subBuffer     = 4096 // changes a subscriber may lag behind before it loses some
+	walkChunk     = 8192 // entries List and a block-file apply handle per hold of the mutex
 	maxReasonLen  = 1024 // bytes of Reason and RequestedBy; both land in every audit line
 )
 
@@ -75,6 +76,8 @@ type Store struct {
 
 	cur atomic.Pointer[Set]
 
+	fileMu sync.Mutex // serialises block-file applies; taken before mu
+
 	mu     sync.Mutex
 	closed bool
 	nextID uint64
@@ -108,6 +111,8 @@ type Store struct {
 	dropped atomic.Uint64
 
 	rejected     map[ErrCode]uint64
+	byKind       map[Kind]int
+	byOrigin     map[Origin]int
 	folds        uint64
 	lastFoldTook time.Duration
 	writeErrors  atomic.Uint64
@@ -178,6 +183,8 @@ func Open(cfg Config) (*Store, error) {
 		subs:        make(map[*subscriber]struct{}),
 		fileExpired: make(map[string]map[netip.Prefix]bool),
 		fileRecs:    make(map[string]map[netip.Prefix]*record),
+		byKind:      make(map[Kind]int),
+		byOrigin:    make(map[Origin]int),
 	}
 	if cfg.StateDir != "" {
 		p, err := openPersister(s, cfg.StateDir)
@@ -237,6 +244,8 @@ func (s *Store) insertLocked(r *record) {
 	if r.e.Origin != OriginSystem {
 		s.nUser++
 	}
+	s.byKind[r.e.Kind]++
+	s.byOrigin[r.e.Origin]++
 	if r.e.Origin == OriginFile {
 		m := s.fileRecs[r.e.RequestedBy]
 		if m == nil {
@@ -541,14 +550,14 @@ type Stats struct {
 	WriteErrors    uint64             // journal or audit writes that failed (changes in force but not durable)
 }
 
-// Stats returns a consistent copy of the store's counters. It walks the
-// entries: call it at scrape intervals, not per request.
+// Stats returns a consistent copy of the store's counters (O(1) in the
+// number of entries).
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{
-		Entries:        map[Kind]int{},
-		ByOrigin:       map[Origin]int{},
+		Entries:        maps.Clone(s.byKind),
+		ByOrigin:       maps.Clone(s.byOrigin),
 		Rejected:       maps.Clone(s.rejected),
 		Generation:     s.gen,
 		Overlay:        s.ov.size() + s.young.size() + len(s.pendOps),
@@ -557,10 +566,8 @@ func (s *Store) Stats() Stats {
 		DroppedChanges: s.dropped.Load(),
 		WriteErrors:    s.writeErrors.Load(),
 	}
-	for _, r := range s.byID {
-		st.Entries[r.e.Kind]++
-		st.ByOrigin[r.e.Origin]++
-	}
+	maps.DeleteFunc(st.Entries, func(_ Kind, n int) bool { return n == 0 })
+	maps.DeleteFunc(st.ByOrigin, func(_ Origin, n int) bool { return n == 0 })
 	if st.Rejected == nil {
 		st.Rejected = map[ErrCode]uint64{}
 	}
@@ -1013,6 +1020,8 @@ func (s *Store) removeLocked(r *record, op ChangeOp, who, reason string, now tim
 	if r.e.Origin != OriginSystem {
 		s.nUser--
 	}
+	s.byKind[r.e.Kind]--
+	s.byOrigin[r.e.Origin]--
 	if r.e.Origin == OriginFile {
 		delete(s.fileRecs[r.e.RequestedBy], r.e.Value)
 	}
@@ -1027,7 +1036,9 @@ func (s *Store) removeLocked(r *record, op ChangeOp, who, reason string, now tim
 		s.aclDirty = true
 	}
 	if s.nDead > 1024 && s.nDead > len(s.order)/2 {
-		s.order = slices.DeleteFunc(s.order, func(x *record) bool { return x.dead })
+		// A new array, not in place: List walks an old header in chunks
+		// without holding the lock throughout.
+		s.order = slices.DeleteFunc(slices.Clone(s.order), func(x *record) bool { return x.dead })
 		s.nDead = 0
 	}
 	e := r.e
@@ -1057,13 +1068,28 @@ func (s *Store) Get(id uint64) (Entry, bool) {
 
 // List returns the entries matching f in ID order (oldest first), the
 // page selected by Offset and Limit, and how many matched in total.
+//
+// It walks the entries in chunks, letting adds in between, so a listing of a
+// million entries does not stall the API for its whole duration; entries
+// added during the walk may be missed and the total may be off by the
+// changes made meanwhile.
 func (s *Store) List(f Filter) ([]Entry, int) {
 	contains := f.Contains.Unmap()
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	ord := s.order // append-only between compactions, which copy: safe to keep
+	s.mu.Unlock()
 	var out []Entry
 	total := 0
-	for _, r := range s.order {
+	for i := 0; i < len(ord); i += walkChunk {
+		s.mu.Lock()
+		out, total = s.listChunkLocked(ord[i:min(i+walkChunk, len(ord))], f, contains, out, total)
+		s.mu.Unlock()
+	}
+	return out, total
+}
+
+func (s *Store) listChunkLocked(chunk []*record, f Filter, contains netip.Addr, out []Entry, total int) ([]Entry, int) {
+	for _, r := range chunk {
 		if r.dead || (f.Kind != "" && r.e.Kind != f.Kind) || (f.Origin != "" && r.e.Origin != f.Origin) {
 			continue
 		}
