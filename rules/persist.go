@@ -134,13 +134,19 @@ type journalRec struct {
 	ID    uint64 `json:"id,omitempty"`
 }
 
-// stateHeader is the first line of state.jsonl; entries follow, one a line.
+// stateHeader is the first line of state.jsonl; entries follow, one a
+// line, then a stateTrailer.
 type stateHeader struct {
 	Version    int       `json:"version"`
 	JournalGen uint64    `json:"journal_gen"` // journals from this generation on apply on top
 	NextID     uint64    `json:"next_id"`
 	Saved      time.Time `json:"saved"`
-	Entries    int       `json:"entries"`
+}
+
+// stateTrailer is the last line of a complete state.jsonl.
+type stateTrailer struct {
+	End     bool `json:"end"`
+	Entries int  `json:"entries"`
 }
 
 func (s *Store) journalPutLocked(r *record) {
@@ -243,15 +249,19 @@ func (p *persister) rotateAndCompact() {
 		return
 	}
 	s.mu.Lock()
-	// Everything queued after flush cut its batch goes to the new journal;
-	// the snapshot below already includes those changes, and replaying
-	// them is idempotent.
+	// Lines cut from now on go to the new journal. The snapshot is read
+	// afterwards, in chunks, so the mutex is never held for the whole
+	// store: each entry is saved as it is when its chunk is read, at or
+	// after the switch, and the new journal holds every change made since
+	// the switch, so replaying it over the snapshot gives the live state
+	// (a put or del replayed over a newer copy of the same entry lands on
+	// the same final state).
 	old := p.jf
 	p.jf = nf
 	p.gen++
 	gen := p.gen
 	p.jrecs = 0
-	entries := s.persistedEntriesLocked()
+	ord := s.order // append-only between compactions of order, which copy
 	nextID := s.nextID
 	s.mu.Unlock()
 	if err := old.Close(); err != nil {
@@ -259,7 +269,26 @@ func (p *persister) rotateAndCompact() {
 	}
 	go func() {
 		defer p.compacting.Store(false)
-		if err := writeSnapshot(p.dir, gen, nextID, entries, s.now()); err != nil {
+		i := 0
+		next := func() ([]Entry, bool) {
+			if i >= len(ord) {
+				return nil, false
+			}
+			chunk := ord[i:min(i+walkChunk, len(ord))]
+			i += walkChunk
+			out := make([]Entry, 0, len(chunk))
+			s.mu.Lock()
+			for _, r := range chunk {
+				if !r.dead && persisted(r.e.Origin) {
+					e := r.e
+					e.Hits = 0
+					out = append(out, e)
+				}
+			}
+			s.mu.Unlock()
+			return out, true
+		}
+		if err := writeSnapshot(p.dir, gen, nextID, next, s.now()); err != nil {
 			s.log.Error("rules: snapshot failed; the journals are kept and still complete", "err", err)
 			return
 		}
@@ -306,7 +335,7 @@ func syncDir(dir string) error {
 
 // writeSnapshot writes state.jsonl through a temp file, fsync, rename and
 // a directory fsync, so a crash leaves either the old or the new file.
-func writeSnapshot(dir string, gen, nextID uint64, entries []Entry, now time.Time) error {
+func writeSnapshot(dir string, gen, nextID uint64, next func() ([]Entry, bool), now time.Time) error {
 	tmp := filepath.Join(dir, stateFile+".tmp")
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
 	if err != nil {
@@ -314,12 +343,23 @@ func writeSnapshot(dir string, gen, nextID uint64, entries []Entry, now time.Tim
 	}
 	w := bufio.NewWriterSize(f, 1<<20)
 	enc := json.NewEncoder(w)
-	err = enc.Encode(stateHeader{Version: stateVersion, JournalGen: gen, NextID: nextID, Saved: now.UTC(), Entries: len(entries)})
-	for i := range entries {
-		if err != nil {
+	err = enc.Encode(stateHeader{Version: stateVersion, JournalGen: gen, NextID: nextID, Saved: now.UTC()})
+	n := 0
+	for err == nil {
+		chunk, more := next()
+		if !more {
 			break
 		}
-		err = enc.Encode(&entries[i])
+		for i := range chunk {
+			if err = enc.Encode(&chunk[i]); err != nil {
+				break
+			}
+		}
+		n += len(chunk)
+	}
+	if err == nil {
+		// The trailer proves the file is complete.
+		err = enc.Encode(stateTrailer{End: true, Entries: n})
 	}
 	if err == nil {
 		err = w.Flush()
@@ -501,7 +541,15 @@ func openPersister(s *Store, dir string) (*persister, error) {
 	}
 
 	gen := maxGen + 1
-	if err := writeSnapshot(dir, gen, s.nextID, s.persistedEntriesLocked(), now); err != nil {
+	all, done := s.persistedEntriesLocked(), false
+	once := func() ([]Entry, bool) {
+		if done {
+			return nil, false
+		}
+		done = true
+		return all, true
+	}
+	if err := writeSnapshot(dir, gen, s.nextID, once, now); err != nil {
 		return nil, fmt.Errorf("rules: %w; check free space and permissions of %s", err, dir)
 	}
 	removeJournalsBefore(dir, gen, s)
@@ -568,23 +616,36 @@ func readState(r io.Reader, put func(*Entry)) (stateHeader, int, error) {
 		return hdr, 0, fmt.Errorf("written by a newer canopy (state version %d)", hdr.Version)
 	}
 	bad, n := 0, 0
+	var trailer *stateTrailer
 	for {
 		line, err := br.ReadBytes('\n')
 		if len(bytes.TrimSpace(line)) > 0 {
-			var e Entry
-			if json.Unmarshal(line, &e) != nil {
-				bad++
+			if trailer != nil {
+				bad++ // anything after the trailer
+			} else if bytes.HasPrefix(line, []byte(`{"end":`)) {
+				trailer = new(stateTrailer)
+				if json.Unmarshal(line, trailer) != nil || !trailer.End {
+					bad++
+				}
 			} else {
-				put(&e)
-				n++
+				var e Entry
+				if json.Unmarshal(line, &e) != nil {
+					bad++
+				} else {
+					put(&e)
+					n++
+				}
 			}
 		}
 		if err != nil {
 			break
 		}
 	}
-	if bad == 0 && n != hdr.Entries {
-		return hdr, 0, fmt.Errorf("truncated: header says %d entries, found %d", hdr.Entries, n)
+	if bad == 0 && trailer == nil {
+		return hdr, 0, fmt.Errorf("truncated: no end line after %d entries", n)
+	}
+	if bad == 0 && trailer.Entries != n {
+		return hdr, 0, fmt.Errorf("truncated: end line says %d entries, found %d", trailer.Entries, n)
 	}
 	return hdr, bad, nil
 }

@@ -324,3 +324,28 @@ func TestAuditFromOtherPackages(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot cut short (no end line) is reported and moved aside; its
+// complete lines are kept.
+func TestTruncatedSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, Config{StateDir: dir})
+	a := mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.1"})
+	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.2"})
+	s.Close()
+	state := filepath.Join(dir, stateFile)
+	data, _ := os.ReadFile(state)
+	lines := strings.SplitAfter(string(data), "\n")
+	os.WriteFile(state, []byte(lines[0]+lines[1]), 0o640) // header + first entry
+	s2 := newStore(t, Config{StateDir: dir})
+	if _, ok := s2.Get(a.ID); !ok {
+		t.Fatal("complete line of a truncated snapshot lost")
+	}
+	if aside, _ := filepath.Glob(state + ".corrupt-*"); len(aside) != 1 {
+		t.Fatalf("truncated snapshot not moved aside: %v", aside)
+	}
+	recs, _ := s2.ReadAudit(time.Time{}, 0)
+	if last := recs[len(recs)-1]; !strings.Contains(last.Detail, "truncated") {
+		t.Fatalf("truncation not reported: %+v", last)
+	}
+}
