@@ -333,6 +333,7 @@ func TestTruncatedSnapshot(t *testing.T) {
 	a := mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.1"})
 	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.2"})
 	s.Close()
+	newStore(t, Config{StateDir: dir}).Close() // Open compacts: the snapshot now holds both
 	state := filepath.Join(dir, stateFile)
 	data, _ := os.ReadFile(state)
 	lines := strings.SplitAfter(string(data), "\n")
