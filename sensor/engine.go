@@ -23,6 +23,7 @@ type Rules interface {
 	Set() *rules.Set
 	Subscribe() (<-chan rules.Change, func())
 	List(f rules.Filter) ([]rules.Entry, int)
+	Stats() rules.Stats
 }
 
 // Injection says how resets leave the sensor.
@@ -334,7 +335,7 @@ func (e *Engine) watchRules(ctx context.Context, changes <-chan rules.Change) {
 			}
 			ev := Event{Time: c.At, Entry: &c.Entry}
 			switch c.Op {
-			case rules.OpAdded, rules.OpExtended:
+			case rules.OpAdded, rules.OpExtended, rules.OpUpdated:
 				ev.Type = EventBan
 			case rules.OpRemoved:
 				ev.Type = EventUnban
@@ -344,7 +345,9 @@ func (e *Engine) watchRules(ctx context.Context, changes <-chan rules.Change) {
 				ev.Type = EventType(c.Op)
 			}
 			e.bus.publish(ev)
-			if c.Op == rules.OpAdded && c.Entry.Kind == rules.KindBan && c.Entry.Value.IsValid() {
+			// A new ban, or one switched from observe to block, kills the
+			// address's live sessions now.
+			if (c.Op == rules.OpAdded || c.Op == rules.OpUpdated) && c.Entry.Kind == rules.KindBan && c.Entry.Value.IsValid() {
 				p := c.Entry.Value
 				for i := range e.workers {
 					if err := e.do(ctx, i, func(w *worker) { w.killPrefix(p) }); err != nil {

@@ -114,16 +114,16 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 	bs.ReactionBuckets, bs.ReactionCount, bs.ReactionSum = reaction.Buckets, reaction.Count, reaction.Sum
 	traffic.Totals.Evictions = evicted
 
-	entries, total := e.rules.List(rules.Filter{Limit: e.cfg.RulesInSnapshot})
-	bans := 0
-	for _, en := range entries {
-		if en.Kind == rules.KindBan {
-			bans++
-		}
+	// The newest entries (bans an operator just made, not the oldest of a
+	// million feed entries), and the counts from the store's O(1) stats.
+	stats := e.rules.Stats()
+	total := 0
+	for _, n := range stats.Entries {
+		total += n
 	}
-	if total > len(entries) {
-		_, bans = e.rules.List(rules.Filter{Kind: rules.KindBan, Limit: 1})
-	}
+	entries, _ := e.rules.List(rules.Filter{Offset: max(0, total-e.cfg.RulesInSnapshot), Limit: e.cfg.RulesInSnapshot})
+	slices.Reverse(entries)
+	bans := stats.Entries[rules.KindBan]
 	st := Status{
 		Version:      e.cfg.Version,
 		Started:      e.started,
