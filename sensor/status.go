@@ -93,7 +93,7 @@ type Snapshot struct {
 	Status  Status        `json:"status"`
 	Traffic flow.Snapshot `json:"traffic"`
 	Blocks  []Block       `json:"blocks"` // most recent first, bounded
-	Rules   []rules.Entry `json:"rules"`  // bans, ACLs and allowlist entries in force
+	Rules   []rules.Entry `json:"rules"`  // entries in force, newest first, at most Config.RulesInSnapshot (Status.Bans counts all bans)
 }
 
 // EventType names what an Event reports.
