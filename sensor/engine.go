@@ -52,7 +52,7 @@ type Injection struct {
 // has a working default.
 type Config struct {
 	Mode             Mode          // initial mode (default enforce; observe when Injection.Sender is nil)
-	Flow             flow.Config   // per-sensor flow settings; MaxFlows is divided among workers
+	Flow             flow.Config   // flow settings; MaxFlows (default 1M) is for the whole sensor, divided among workers
 	MaxResetsPerFlow int           // per-flow reset budget (default 32)
 	MinResetInterval time.Duration // per flow, between two rounds of resets (default 0: answer every packet)
 	ConfirmAfter     time.Duration // silence after the last reset that confirms a kill (default 500 ms)
@@ -144,10 +144,13 @@ func New(cfg Config, src capture.Source, r Rules) (*Engine, error) {
 	if n <= 0 {
 		return nil, fmt.Errorf("sensor: capture source has %d workers", n)
 	}
+	// Flow.MaxFlows is for the whole sensor; each worker's table gets its
+	// share (a table reserves its slots up front and never grows).
 	fc := cfg.Flow
-	if fc.MaxFlows > 0 {
-		fc.MaxFlows = max(fc.MaxFlows/n, 1024)
+	if fc.MaxFlows <= 0 {
+		fc.MaxFlows = flow.DefaultMaxFlows
 	}
+	fc.MaxFlows = max(fc.MaxFlows/n, 1024)
 	e := &Engine{
 		cfg:     cfg,
 		src:     src,
