@@ -122,6 +122,7 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 		MinResetInterval: cfg.Inject.MinResetInterval,
 		ConfirmAfter:     cfg.Inject.ConfirmAfter,
 		FailAfter:        cfg.Inject.FailAfter,
+		WorkerNice:       cfg.Capture.WorkerNice,
 		Injection:        injection,
 		Version:          version,
 		Source:           source,

@@ -39,6 +39,7 @@ type Capture struct {
 	BlockTimeout time.Duration `toml:"block_timeout"` // TPACKET_V3 retire timeout
 	Lane         bool          `toml:"lane"`          // low-latency lane for handshake/data packets
 	Promiscuous  bool          `toml:"promiscuous"`
+	WorkerNice   int           `toml:"worker_nice"` // nice value of capture worker threads; 0 leaves them alone
 }
 
 // Inject configures where resets leave.
@@ -112,6 +113,7 @@ func Default() Config {
 			BlockTimeout: time.Millisecond,
 			Lane:         true,
 			Promiscuous:  true,
+			WorkerNice:   -10,
 		},
 		Inject: Inject{
 			QdiscBypass:      true,
@@ -190,6 +192,9 @@ func (c *Config) Validate() error {
 	}
 	if bs := c.Capture.BlockSize; bs != 0 && (bs < 4096 || bs&(bs-1) != 0) {
 		bad("capture.block_size = %d: want a power of two of at least 4096", bs)
+	}
+	if n := c.Capture.WorkerNice; n < -20 || n > 19 {
+		bad("capture.worker_nice = %d: want -20..19 (0 leaves the priority alone)", n)
 	}
 	if c.Capture.BlockCount < 0 {
 		bad("capture.block_count = %d: want 0 (default) or more", c.Capture.BlockCount)

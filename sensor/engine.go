@@ -57,6 +57,7 @@ type Config struct {
 	MinResetInterval time.Duration // per flow, between two rounds of resets (default 0: answer every packet)
 	ConfirmAfter     time.Duration // silence after the last reset that confirms a kill (default 500 ms)
 	FailAfter        time.Duration // payload this long after the first reset, budget spent, is a failed kill (default 250 ms)
+	WorkerNice       int           // nice value of the capture worker threads (0: unchanged; canopy's config defaults to -10)
 	Injection        Injection
 	Version          string
 	Source           string   // "live" or the capture file's path, for status
@@ -192,6 +193,9 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if err := pinWorker(e.cfg.WorkerNice); err != nil && i == 0 {
+				e.cfg.Logger.Warn(err.Error())
+			}
 			err := e.src.Run(ctx, i, w)
 			w.finish() // still this worker's goroutine: hand over the last bucket
 			if err != nil {

@@ -56,7 +56,9 @@ func startSensor(t *testing.T, l *lab.Lab, mode sensor.Mode) *running {
 	}
 	inj := sensor.Injection{Sender: sender, Iface: l.InjectIface, NextHop: hop, Ceiling: inject.NewCeiling(100000)}
 	copy(inj.SrcMAC[:], sender.MAC())
-	e, err := sensor.New(sensor.Config{Mode: mode, Injection: inj, ConfirmAfter: 200 * time.Millisecond}, src, store)
+	// The lab's delay line runs at nice -10; the sensor's workers get the
+	// same priority, as canopy's config gives them by default.
+	e, err := sensor.New(sensor.Config{Mode: mode, Injection: inj, ConfirmAfter: 200 * time.Millisecond, WorkerNice: -10}, src, store)
 	if err != nil {
 		t.Fatal(err)
 	}
