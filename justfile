@@ -23,7 +23,7 @@ lint:
     go vet ./...
     CGO_ENABLED=0 go build -o /dev/null .
 
-# Every benchmark in one table; rewrites BENCHMARKS.md (root, ~15 min).
+# Every benchmark in one table; rewrites BENCHMARKS.md (root, ~5-10 min).
 bench:
     go run ./bench
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"canopy/capture"
+	"canopy/config"
 	"canopy/inject"
 	"canopy/lab"
 	"canopy/rules"
@@ -187,9 +188,13 @@ func sensorChild(args []string) error {
 		return err
 	}
 	defer store.Close()
-	inj := sensor.Injection{Sender: sender, Iface: injIface, NextHop: hop, Ceiling: inject.NewCeiling(100000)}
+	// The sensor runs with canopy's shipped defaults (config.Default): the
+	// injection ceiling and the capture workers' priority among them.
+	def := config.Default()
+	inj := sensor.Injection{Sender: sender, Iface: injIface, NextHop: hop, Ceiling: inject.NewCeiling(def.Inject.MaxPPS)}
 	copy(inj.SrcMAC[:], sender.MAC())
-	e, err := sensor.New(sensor.Config{Mode: sensor.ModeEnforce, Injection: inj, ConfirmAfter: 200 * time.Millisecond, Logger: quietLog}, src, store)
+	e, err := sensor.New(sensor.Config{Mode: sensor.ModeEnforce, Injection: inj, ConfirmAfter: 200 * time.Millisecond,
+		MaxResetsPerFlow: def.Inject.MaxResetsPerFlow, WorkerNice: def.Capture.WorkerNice, Logger: quietLog}, src, store)
 	if err != nil {
 		return err
 	}

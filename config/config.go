@@ -117,7 +117,7 @@ func Default() Config {
 		},
 		Inject: Inject{
 			QdiscBypass:      true,
-			MaxPPS:           10000,
+			MaxPPS:           50000,
 			MaxResetsPerFlow: 32,
 			MinResetInterval: 0,
 			ConfirmAfter:     500 * time.Millisecond,
