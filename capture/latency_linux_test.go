@@ -42,7 +42,7 @@ func (h *latencyProbe) Idle(int64) {}
 // the V3 bulk ring (1 ms block timeout), the V2 lane ring, and a plain
 // recvfrom socket with the same filter (the alternative the lane could
 // have used). It asserts delivery only; the figures are logged and
-// recorded in lanefilter.go and BENCHMARKS.md. Run with -v to see them.
+// recorded in lanefilter.go; `go run ./bench` tabulates them. Run with -v to see them.
 func TestLiveLaneLatency(t *testing.T) {
 	if testing.Short() {
 		t.Skip("latency measurement takes a few seconds")

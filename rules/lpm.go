@@ -19,7 +19,7 @@ import (
 // rule); the large arrays are advised onto transparent huge pages so those
 // accesses do not also miss the TLB. A one-cache-line-per-bucket layout
 // (no index) was tried and was slower here: it needs twice the memory.
-// See BENCHMARKS.md.
+// The measured lookup costs are in the root BENCHMARKS.md (go run ./bench).
 
 // u128 is an IPv6 address (or an IPv4 address in lo) as a number.
 type u128 struct{ hi, lo uint64 }
