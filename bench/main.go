@@ -77,6 +77,7 @@ var suite = []benchmark{
 	{"block", true, one(runBlock)},
 	{"kill", true, one(runKill)},
 	{"capture", true, runCapture},
+	{"lane", true, one(runLane)},
 	{"engine", false, one(runEngine)},
 	{"decode", false, one(runMicro("decode"))},
 	{"flow", false, one(runMicro("flow"))},

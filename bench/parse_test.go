@@ -65,3 +65,17 @@ func TestRank(t *testing.T) {
 		}
 	}
 }
+
+func TestLaneLine(t *testing.T) {
+	line := "    latency_linux_test.go:119: lane-v2+bg        send→handler p50     31µs p99    80µs max   1.2ms | kernel ts→handler p50     12µs p99    60µs max    1.1ms"
+	m := laneLine.FindStringSubmatch(line)
+	if m == nil {
+		t.Fatal("no match")
+	}
+	want := []string{"lane-v2+bg", "31µs", "80µs", "1.2ms", "12µs", "60µs", "1.1ms"}
+	for i, w := range want {
+		if m[i+1] != w {
+			t.Errorf("field %d = %q, want %q", i, m[i+1], w)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -187,6 +188,15 @@ func (e *Engine) Run(ctx context.Context) error {
 	snapDone := make(chan struct{})
 	go func() { defer bg.Done(); e.snapshotter(ctx, snapDone) }()
 
+	// The workers spend their lives in poll(2) and must run the moment it
+	// returns. With GOMAXPROCS = CPUs, a worker coming back from poll can
+	// find every P held (the other workers, the snapshotter, the API) and
+	// wait a scheduler tick; one extra P per worker means it never waits
+	// for Go, only for the OS, where its thread's priority counts.
+	if procs := runtime.GOMAXPROCS(0); procs <= runtime.NumCPU() {
+		runtime.GOMAXPROCS(procs + len(e.workers))
+		defer runtime.GOMAXPROCS(procs)
+	}
 	errs := make(chan error, len(e.workers))
 	var wg sync.WaitGroup
 	for i, w := range e.workers {
