@@ -62,7 +62,10 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 		return
 	}
 	if first && f.Enf.Resets > 0 && !observe {
-		d := time.Duration(time.Now().UnixNano() - p.Timestamp)
+		// Reaction ends when the first reset is handed to the kernel: the
+		// sendto call, not its return, which can include softirq work the
+		// kernel does for other packets on the way out.
+		d := time.Duration(w.firstSendAt - p.Timestamp)
 		w.reaction.Observe(d)
 		rec.block.Reaction = d
 	}
@@ -204,6 +207,7 @@ func (w *worker) transmit(f *flow.Flow, rec *blockRec, target, n int, observe, i
 	// one the outcome rules compare them with; for live capture it is the
 	// kernel's wall clock, for a replay the capture's.
 	if f.Enf.Resets == 0 {
+		w.firstSendAt = now
 		f.Enf.FirstReset = w.now
 		w.attempted.Add(1)
 		f.MarkResetByUs()

@@ -40,9 +40,10 @@ type worker struct {
 
 	lane [laneSlots]laneKey
 
-	bucketSec int64 // unix second the table's current bucket started in
-	nextHouse int64 // next housekeeping time (ns)
-	now       int64 // latest time seen (packet or idle clock)
+	firstSendAt int64 // wall clock when the latest flow's first reset was handed to the kernel
+	bucketSec   int64 // unix second the table's current bucket started in
+	nextHouse   int64 // next housekeeping time (ns)
+	now         int64 // latest time seen (packet or idle clock)
 
 	blocks  []blockRec // ring, indexed by Enforcement.BlockSlot-1
 	nextRec int
