@@ -5,11 +5,15 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -340,4 +344,113 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDaemonBlocksUnderAPILoad hammers the daemon's API with ban writes
+// and status reads while a banned client keeps connecting: blocking must
+// keep working (nothing leaks, the legitimate client is untouched) and the
+// API must answer every request.
+func TestDaemonBlocksUnderAPILoad(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for the lab's namespaces (CI runs as root)")
+	}
+	bin := buildCanopy(t)
+	l := lab.NewT(t, lab.Config{Delay: 10 * time.Millisecond})
+	addr := "127.0.0.1:7853"
+	startDaemon(t, l, bin, "--state-dir", t.TempDir(), "--api", addr, "--log-level", "warn")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if out, code := cli(t, l, bin, "status", "--api", addr); code == 0 && strings.Contains(out, "ready") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("daemon not ready")
+		}
+	}
+	if out, code := cli(t, l, bin, "ban", l.ClientBanned4.String(), "--api", addr); code != 0 {
+		t.Fatalf("ban: %s", out)
+	}
+
+	// The API listens on the sensor namespace's loopback: dial there.
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		MaxIdleConnsPerHost: 16,
+		DialContext: func(ctx context.Context, network, a string) (net.Conn, error) {
+			var c net.Conn
+			err := l.Do(lab.Sensor, func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, a)
+				return err
+			})
+			return c, err
+		},
+	}}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	var (
+		mu       sync.Mutex
+		lat      []time.Duration
+		errs     int
+		requests int
+	)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				var req *http.Request
+				if i%2 == 0 { // TEST-NET-3 and benchmarking addresses: never the lab's
+					body := fmt.Sprintf(`{"value":"198.18.%d.%d","ttl":"10m","reason":"load"}`, g, i%250+1)
+					req, _ = http.NewRequestWithContext(ctx, "POST", "http://"+addr+"/v1/bans", strings.NewReader(body))
+				} else {
+					req, _ = http.NewRequestWithContext(ctx, "GET", "http://"+addr+"/v1/status", nil)
+				}
+				start := time.Now()
+				resp, err := client.Do(req)
+				if ctx.Err() != nil {
+					return
+				}
+				d := time.Since(start)
+				mu.Lock()
+				requests++
+				if err != nil || resp.StatusCode >= 300 {
+					errs++
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		}()
+	}
+	banned, err := l.Probe(ctx, lab.ProbeConfig{Src: l.ClientBanned4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort), Conns: 300, Rate: 150, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	legit, err := l.Probe(context.Background(), lab.ProbeConfig{Src: l.ClientLegit4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort), Conns: 100, Rate: 100, Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	wg.Wait()
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		t.Fatal("no API request succeeded")
+	}
+	t.Logf("API under load: %d requests (%.0f/s), p50 %v, p99 %v, %d errors; banned %+v; legit completed %d of %d",
+		requests, float64(requests)/4, lat[len(lat)/2], lat[len(lat)*99/100], errs, banned, legit.Completed, legit.Total())
+	if errs != 0 {
+		t.Errorf("%d API requests failed", errs)
+	}
+	if got := l.Echo.Count(l.ClientBanned4); got.Requests != 0 {
+		t.Errorf("under API load the server read %d lines from the banned client", got.Requests)
+	}
+	if banned.Completed != 0 {
+		t.Errorf("%d banned connections completed", banned.Completed)
+	}
+	if legit.Completed != legit.Total() {
+		t.Errorf("legitimate client disturbed: %+v", legit)
+	}
 }
