@@ -87,14 +87,7 @@ func parseBan(data []byte) (rules.Request, error) {
 	if req.Value, err = parseValue("value", b.Value); err != nil {
 		return req, err
 	}
-	if req.TTL, err = parseTTL(b.TTL); err != nil {
-		return req, err
-	}
-	if req.Action, err = parseAction(b.Action); err != nil {
-		return req, err
-	}
-	req.Origin, err = parseOrigin(b.Origin)
-	return req, err
+	return req, parseLifetime(&req, b.TTL, b.Action, b.Origin)
 }
 
 func parseACL(data []byte) (rules.Request, error) {
@@ -140,14 +133,7 @@ func parseACL(data []byte) (rules.Request, error) {
 		return req, errorf(http.StatusBadRequest, "ACL mixes IPv4 and IPv6", "src %s and dst %s can never match the same packet", acl.Src, acl.Dst)
 	}
 	req.ACL = acl
-	if req.TTL, err = parseTTL(b.TTL); err != nil {
-		return req, err
-	}
-	if req.Action, err = parseAction(b.Action); err != nil {
-		return req, err
-	}
-	req.Origin, err = parseOrigin(b.Origin)
-	return req, err
+	return req, parseLifetime(&req, b.TTL, b.Action, b.Origin)
 }
 
 func parseAllow(data []byte) (rules.Request, error) {
@@ -165,6 +151,19 @@ func parseAllow(data []byte) (rules.Request, error) {
 	}
 	req.Origin, err = parseOrigin(b.Origin)
 	return req, err
+}
+
+// parseLifetime fills what bans and ACLs share: TTL, action and origin.
+func parseLifetime(req *rules.Request, ttl, action, origin string) error {
+	var err error
+	if req.TTL, err = parseTTL(ttl); err != nil {
+		return err
+	}
+	if req.Action, err = parseAction(action); err != nil {
+		return err
+	}
+	req.Origin, err = parseOrigin(origin)
+	return err
 }
 
 // parseValue checks that s is an IP address or CIDR prefix and returns it
