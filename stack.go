@@ -176,19 +176,20 @@ func (s *stack) implicitAllow() ([]rules.ImplicitAllow, error) {
 	if s.cfg.Inject.Interface != "" {
 		names = append(names, s.cfg.Inject.Interface)
 	}
-	if s.src != nil && s.cfg.Capture.Interfaces != nil && len(names) > 0 {
-		for _, name := range names {
-			ifi, err := net.InterfaceByName(name)
-			if err != nil {
-				continue // a replayed file names no local interface
-			}
-			addrs, _ := ifi.Addrs()
-			for _, a := range addrs {
-				if ipn, ok := a.(*net.IPNet); ok {
-					if ip, ok := netip.AddrFromSlice(ipn.IP); ok && !ip.IsLinkLocalUnicast() {
-						ip = ip.Unmap()
-						out = append(out, rules.ImplicitAllow{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Comment: "sensor address on " + name})
-					}
+	for _, name := range names {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			continue // not here: a replay (--read) names no local interface
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s (to allowlist them): %w", name, err)
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(ipn.IP); ok && !ip.IsLinkLocalUnicast() {
+					ip = ip.Unmap()
+					out = append(out, rules.ImplicitAllow{Prefix: netip.PrefixFrom(ip, ip.BitLen()), Comment: "sensor address on " + name})
 				}
 			}
 		}
