@@ -68,6 +68,9 @@ func runAttach(ctx context.Context, cfg config.Config, o *options) error {
 }
 
 func dashboardLog(cfg config.Config) (*os.File, string) {
+	if cfg.Rules.StateDir == "" {
+		return nil, ""
+	}
 	if err := os.MkdirAll(cfg.Rules.StateDir, 0o700); err != nil {
 		return nil, ""
 	}

@@ -80,8 +80,17 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 	for _, n := range cfg.Rules.HomeNets {
 		home = append(home, netip.MustParsePrefix(n)) // validated by config
 	}
-	if err := os.MkdirAll(cfg.Rules.StateDir, 0o700); err != nil {
-		return nil, fmt.Errorf("state dir: %w (run as root, or pass --state-dir DIR)", err)
+	if o.readFile != "" && !o.set["state-dir"] && o.configPath == "" {
+		// A replay for triage needs no privileges and must not touch a
+		// production sensor's bans: rules live in memory unless a state
+		// directory (or a config naming one) is given.
+		cfg.Rules.StateDir = ""
+		s.cfg.Rules.StateDir = ""
+	}
+	if cfg.Rules.StateDir != "" {
+		if err := os.MkdirAll(cfg.Rules.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("state dir: %w (run as root, or pass --state-dir DIR)", err)
+		}
 	}
 	if s.store, err = rules.Open(rules.Config{
 		StateDir:      cfg.Rules.StateDir,
@@ -105,6 +114,10 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 		}
 	}
 
+	workerNice := cfg.Capture.WorkerNice
+	if o.readFile != "" {
+		workerNice = 0 // a replay races nobody
+	}
 	mode := sensor.ModeEnforce
 	if cfg.Mode == "observe" {
 		mode = sensor.ModeObserve
@@ -122,7 +135,7 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 		MinResetInterval: cfg.Inject.MinResetInterval,
 		ConfirmAfter:     cfg.Inject.ConfirmAfter,
 		FailAfter:        cfg.Inject.FailAfter,
-		WorkerNice:       cfg.Capture.WorkerNice,
+		WorkerNice:       workerNice,
 		Injection:        injection,
 		Version:          version,
 		Source:           source,
