@@ -44,14 +44,23 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 		rev := &f.Dirs[dir.Reverse()]
 		peer := peerView{seen: rev.HasSeq(), nextSeq: rev.NextSeq}
 		n := planResets(p, peer, &w.shots)
-		for i := 0; i < n; i++ {
-			s := w.shots[i]
-			target := sender
-			if !s.toSender {
-				target = 1 - sender
-			}
-			if d := w.sendReset(f, rec, target, s, observe); d != "" {
-				sent = append(sent, d)
+		// Resets toward the responder (side B, the service) go first: they
+		// stop the request from being read, and a sendto can stall for
+		// milliseconds running the kernel's pending softirq work, which
+		// must not delay the reset that matters most.
+		for _, toB := range [2]bool{true, false} {
+			for i := 0; i < n; i++ {
+				s := w.shots[i]
+				target := sender
+				if !s.toSender {
+					target = 1 - sender
+				}
+				if (target == 1) != toB {
+					continue
+				}
+				if d := w.sendReset(f, rec, target, s, observe); d != "" {
+					sent = append(sent, d)
+				}
 			}
 		}
 	case p.IsUDP():

@@ -149,10 +149,11 @@ func TestEngineResetsBannedHandshakeAndData(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := sentResets(t, h.rec)
+	// Resets toward the responder (the server) always go first.
 	want := []string{
-		// SYN: refuse the client (ack = ISN+1), drop the server's half-open side.
-		"RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=0 ack=1001 ttl=64",
+		// SYN: drop the server's half-open side, refuse the client (ack = ISN+1).
 		"RST 198.51.100.7:40000 > 192.0.2.10:7 seq=1001 ttl=61",
+		"RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=0 ack=1001 ttl=64",
 		// SYN-ACK: both sides' exact numbers (toward its sender, the server, first).
 		"RST|ACK 198.51.100.7:40000 > 192.0.2.10:7 seq=1001 ack=5001 ttl=61",
 		"RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=5001 ack=1001 ttl=63",
@@ -167,8 +168,8 @@ func TestEngineResetsBannedHandshakeAndData(t *testing.T) {
 	}
 	// Data: chase the client's ack (toward the client) and the byte after
 	// its payload (toward the server).
-	if !strings.HasPrefix(got[4], "RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=5001 ack=1007") ||
-		!strings.HasPrefix(got[5], "RST|ACK 198.51.100.7:40000 > 192.0.2.10:7 seq=1007 ack=5001") {
+	if !strings.HasPrefix(got[4], "RST|ACK 198.51.100.7:40000 > 192.0.2.10:7 seq=1007 ack=5001") ||
+		!strings.HasPrefix(got[5], "RST|ACK 192.0.2.10:7 > 198.51.100.7:40000 seq=5001 ack=1007") {
 		t.Errorf("data resets:\n%s\n%s", got[4], got[5])
 	}
 	s := h.e.Snapshot()
@@ -238,7 +239,8 @@ func TestEngineObserveModeSendsNothingAndSaysWhat(t *testing.T) {
 	if len(would) != 1 {
 		t.Fatalf("got %d would-block events, want 1", len(would))
 	}
-	if len(would[0].Sent) != 2 || !strings.HasPrefix(would[0].Sent[0], "RST|ACK [2001:db8:1::10]:443 > [2001:db8::7]:40000 seq=0 ack=1001") {
+	if len(would[0].Sent) != 2 || !strings.HasPrefix(would[0].Sent[0], "RST [2001:db8::7]:40000 > [2001:db8:1::10]:443 seq=1001") ||
+		!strings.HasPrefix(would[0].Sent[1], "RST|ACK [2001:db8:1::10]:443 > [2001:db8::7]:40000 seq=0 ack=1001") {
 		t.Errorf("would-block lists %q", would[0].Sent)
 	}
 	if h.e.Snapshot().Status.Blocks.Observed != 1 {
