@@ -280,8 +280,8 @@ func TestEngineProactiveKillOnBan(t *testing.T) {
 	if len(got) < 2 {
 		t.Fatalf("proactive kill sent %v", got)
 	}
-	if !strings.HasPrefix(got[0], "RST|ACK 192.0.2.10:7 > 198.51.100.9:40000 seq=5006 ack=1006") ||
-		!strings.HasPrefix(got[1], "RST|ACK 198.51.100.9:40000 > 192.0.2.10:7 seq=1006 ack=5006") {
+	if !strings.HasPrefix(got[0], "RST|ACK 198.51.100.9:40000 > 192.0.2.10:7 seq=1006 ack=5006") ||
+		!strings.HasPrefix(got[1], "RST|ACK 192.0.2.10:7 > 198.51.100.9:40000 seq=5006 ack=1006") {
 		t.Errorf("proactive resets:\n%s", strings.Join(got, "\n"))
 	}
 	if bl := h.e.Snapshot().Blocks; len(bl) != 1 || !bl[0].Proactive {

@@ -93,7 +93,7 @@ func seqAfter(a, b uint32) bool { return int32(a-b) > 0 }
 // the ACK flag.
 func proactiveShots(lastAck, nextSeq [2]uint32, hasAck, seen [2]bool, out *[maxShots]shot) int {
 	n := 0
-	for side := 0; side < 2; side++ {
+	for _, side := range [2]int{1, 0} { // the responder (B) first, as for triggered resets
 		other := 1 - side
 		// A reset toward `side` must carry side's RCV.NXT.
 		var seqs [2]uint32

@@ -111,9 +111,10 @@ func TestProactiveShots(t *testing.T) {
 	// last acked 1013; each side's next seq equals what the other acked.
 	var out [maxShots]shot
 	n := proactiveShots([2]uint32{5013, 1013}, [2]uint32{1013, 5013}, [2]bool{true, true}, [2]bool{true, true}, &out)
+	// toSender means "toward A"; the responder B is aimed at first.
 	want := []shot{
-		{toSender: true, seq: 5013, ack: 1013, flags: rstAck},
 		{toSender: false, seq: 1013, ack: 5013, flags: rstAck},
+		{toSender: true, seq: 5013, ack: 1013, flags: rstAck},
 	}
 	if n != len(want) || out[0] != want[0] || out[1] != want[1] {
 		t.Fatalf("at rest: got %v, want %v", out[:n], want)
@@ -121,7 +122,7 @@ func TestProactiveShots(t *testing.T) {
 
 	// B sent 12 bytes A has not acknowledged yet: aim at both numbers for A.
 	n = proactiveShots([2]uint32{5013, 1013}, [2]uint32{1013, 5025}, [2]bool{true, true}, [2]bool{true, true}, &out)
-	if n != 3 || out[0].seq != 5013 || out[1].seq != 5025 || !out[1].toSender || out[2].seq != 1013 {
+	if n != 3 || out[0].seq != 1013 || out[0].toSender || out[1].seq != 5013 || out[2].seq != 5025 || !out[2].toSender {
 		t.Fatalf("data in flight: got %v", out[:n])
 	}
 
