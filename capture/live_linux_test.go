@@ -185,7 +185,7 @@ func (f flow) frame(tb testing.TB, reverse bool, flags uint8, id uint32, pad int
 // with its kernel timestamp; Meta.Port names the leg.
 func TestLiveEveryFrameOnceBothDirectionsSameWorker(t *testing.T) {
 	tn := newTestNet(t, 2)
-	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1], tn.pairs[1][1]}, Workers: 3, Lane: true, NumBlocks: 8, BlockSize: 1 << 16})
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1], tn.pairs[1][1]}, Workers: 3, Lane: true, NumBlocks: 64, BlockSize: 1 << 16})
 	tx := []*txSock{tn.openTx(t, tn.pairs[0][0]), tn.openTx(t, tn.pairs[1][0])}
 	run := startAll(t, l)
 
@@ -267,7 +267,8 @@ func TestLiveEveryFrameOnceBothDirectionsSameWorker(t *testing.T) {
 		}
 		b, ok := bulk[uint32(i)]
 		if !ok {
-			t.Fatalf("frame %d (flow %d) never arrived through the bulk ring", i, w.flow)
+			st := l.Stats()
+			t.Fatalf("frame %d (flow %d) never arrived through the bulk ring (kernel drops %d, queue freezes %d)", i, w.flow, st.Drops, st.QueueFreezes)
 		}
 		if int(b.m.Port) != w.leg {
 			t.Errorf("frame %d: Meta.Port %d, sent on leg %d", i, b.m.Port, w.leg)
