@@ -272,6 +272,7 @@ func (s *stack) run(ctx context.Context) error {
 	if f := s.cfg.Rules.BlockFile; f != "" {
 		bg("block-file watch", func(ctx context.Context) error { return s.store.WatchBlockFile(ctx, f, s.log) })
 	}
+	defer s.engine.ReserveProcs()()
 	err := s.engine.Run(ctx)
 	cancel()
 	wg.Wait()

@@ -198,6 +198,7 @@ func sensorChild(args []string) error {
 	if err != nil {
 		return err
 	}
+	defer e.ReserveProcs()() // as the canopy command does: the sensor owns this process
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	go store.Run(ctx)

@@ -188,15 +188,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	snapDone := make(chan struct{})
 	go func() { defer bg.Done(); e.snapshotter(ctx, snapDone) }()
 
-	// The workers spend their lives in poll(2) and must run the moment it
-	// returns. With GOMAXPROCS = CPUs, a worker coming back from poll can
-	// find every P held (the other workers, the snapshotter, the API) and
-	// wait a scheduler tick; one extra P per worker means it never waits
-	// for Go, only for the OS, where its thread's priority counts.
-	if procs := runtime.GOMAXPROCS(0); procs <= runtime.NumCPU() {
-		runtime.GOMAXPROCS(procs + len(e.workers))
-		defer runtime.GOMAXPROCS(procs)
-	}
 	errs := make(chan error, len(e.workers))
 	var wg sync.WaitGroup
 	for i, w := range e.workers {
@@ -226,6 +217,27 @@ func (e *Engine) Run(ctx context.Context) error {
 	default:
 		return nil
 	}
+}
+
+// Workers is the number of capture workers.
+func (e *Engine) Workers() int { return len(e.workers) }
+
+// ReserveProcs gives the Go scheduler one P per capture worker beyond the
+// CPUs, for a process whose main job is this engine, and returns a func
+// that restores the previous setting. The workers spend their lives in
+// poll(2) and must run the moment it returns; with GOMAXPROCS = CPUs a
+// worker coming back can find every P held (the other workers, the
+// snapshotter, the API) and wait a scheduler tick, while with a spare P it
+// waits only for the OS, where its thread's priority counts. Do not call
+// it where the engine shares its process with heavy work (tests that run
+// the lab in-process): more Ps there mean more competition, not less.
+func (e *Engine) ReserveProcs() (restore func()) {
+	procs := runtime.GOMAXPROCS(0)
+	if procs > runtime.NumCPU() {
+		return func() {} // the operator chose; leave it
+	}
+	runtime.GOMAXPROCS(procs + len(e.workers))
+	return func() { runtime.GOMAXPROCS(procs) }
 }
 
 // Ready reports whether capture is running.
