@@ -53,12 +53,9 @@ func dashboardOn(ctx context.Context, s *stack, cfg config.Config, logPath strin
 
 // runAttach runs the dashboard on a daemon's API.
 func runAttach(ctx context.Context, cfg config.Config, o *options) error {
-	token := os.Getenv("CANOPY_API_TOKEN")
-	if o.tokenFile != "" {
-		var err error
-		if token, err = firstToken(o.tokenFile); err != nil {
-			return err
-		}
+	token, err := api.LoadClientToken(o.tokenFile) // "" reads $CANOPY_API_TOKEN
+	if err != nil {
+		return err
 	}
 	c := api.NewClient(o.attach, token)
 	if _, err := c.Status(ctx); err != nil {

@@ -244,8 +244,7 @@ func runClient(ctx context.Context, cmd string, args []string, stdout, stderr io
 // clientTarget takes --api and --token-file out of a client command's
 // arguments; the token may also come from $CANOPY_API_TOKEN.
 func clientTarget(args []string) (addr, token string, rest []string, err error) {
-	addr = "127.0.0.1:7850"
-	token = os.Getenv("CANOPY_API_TOKEN")
+	addr = api.DefaultAddr
 	tokenFile := ""
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -267,31 +266,8 @@ func clientTarget(args []string) (addr, token string, rest []string, err error) 
 			tokenFile = val
 		}
 	}
-	if tokenFile != "" {
-		if token, err = firstToken(tokenFile); err != nil {
-			return "", "", nil, err
-		}
+	if token, err = api.LoadClientToken(tokenFile); err != nil { // "" reads $CANOPY_API_TOKEN
+		return "", "", nil, err
 	}
 	return addr, token, rest, nil
-}
-
-// firstToken reads the secret of the first token in a token file
-// (name:token[:ro] per line) or, for a file holding only a secret, that.
-func firstToken(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		parts := strings.Split(line, ":")
-		if len(parts) >= 2 {
-			return parts[1], nil
-		}
-		return parts[0], nil
-	}
-	return "", fmt.Errorf("token file %s holds no token", path)
 }

@@ -28,12 +28,12 @@ var update = flag.Bool("update", false, "rewrite testdata/dashboard-tmux.txt fro
 func TestClientTargetFlags(t *testing.T) {
 	dir := t.TempDir()
 	tf := filepath.Join(dir, "tokens")
-	os.WriteFile(tf, []byte("# ops\nsoar:s3cret:ro\n"), 0o600)
+	os.WriteFile(tf, []byte("# ops\nsoar:3f0c9d2e8b7a4c1f:ro\n"), 0o600)
 	addr, token, rest, err := clientTarget([]string{"10.0.0.1", "--api", "127.0.0.1:9", "--for", "1h", "--token-file=" + tf, "--json"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if addr != "127.0.0.1:9" || token != "s3cret" || strings.Join(rest, " ") != "10.0.0.1 --for 1h --json" {
+	if addr != "127.0.0.1:9" || token != "3f0c9d2e8b7a4c1f" || strings.Join(rest, " ") != "10.0.0.1 --for 1h --json" {
 		t.Errorf("got addr %q token %q rest %q", addr, token, rest)
 	}
 	if _, _, _, err := clientTarget([]string{"--api"}); err == nil {
