@@ -404,10 +404,9 @@ type Summary struct {
 // Summary totals the workers' counters. Call it after Run returned for
 // final figures.
 func (e *Engine) Summary() Summary {
-	s := Summary{DecodeErrors: map[string]uint64{}}
+	st := e.src.Stats() // the source counts every frame it read, decodable or not
+	s := Summary{Packets: st.Packets, Bytes: st.Bytes, DecodeErrors: map[string]uint64{}}
 	for _, w := range e.workers {
-		s.Packets += w.frames.Load()
-		s.Bytes += w.bytes.Load()
 		s.Flows += w.created.Load()
 		for r := capture.Reason(1); r < capture.NumReasons; r++ {
 			if n := w.decode[r].Load(); n > 0 {

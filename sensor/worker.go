@@ -50,13 +50,12 @@ type worker struct {
 	pending []flow.Handle // blocked flows whose outcome is not settled
 
 	// counters read by the snapshotter
-	decode                         [capture.NumReasons]atomic.Uint64
-	flows, evicted                 atomic.Int64
-	attempted, confirmed, failed   atomic.Uint64
-	observed, resets, icmp         atomic.Uint64
-	suppressed, sendErrors, frames atomic.Uint64
-	bytes, created                 atomic.Uint64
-	reaction                       Histogram
+	decode                          [capture.NumReasons]atomic.Uint64
+	flows, evicted                  atomic.Int64
+	attempted, confirmed, failed    atomic.Uint64
+	observed, resets, icmp          atomic.Uint64
+	suppressed, sendErrors, created atomic.Uint64
+	reaction                        Histogram
 }
 
 func newWorker(e *Engine, id int, fc flow.Config) *worker {
@@ -73,8 +72,6 @@ func newWorker(e *Engine, id int, fc flow.Config) *worker {
 // the flow, decide, and reset if the flow is blocked.
 func (w *worker) Frame(frame []byte, m *capture.Meta) {
 	p := &w.pkt
-	w.frames.Add(1)
-	w.bytes.Add(uint64(len(frame)))
 	if r := capture.Decode(frame, m, p); r != capture.OK {
 		w.decode[r].Add(1)
 		return
