@@ -147,13 +147,7 @@ func reload(s *stack, o *options, log *slog.Logger) {
 	if err := syncConfigRules(s.store, next, log); err != nil {
 		log.Error("some configured rules were refused", "err", err)
 	}
-	if f := next.Rules.BlockFile; f != "" {
-		if rep, err := s.store.LoadBlockFile(f); err != nil {
-			log.Error("block file not applied", "file", f, "err", err)
-		} else {
-			log.Info("block file applied", "file", f, "report", rep)
-		}
-	}
+	loadBlockFile(s.store, next.Rules.BlockFile, log)
 	_ = s.store.Audit(rules.AuditRecord{Time: time.Now(), Action: "reload", Who: "sighup", Detail: "configuration and block file re-read"})
 	log.Info("configuration reloaded", "config", o.configPath)
 }

@@ -106,13 +106,7 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 	if err := syncConfigRules(s.store, cfg, log); err != nil {
 		return nil, err
 	}
-	if cfg.Rules.BlockFile != "" {
-		if rep, err := s.store.LoadBlockFile(cfg.Rules.BlockFile); err != nil {
-			log.Error("block file not applied", "file", cfg.Rules.BlockFile, "err", err)
-		} else {
-			log.Info("block file applied", "file", cfg.Rules.BlockFile, "report", rep)
-		}
-	}
+	loadBlockFile(s.store, cfg.Rules.BlockFile, log)
 
 	workerNice := cfg.Capture.WorkerNice
 	if o.readFile != "" {
@@ -248,6 +242,19 @@ func syncConfigRules(store *rules.Store, cfg config.Config, log *slog.Logger) er
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// loadBlockFile applies the block file once (at start and on SIGHUP); a
+// file that cannot be read is logged and the bans it gave stay in force.
+func loadBlockFile(store *rules.Store, path string, log *slog.Logger) {
+	if path == "" {
+		return
+	}
+	if rep, err := store.LoadBlockFile(path); err != nil {
+		log.Error("block file not applied", "file", path, "err", err)
+	} else {
+		log.Info("block file applied", "file", path, "report", rep)
+	}
 }
 
 // run runs the store's expiry loop, the next-hop refresher, the block-file

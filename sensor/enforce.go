@@ -133,12 +133,10 @@ func (w *worker) newBlock(f *flow.Flow) Block {
 // ruleEntry looks up the rule that decided, for the block record. It runs
 // once per blocked flow, never per packet.
 func (w *worker) ruleEntry(id uint64) (rules.Entry, bool) {
-	if g, ok := w.e.rules.(interface {
-		Get(uint64) (rules.Entry, bool)
-	}); ok && id != 0 {
-		return g.Get(id)
+	if id == 0 {
+		return rules.Entry{}, false
 	}
-	return rules.Entry{}, false
+	return w.e.rules.Get(id)
 }
 
 func protoName(p uint8) string {

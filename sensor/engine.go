@@ -19,11 +19,13 @@ import (
 
 // Rules is what the engine needs from the rule store: the compiled set to
 // match against, the changes feed (to kill a newly banned address's live
-// sessions at once) and a listing for the snapshot.
+// sessions at once), the rule behind a block, and a listing for the
+// snapshot.
 type Rules interface {
 	Set() *rules.Set
 	Subscribe() (<-chan rules.Change, func())
 	List(f rules.Filter) ([]rules.Entry, int)
+	Get(id uint64) (rules.Entry, bool)
 	Stats() rules.Stats
 }
 
