@@ -144,6 +144,10 @@ func reload(s *stack, o *options, log *slog.Logger) {
 	if !slices.Equal(next.Capture.Interfaces, s.cfg.Capture.Interfaces) || next.Inject != s.cfg.Inject {
 		log.Warn("capture and inject settings change only on restart; rules reloaded")
 	}
+	if next.Rules.BlockFile != s.cfg.Rules.BlockFile {
+		log.Warn("block file path changed: the new file is applied now, but the watch stays on the old path until restart",
+			"old", s.cfg.Rules.BlockFile, "new", next.Rules.BlockFile)
+	}
 	if err := syncConfigRules(s.store, next, log); err != nil {
 		log.Error("some configured rules were refused", "err", err)
 	}
