@@ -107,7 +107,7 @@ func (w *worker) record(f *flow.Flow, observe bool) *blockRec {
 	*r = blockRec{handle: f.Handle(), block: w.newBlock(f)}
 	if !observe {
 		f.Enf.Outcome = outPending
-		w.pending = append(w.pending, f.Handle())
+		w.pending = append(w.pending, pendingFlow{h: f.Handle(), slot: f.Enf.BlockSlot})
 	}
 	return r
 }

@@ -340,3 +340,37 @@ func TestEngineOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// A banned client that reconnects from the same port opens a new session
+// each time (new ISN). Each must be reset on its own budget: when sessions
+// shared the killed flow's budget, the sixth one here went through with
+// its resets suppressed. The killed sessions count as confirmed once the
+// new one replaces them.
+func TestEngineResetsEverySessionOfAReusedPort(t *testing.T) {
+	client := netip.MustParseAddrPort("198.51.100.7:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:7")
+	base := time.Now().UnixNano()
+	const sessions = 8
+	src := &scriptSource{}
+	for i := range sessions {
+		isn, sisn := uint32(1000+i*7919), uint32(5000+i*104729)
+		at := base + int64(i)*int64(20*time.Millisecond)
+		src.frames = append(src.frames,
+			tcpFrame(t, client, server, isn, 0, "S", "", 61),
+			tcpFrame(t, server, client, sisn, isn+1, "SA", "", 63),
+			tcpFrame(t, client, server, isn+1, sisn+1, "AP", "hello\n", 61))
+		src.ts = append(src.ts, at, at+50_000, at+100_000)
+	}
+	h := newHarness(t, src, ModeEnforce)
+	h.ban("198.51.100.7")
+	if err := h.e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := h.e.Snapshot().Status.Blocks
+	if s.Attempted != sessions || s.Suppressed != 0 || s.ResetsSent != 6*sessions {
+		t.Fatalf("want %d sessions each reset 6 times, none suppressed: %+v", sessions, s)
+	}
+	if s.Confirmed < sessions-1 {
+		t.Errorf("confirmed %d of the %d replaced sessions", s.Confirmed, sessions-1)
+	}
+}

@@ -109,14 +109,19 @@ func (w *worker) publishBlock(r *blockRec) {
 }
 
 // settleQuiet confirms blocked flows that stayed silent for ConfirmAfter
-// after the last reset, or that the table no longer holds.
+// after the last reset, or that the table no longer holds: expired or
+// evicted while silent, or replaced by a new session on the same 5-tuple
+// (the client opened a new socket, so the one we reset is gone).
 func (w *worker) settleQuiet(now int64) {
 	after := int64(w.e.cfg.ConfirmAfter)
 	keep := w.pending[:0]
-	for _, h := range w.pending {
-		f := w.table.Get(h)
+	for _, pf := range w.pending {
+		f := w.table.Get(pf.h)
 		if f == nil {
-			continue // gone from the table: expired in silence, settled below
+			if r := &w.blocks[pf.slot-1]; r.handle == pf.h {
+				w.settleGone(r)
+			}
+			continue
 		}
 		if f.Enf.Outcome != outPending && f.Enf.Outcome != outRetrying {
 			continue
@@ -126,7 +131,21 @@ func (w *worker) settleQuiet(now int64) {
 			w.settle(f, outConfirmed)
 			continue
 		}
-		keep = append(keep, h)
+		keep = append(keep, pf)
 	}
 	w.pending = keep
+}
+
+// settleGone confirms the record of a blocked flow the table dropped while
+// its outcome was open, if a reset was sent into it.
+func (w *worker) settleGone(r *blockRec) {
+	if r.block.Outcome != OutcomePending && r.block.Outcome != OutcomeRetrying {
+		return
+	}
+	if r.block.ToSrc+r.block.ToDst == 0 {
+		return // nothing was sent (all suppressed): nothing to confirm
+	}
+	r.block.Outcome = OutcomeConfirmed
+	w.confirmed.Add(1)
+	w.publishBlock(r)
 }

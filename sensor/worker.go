@@ -19,6 +19,12 @@ const (
 	actBlock           // a block rule matched
 )
 
+// pendingFlow is a blocked flow whose outcome is open, and its record.
+type pendingFlow struct {
+	h    flow.Handle
+	slot uint32 // Enforcement.BlockSlot: finds the record once the flow is gone
+}
+
 type laneKey struct {
 	ts       int64
 	seq, ack uint32
@@ -47,7 +53,7 @@ type worker struct {
 
 	blocks  []blockRec // ring, indexed by Enforcement.BlockSlot-1
 	nextRec int
-	pending []flow.Handle // blocked flows whose outcome is not settled
+	pending []pendingFlow // blocked flows whose outcome is not settled
 
 	// counters read by the snapshotter
 	decode                          [capture.NumReasons]atomic.Uint64
