@@ -135,6 +135,14 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c caller) error
 	p.sample("canopy_reaction_seconds_sum", bs.ReactionSum.Seconds())
 	p.sample("canopy_reaction_seconds_count", float64(bs.ReactionCount))
 
+	p.family("canopy_pickup_seconds", "histogram", "The first part of each reaction: trigger's kernel timestamp to the worker starting on it (capture wakeup and scheduling, not canopy's own work).")
+	for i, b := range sensor.PromBuckets {
+		p.sample("canopy_pickup_seconds_bucket", float64(bs.PickupBuckets[i]), "le", formatFloat(b.Seconds()))
+	}
+	p.sample("canopy_pickup_seconds_bucket", float64(bs.PickupCount), "le", "+Inf")
+	p.sample("canopy_pickup_seconds_sum", bs.PickupSum.Seconds())
+	p.sample("canopy_pickup_seconds_count", float64(bs.PickupCount))
+
 	p.family("canopy_api_requests_total", "counter", "API requests answered, by status class.")
 	for i, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
 		p.sample("canopy_api_requests_total", float64(s.stats.requests[i+1].Load()), "class", class)

@@ -17,6 +17,10 @@ import (
 // enforce reacts to a packet of a blocked (or observed) flow.
 func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 	p := &w.pkt
+	var pickedUp int64
+	if f.Enf.Resets == 0 {
+		pickedUp = time.Now().UnixNano() // may start a reaction: note when its trigger reached us
+	}
 	observe := act == actObserve || w.e.observe.Load()
 	rec := w.record(f, observe)
 	if observe && rec.block.Outcome == OutcomeObserved {
@@ -76,6 +80,7 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 		// kernel does for other packets on the way out.
 		d := time.Duration(w.firstSendAt - p.Timestamp)
 		w.reaction.Observe(d)
+		w.pickup.Observe(time.Duration(pickedUp - p.Timestamp))
 		rec.block.Reaction = d
 	}
 	if observe && len(sent) > 0 && rec.block.Outcome != OutcomeObserved {

@@ -182,6 +182,9 @@ func TestEngineResetsBannedHandshakeAndData(t *testing.T) {
 	if s.Status.Blocks.ReactionP99 <= 0 {
 		t.Errorf("no reaction latency recorded")
 	}
+	if b := s.Status.Blocks; b.PickupCount != 1 || b.PickupSum <= 0 || b.PickupSum > b.ReactionSum {
+		t.Errorf("pickup: %d recorded, sum %v; want 1, within the reaction's %v", b.PickupCount, b.PickupSum, b.ReactionSum)
+	}
 }
 
 func TestEngineLeavesUnbannedAndAllowlistedAlone(t *testing.T) {

@@ -84,6 +84,7 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 	var (
 		bs       BlockStats
 		reaction Reaction
+		pickup   Reaction
 		decode   uint64
 		evicted  uint64
 	)
@@ -103,6 +104,7 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 		}
 		evicted += uint64(w.evicted.Load())
 		reaction.Merge(&w.reaction)
+		pickup.Merge(&w.pickup)
 	}
 	if d := bs.Confirmed + bs.Failed; d > 0 {
 		bs.SuccessRate = float64(bs.Confirmed) / float64(d)
@@ -112,6 +114,8 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 	bs.ReactionP50 = reaction.Quantile(0.50)
 	bs.ReactionP99 = reaction.Quantile(0.99)
 	bs.ReactionBuckets, bs.ReactionCount, bs.ReactionSum = reaction.Buckets, reaction.Count, reaction.Sum
+	bs.PickupP50, bs.PickupP99 = pickup.Quantile(0.50), pickup.Quantile(0.99)
+	bs.PickupBuckets, bs.PickupCount, bs.PickupSum = pickup.Buckets, pickup.Count, pickup.Sum
 	traffic.Totals.Evictions = evicted
 
 	// The newest entries (bans an operator just made, not the oldest of a

@@ -70,6 +70,16 @@ type BlockStats struct {
 	ReactionBuckets [len(PromBuckets)]uint64 `json:"reaction_buckets"`
 	ReactionCount   uint64                   `json:"reaction_count"`
 	ReactionSum     time.Duration            `json:"reaction_sum_ns"`
+	// Pickup is the first part of each reaction: trigger's kernel
+	// timestamp → the worker starting on it (the rest is canopy's own
+	// work and the sendto). Slow reactions with a slow pickup point at the
+	// box (ring wakeups, CPU contention, softirq backlog), not the engine.
+	// Same buckets as ReactionBuckets.
+	PickupP50     time.Duration            `json:"pickup_p50_ns"`
+	PickupP99     time.Duration            `json:"pickup_p99_ns"`
+	PickupBuckets [len(PromBuckets)]uint64 `json:"pickup_buckets"`
+	PickupCount   uint64                   `json:"pickup_count"`
+	PickupSum     time.Duration            `json:"pickup_sum_ns"`
 }
 
 // Status is the sensor's health and headline numbers.

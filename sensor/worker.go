@@ -62,6 +62,7 @@ type worker struct {
 	observed, resets, icmp          atomic.Uint64
 	suppressed, sendErrors, created atomic.Uint64
 	reaction                        Histogram
+	pickup                          Histogram // trigger timestamp → enforce starts (the first part of reaction)
 }
 
 func newWorker(e *Engine, id int, fc flow.Config) *worker {
