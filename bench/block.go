@@ -35,6 +35,7 @@ type blockResult struct {
 	status        sensor.BlockStats
 	capture       capture.Stats
 	tcpkillRSTs   int64
+	leaks         []string // canopy: what it did with each connection that leaked (the first few)
 }
 
 // runBlock measures block efficacy: at each delay, a fresh lab, canopy
@@ -44,6 +45,13 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 		conc: 512, timeout: time.Second}
 	if o.quick {
 		p.banned = 2000
+	}
+	if len(o.blockDelays) > 0 {
+		p.delays = o.blockDelays
+	}
+	blockers := []string{"canopy", "tcpkill"}
+	if len(o.blockBlockers) > 0 {
+		blockers = o.blockBlockers
 	}
 	p.legit = p.banned / 4
 	cmd := o.command("block")
@@ -62,7 +70,7 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			rttP50 = rtt[rank(0.5, len(rtt))]
 			rtts = append(rtts, fmt.Sprintf("%s: p50 %s, p90 %s", fmtDelay(d), fmtDur(rttP50), fmtDur(rtt[rank(0.9, len(rtt))])))
 		}
-		for _, blocker := range []string{"canopy", "tcpkill"} {
+		for _, blocker := range blockers {
 			progress("block: %v delay, %s, %d banned connections…", d, blocker, p.banned)
 			r, err := blockRun(ctx, l, blocker, p)
 			if err == nil && (ctx.Err() != nil || r.banned.Total() == 0) {
@@ -78,6 +86,8 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs, %s (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d, send errors %d; capture: %d packets, %d kernel drops, %d queue freezes, %d via the lane; host load %s)",
 					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), slowerThan(r.status, rttP50), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, r.status.SendErrors,
 					r.capture.Packets, r.capture.Drops, r.capture.QueueFreezes, r.capture.LanePackets, loadAvg()))
+				hist = append(hist, fmt.Sprintf("%s canopy pickup (trigger's kernel timestamp → the worker starting on it; the rest of each reaction is canopy's work and the sendto): %s; p50 %s, p99 %s",
+					fmtDelay(d), histogram(r.status.PickupBuckets, r.status.PickupCount), fmtDur(r.status.PickupP50), fmtDur(r.status.PickupP99)))
 			} else {
 				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s (host load %s)", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned), loadAvg()))
 			}
@@ -96,6 +106,13 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			}
 			if blocker == "canopy" && r.banned.Completed+int(r.requests) > 0 {
 				hist = append(hist, fmt.Sprintf("%s canopy banned outcomes %s", fmtDelay(d), outcomes(r.banned)))
+			}
+			if len(r.leaks) > 0 {
+				more := ""
+				if int(r.requests) > len(r.leaks) {
+					more = fmt.Sprintf(" (the first %d of %d)", len(r.leaks), r.requests)
+				}
+				hist = append(hist, fmt.Sprintf("%s canopy, connections the server read a line from%s: %s", fmtDelay(d), more, strings.Join(r.leaks, "; ")))
 			}
 		}
 		if err := l.Close(); err != nil {
@@ -133,6 +150,25 @@ func handshakeRTT(ctx context.Context, l *lab.Lab, n int) ([]time.Duration, erro
 	})
 	slices.Sort(out)
 	return out, err
+}
+
+// describeLeaks asks the sensor what it did with the connections from the
+// given client ports, which the server read a line from.
+func describeLeaks(c *canopy, ports []uint16) []string {
+	var out []string
+	for _, port := range ports {
+		b, err := c.block(port)
+		switch {
+		case err != nil:
+			out = append(out, fmt.Sprintf("port %d: %v", port, err))
+		case b == nil:
+			out = append(out, fmt.Sprintf("port %d: no reset sent (never seen, or suppressed)", port))
+		default:
+			out = append(out, fmt.Sprintf("port %d: first reset %s after its trigger%s, %d toward the client and %d toward the server, %d suppressed, outcome %s",
+				port, fmtDur(b.Reaction), map[bool]string{true: " (proactive)"}[b.Proactive], b.ToSrc, b.ToDst, b.Suppressed, b.Outcome))
+		}
+	}
+	return out
 }
 
 // blockRun runs the workload once under blocker ("canopy" or "tcpkill").
@@ -185,7 +221,10 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 		err = lerr
 	}
 	time.Sleep(300 * time.Millisecond) // late segments land, outcomes settle
+	t := l.Echo.Count(l.ClientBanned4)
+	r.requests, r.accepted = t.Requests, t.Accepted
 	if c != nil {
+		r.leaks = describeLeaks(c, t.ReadFrom)
 		st, serr := c.status()
 		if serr != nil {
 			stop()
@@ -197,8 +236,6 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 	if tk != nil {
 		r.tcpkillRSTs = tk.resets.Load()
 	}
-	t := l.Echo.Count(l.ClientBanned4)
-	r.requests, r.accepted = t.Requests, t.Accepted
 	return r, err
 }
 
@@ -313,6 +350,12 @@ func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]
 // reactionHistogram renders the engine's cumulative reaction buckets as
 // per-bucket counts ("≤25µs 3, ≤50µs 10, …"), skipping empty buckets.
 func reactionHistogram(b sensor.BlockStats) string {
+	return histogram(b.ReactionBuckets, b.ReactionCount)
+}
+
+// histogram lists a canopy histogram's per-bucket counts.
+func histogram(buckets [len(sensor.PromBuckets)]uint64, count uint64) string {
+	b := sensor.BlockStats{ReactionBuckets: buckets, ReactionCount: count}
 	var parts []string
 	var prev uint64
 	for i, le := range sensor.PromBuckets {

@@ -43,6 +43,10 @@ type options struct {
 	quick bool
 	out   string
 	root  string // module root: go test runs there, BENCHMARKS.md lands there
+
+	// block: which one-way delays and blockers to run (default: all)
+	blockDelays   []time.Duration
+	blockBlockers []string
 }
 
 // command is the command line that reproduces one benchmark.
@@ -51,7 +55,49 @@ func (o *options) command(name string) string {
 	if o.quick {
 		c += " -quick"
 	}
+	if name == "block" {
+		c += o.blockFlags()
+	}
 	return c
+}
+
+// blockFlags is the -block-* flags of this run, as a command-line suffix.
+func (o *options) blockFlags() string {
+	var c string
+	if len(o.blockDelays) > 0 {
+		ds := make([]string, len(o.blockDelays))
+		for i, d := range o.blockDelays {
+			ds[i] = d.String()
+		}
+		c += " -block-delays " + strings.Join(ds, ",")
+	}
+	if len(o.blockBlockers) > 0 {
+		c += " -block-blockers " + strings.Join(o.blockBlockers, ",")
+	}
+	return c
+}
+
+// parseBlock reads the -block-delays and -block-blockers flags.
+func (o *options) parseBlock(delays, blockers string) error {
+	if delays != "" {
+		for _, f := range strings.Split(delays, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(f))
+			if err != nil || d < 0 {
+				return fmt.Errorf("-block-delays: %q is not a duration such as 0s, 1ms or 10ms", f)
+			}
+			o.blockDelays = append(o.blockDelays, d)
+		}
+	}
+	if blockers != "" {
+		for _, f := range strings.Split(blockers, ",") {
+			f = strings.TrimSpace(f)
+			if f != "canopy" && f != "tcpkill" {
+				return fmt.Errorf("-block-blockers: unknown blocker %q; choose canopy, tcpkill or both", f)
+			}
+			o.blockBlockers = append(o.blockBlockers, f)
+		}
+	}
+	return nil
 }
 
 // benchmark is one named part of the suite.
@@ -100,7 +146,14 @@ func main() {
 	flag.StringVar(&only, "only", "", "run only these benchmarks, comma-separated: "+names())
 	flag.BoolVar(&o.quick, "quick", false, "smaller counts and single runs, for a CI smoke test")
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "Markdown report to rewrite (relative to the module root); \"-\" for none. With -only or -quick, the report is written only when -out is given, so a partial or smoke run never overwrites the full report")
+	var delays, blockers string
+	flag.StringVar(&delays, "block-delays", "", "block: run only these one-way delays, comma-separated (e.g. 0s,1ms); default 0s,1ms,10ms")
+	flag.StringVar(&blockers, "block-blockers", "", "block: run only these blockers, comma-separated: canopy, tcpkill; default both")
 	flag.Parse()
+	if err := o.parseBlock(delays, blockers); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
 	outSet := false
 	flag.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "out" })
 	if only != "" {
@@ -335,7 +388,7 @@ func invocation(o *options) string {
 	if o.quick {
 		c += " -quick"
 	}
-	return c
+	return c + o.blockFlags()
 }
 
 func mapRows(rows [][]string, f func([]string) []string) [][]string {

@@ -11,7 +11,9 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -132,6 +134,17 @@ func (c *canopy) status() (sensor.Status, error) {
 	return st, json.Unmarshal([]byte(line), &st)
 }
 
+// block returns the sensor's latest record of the blocked flow whose
+// client used port (nil if it has none: it never reset that flow).
+func (c *canopy) block(port uint16) (*sensor.Block, error) {
+	line, err := c.call(fmt.Sprint("block ", port))
+	if err != nil || line == "none" {
+		return nil, err
+	}
+	var b sensor.Block
+	return &b, json.Unmarshal([]byte(line), &b)
+}
+
 // stop shuts the sensor down and waits for the process.
 func (c *canopy) stop() error {
 	_, err := c.call("quit")
@@ -160,7 +173,9 @@ const childArg = "sensor-child"
 // sensorChild is the sensor process: args are tap, inject port, next hop
 // and state directory; it runs in the sensor namespace (ip netns exec).
 // It answers one line per command read from stdin: "ban VALUE" → "ok",
-// "status" → "ok {sensor.Status JSON}", "quit" → "ok" and exit.
+// "status" → "ok {sensor.Status JSON}", "block PORT" → "ok {sensor.Block
+// JSON}" of the flow whose client used PORT, or "ok none", "quit" → "ok"
+// and exit.
 func sensorChild(args []string) error {
 	if len(args) != 4 {
 		return errors.New("sensor-child TAP INJECT NEXTHOP STATEDIR")
@@ -199,6 +214,23 @@ func sensorChild(args []string) error {
 		return err
 	}
 	defer e.ReserveProcs()() // as the canopy command does: the sensor owns this process
+	// Keep the latest record of every blocked flow by its client port, so
+	// the benchmark can ask what happened to a connection that leaked.
+	var (
+		blocksMu sync.Mutex
+		blocks   = make(map[uint16]sensor.Block)
+	)
+	events, unsubscribe := e.Subscribe()
+	defer unsubscribe()
+	go func() {
+		for ev := range events {
+			if ev.Block != nil {
+				blocksMu.Lock()
+				blocks[ev.Block.SrcPort] = *ev.Block
+				blocksMu.Unlock()
+			}
+		}
+	}()
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 	go store.Run(ctx)
@@ -225,6 +257,21 @@ func sensorChild(args []string) error {
 			rcancel()
 			b, _ := json.Marshal(st)
 			fmt.Println("ok", string(b))
+		case "block":
+			port, err := strconv.ParseUint(arg, 10, 16)
+			if err != nil {
+				fmt.Println("err block PORT:", err)
+				continue
+			}
+			blocksMu.Lock()
+			b, ok := blocks[uint16(port)]
+			blocksMu.Unlock()
+			if !ok {
+				fmt.Println("ok none")
+				continue
+			}
+			j, _ := json.Marshal(b)
+			fmt.Println("ok", string(j))
 		case "quit":
 			cancel()
 			err := <-done

@@ -19,7 +19,14 @@ import (
 type Tally struct {
 	Accepted uint64 // TCP connections accepted (0 for UDP)
 	Requests uint64 // lines read (echo), requests served (HTTP), datagrams read (UDP)
+	// ReadFrom holds the source ports of the first connections (at most
+	// maxReadFrom) the echo server read a line from: which connections
+	// leaked, for a benchmark to look up what the blocker did with them.
+	ReadFrom []uint16
 }
+
+// maxReadFrom bounds Tally.ReadFrom.
+const maxReadFrom = 32
 
 // tallies counts per source address. The map lookup happens once per
 // connection; per-line counting is an atomic add on the connection's entry.
@@ -28,7 +35,27 @@ type tallies struct {
 	m  map[netip.Addr]*tally
 }
 
-type tally struct{ accepted, requests atomic.Uint64 }
+type tally struct {
+	accepted, requests atomic.Uint64
+
+	mu       sync.Mutex
+	readFrom []uint16
+}
+
+// read notes the first line read on a connection from port.
+func (t *tally) read(port uint16) {
+	t.mu.Lock()
+	if len(t.readFrom) < maxReadFrom {
+		t.readFrom = append(t.readFrom, port)
+	}
+	t.mu.Unlock()
+}
+
+func (t *tally) snapshot() Tally {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return Tally{Accepted: t.accepted.Load(), Requests: t.requests.Load(), ReadFrom: append([]uint16(nil), t.readFrom...)}
+}
 
 func (t *tallies) of(a netip.Addr) *tally {
 	a = a.Unmap()
@@ -50,7 +77,7 @@ func (t *tallies) get(a netip.Addr) Tally {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if e := t.m[a]; e != nil {
-		return Tally{Accepted: e.accepted.Load(), Requests: e.requests.Load()}
+		return e.snapshot()
 	}
 	return Tally{}
 }
@@ -60,7 +87,7 @@ func (t *tallies) all() map[netip.Addr]Tally {
 	defer t.mu.Unlock()
 	out := make(map[netip.Addr]Tally, len(t.m))
 	for a, e := range t.m {
-		out[a] = Tally{Accepted: e.accepted.Load(), Requests: e.requests.Load()}
+		out[a] = e.snapshot()
 	}
 	return out
 }
@@ -71,6 +98,9 @@ func (t *tallies) reset() {
 	for _, e := range t.m {
 		e.accepted.Store(0)
 		e.requests.Store(0)
+		e.mu.Lock()
+		e.readFrom = nil
+		e.mu.Unlock()
 	}
 }
 
@@ -154,10 +184,16 @@ func (e *EchoServer) handle(c net.Conn) {
 	t := e.counts.of(remoteAddr(c))
 	t.accepted.Add(1)
 	r := bufio.NewReaderSize(c, 4096)
-	for {
+	for first := true; ; {
 		line, err := r.ReadSlice('\n')
 		if len(line) > 0 && err == nil {
 			t.requests.Add(1)
+			if first {
+				first = false
+				if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+					t.read(uint16(a.Port))
+				}
+			}
 			if _, werr := c.Write(line); werr != nil {
 				return
 			}
