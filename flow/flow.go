@@ -101,11 +101,13 @@ type Enforcement struct {
 	FirstReset int64  // when the first reset was sent, ns
 	LastReset  int64  // when the latest reset was sent, ns
 	BlockSlot  uint32 // the sensor's index of this flow's entry in its live-blocks table
+	SynSeq     uint32 // sequence number (ISN) of the latest bare SYN the sensor acted on (valid if SynKnown)
 	Resets     uint16 // resets (or ICMP errors) sent into this flow
 	Suppressed uint16 // resets the per-flow budget held back
 	Action     uint8  // the sensor's verdict code
 	Outcome    uint8  // the sensor's outcome code
 	Survivor   bool   // packets with payload were seen after canopy's resets
+	SynKnown   bool   // SynSeq is set
 }
 
 // Flow is one bidirectional session in a Table. A *Flow is valid only until

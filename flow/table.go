@@ -205,8 +205,8 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 		f = t.create(&k, h, srcIsLo, p)
 		created = true
 	} else if tcp && p.Flags&(capture.FlagSYN|capture.FlagACK|capture.FlagRST) == capture.FlagSYN &&
-		f.opensNewSession(srcIsLo, p.Seq) {
-		// A fresh SYN on a finished 5-tuple is a new session (port reuse):
+		f.state&(StateClosed|StateResetByUs) == StateClosed {
+		// A fresh SYN on a closed 5-tuple is a new session (port reuse):
 		// start over so its numbers, counters and enforcement are its own.
 		t.reinit(f, srcIsLo)
 		created = true
@@ -341,29 +341,6 @@ func aIsLo(srcIsLo bool, p *capture.Packet) bool {
 		return !srcIsLo // the SYN-ACK's receiver sent the SYN
 	}
 	return srcIsLo
-}
-
-// opensNewSession reports whether a bare SYN (with sequence number seq,
-// from the lo endpoint if srcIsLo) on existing flow f opens a new session
-// on the same 5-tuple rather than belonging to f.
-//
-//   - A closed flow (RST or both FINs seen): any SYN is a new session.
-//   - A flow canopy reset: a repeat of A's own SYN (same ISN, nothing sent
-//     since) is a survivor of the old session, and stays attributed to it;
-//     any other SYN comes from a new socket. Keeping such a SYN in the old
-//     flow would let the sessions of a client that reuses its port share
-//     one reset budget, and the budget run out: the next session would go
-//     through unchallenged.
-//   - Otherwise the flow is open and the SYN is part of it.
-func (f *Flow) opensNewSession(srcIsLo bool, seq uint32) bool {
-	if f.state&StateResetByUs == 0 {
-		return f.state&StateClosed != 0
-	}
-	if srcIsLo != (f.bits&bitAIsLo != 0) {
-		return true // from B: the other end opens a session of its own
-	}
-	a := &f.Dirs[AtoB]
-	return a.seen&dirHasSeq == 0 || seq+1 != a.NextSeq
 }
 
 // reinit turns f into a new flow of the same 5-tuple whose A is the SYN's

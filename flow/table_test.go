@@ -269,67 +269,23 @@ func TestPortReuseStartsNewFlow(t *testing.T) {
 
 func TestResetByUsKeepsSurvivors(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 16})
-	f, _, _ := tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
+	tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
+	tb.Update(pk(srv, 80, cli, 7, synack, 500, 101, 0, t0))
+	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 101, 501, 50, t0))
 	h := f.Handle()
 	f.MarkResetByUs()
 	f.Enf.Resets = 2
-	// The client's SYN_SENT socket did not take our RST|ACK and repeats
-	// its SYN (same ISN): a survivor of the same session.
-	f, _, created := tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0+int64(time.Second)))
+	tb.Update(pk(srv, 80, cli, 7, rst, 501, 0, 0, t0+1)) // our RST, seen back on the mirror
+	// The client did not die and tries again: same 5-tuple, new SYN.
+	f, _, created := tb.Update(pk(cli, 7, srv, 80, syn, 9000, 0, 0, t0+2))
 	if created || f.Handle() != h || !f.ResetByUs() || f.Enf.Resets != 2 {
-		t.Fatalf("survivor treated as a new flow: created %v same %v resets %d", created, f.Handle() == h, f.Enf.Resets)
+		t.Fatalf("survivor treated as a new flow: created %v same %v", created, f.Handle() == h)
 	}
-	// Established and reset mid-request: the client keeps sending.
-	tb.Update(pk(srv, 80, cli, 7, synack, 500, 101, 0, t0+int64(time.Second)))
-	f, _, created = tb.Update(pk(cli, 7, srv, 80, psh, 101, 501, 50, t0+int64(time.Second)))
-	if created || f.Handle() != h || f.Dirs[AtoB].NextSeq != 151 {
-		t.Fatalf("data after the handshake left the flow: created %v next %d", created, f.Dirs[AtoB].NextSeq)
+	if f.Dirs[AtoB].NextSeq != 9001 {
+		t.Fatalf("survivor SYN must define the sequence space: %d", f.Dirs[AtoB].NextSeq)
 	}
 	if !tb.Info(f).Blocked {
 		t.Fatal("Info.Blocked false")
-	}
-}
-
-// A client that reuses its port after canopy killed the session opens a new
-// session: its SYN carries a new ISN. It must get a flow (and a reset
-// budget) of its own, or enough reconnects from one port would spend the
-// old flow's budget and the next session would go through.
-func TestNewSessionAfterOurResetIsANewFlow(t *testing.T) {
-	tb := NewTable(Config{MaxFlows: 8})
-	tb.Update(pk(cli, 7, srv, 80, syn, 0x70000000, 0, 0, t0))
-	tb.Update(pk(srv, 80, cli, 7, synack, 0x50000000, 0x70000001, 0, t0))
-	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 0x70000001, 0x50000001, 10, t0))
-	old := f.Handle()
-	f.MarkResetByUs()
-	f.Enf.Resets = 31
-	f.Enf.RuleID = 9
-	// The new socket's numbers look "older" in serial arithmetic than the
-	// previous session's: they must still be taken as they are.
-	f, dir, created := tb.Update(pk(cli, 7, srv, 80, syn, 0x10000000, 0, 0, t0+1))
-	if !created || f.Handle() == old || tb.Get(old) != nil {
-		t.Fatalf("new session kept the killed flow: created %v same handle %v", created, f.Handle() == old)
-	}
-	if dir != AtoB || f.ResetByUs() || f.Enf != (Enforcement{}) {
-		t.Fatalf("new session inherited the old one: dir %v reset-by-us %v enf %+v", dir, f.ResetByUs(), f.Enf)
-	}
-	tb.Update(pk(srv, 80, cli, 7, synack, 0x20000000, 0x10000001, 0, t0+1))
-	f, _, created = tb.Update(pk(cli, 7, srv, 80, ack, 0x10000001, 0x20000001, 0, t0+1))
-	if created {
-		t.Fatal("the new session's ACK made yet another flow")
-	}
-	a, b := f.Dirs[AtoB], f.Dirs[BtoA]
-	if a.NextSeq != 0x10000001 || a.Ack != 0x20000001 || b.NextSeq != 0x20000001 || b.Ack != 0x10000001 {
-		t.Fatalf("stale numbers after the new handshake: A next %#x ack %#x, B next %#x ack %#x", a.NextSeq, a.Ack, b.NextSeq, b.Ack)
-	}
-	if st := tb.Stats(); st.Created != 2 || st.Restarted != 1 || st.Flows != 1 {
-		t.Fatalf("stats %+v", st)
-	}
-
-	// The server side opening a session back on the same ports is new too.
-	f.MarkResetByUs()
-	f, _, created = tb.Update(pk(srv, 80, cli, 7, syn, 0x30000000, 0, 0, t0+2))
-	if !created || f.ResetByUs() || f.A() != netip.MustParseAddr(srv) {
-		t.Fatalf("SYN from B after our reset: created %v reset-by-us %v A %v", created, f.ResetByUs(), f.A())
 	}
 }
 
@@ -759,6 +715,27 @@ func TestEstablishedWhenBothSidesAck(t *testing.T) {
 		if f.StateName() != c.want {
 			t.Errorf("%s: %s, want %s", c.name, f.StateName(), c.want)
 		}
+	}
+}
+
+func TestSurvivorRehandshakeTakesNewNumbers(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 8})
+	tb.Update(pk(cli, 7, srv, 80, syn, 0x70000000, 0, 0, t0))
+	tb.Update(pk(srv, 80, cli, 7, synack, 0x50000000, 0x70000001, 0, t0))
+	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 0x70000001, 0x50000001, 10, t0))
+	f.MarkResetByUs()
+	tb.Update(pk(srv, 80, cli, 7, rst, 0x50000001, 0, 0, t0))
+	// The client reconnects from the same port with numbers that look
+	// "older" in serial arithmetic than the previous connection's.
+	tb.Update(pk(cli, 7, srv, 80, syn, 0x10000000, 0, 0, t0+1))
+	tb.Update(pk(srv, 80, cli, 7, synack, 0x20000000, 0x10000001, 0, t0+1))
+	f, _, created := tb.Update(pk(cli, 7, srv, 80, ack, 0x10000001, 0x20000001, 0, t0+1))
+	if created {
+		t.Fatal("survivor became a new flow")
+	}
+	a, b := f.Dirs[AtoB], f.Dirs[BtoA]
+	if a.NextSeq != 0x10000001 || a.Ack != 0x20000001 || b.NextSeq != 0x20000001 || b.Ack != 0x10000001 {
+		t.Fatalf("stale numbers after the new handshake: A next %#x ack %#x, B next %#x ack %#x", a.NextSeq, a.Ack, b.NextSeq, b.Ack)
 	}
 }
 

@@ -17,12 +17,19 @@ import (
 // enforce reacts to a packet of a blocked (or observed) flow.
 func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 	p := &w.pkt
+	syn := p.IsTCP() && p.Flags&(capture.FlagSYN|capture.FlagACK|capture.FlagRST) == capture.FlagSYN
+	if syn && f.Enf.BlockSlot != 0 && !(f.Enf.SynKnown && p.Seq == f.Enf.SynSeq) {
+		w.newSession(f)
+	}
 	var pickedUp int64
 	if f.Enf.Resets == 0 {
 		pickedUp = time.Now().UnixNano() // may start a reaction: note when its trigger reached us
 	}
 	observe := act == actObserve || w.e.observe.Load()
 	rec := w.record(f, observe)
+	if syn {
+		f.Enf.SynSeq, f.Enf.SynKnown = p.Seq, true
+	}
 	if observe && rec.block.Outcome == OutcomeObserved {
 		return // reported once per flow; describing every packet would flood the log
 	}
@@ -93,6 +100,20 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 	} else if first && f.Enf.Resets > 0 {
 		w.publishBlock(rec)
 	}
+}
+
+// newSession handles a bare SYN with a new ISN on a flow canopy already
+// acted on: the client reused its port for a new socket (a repeat of the
+// old SYN keeps its ISN and stays with the old session). The flow table
+// keeps such a SYN in the flow, as a survivor; the new session gets a block
+// record and a reset budget of its own, and the old one, whose socket is
+// gone, is confirmed. Sharing one budget would let a client that reconnects
+// from one port spend it, and its next session go through unchallenged.
+func (w *worker) newSession(f *flow.Flow) {
+	if f.Enf.Outcome == outPending || f.Enf.Outcome == outRetrying {
+		w.settle(f, outConfirmed)
+	}
+	f.Enf.BlockSlot = 0 // record starts a new one
 }
 
 // record returns the flow's block record, creating it on the first packet

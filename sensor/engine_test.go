@@ -346,9 +346,9 @@ func TestEngineOutcomes(t *testing.T) {
 
 // A banned client that reconnects from the same port opens a new session
 // each time (new ISN). Each must be reset on its own budget: when sessions
-// shared the killed flow's budget, the sixth one here went through with
+// shared the killed flow's budget, the fifth one here went through with
 // its resets suppressed. The killed sessions count as confirmed once the
-// new one replaces them.
+// new one replaces them; a repeated SYN (same ISN) is not a new session.
 func TestEngineResetsEverySessionOfAReusedPort(t *testing.T) {
 	client := netip.MustParseAddrPort("198.51.100.7:40000")
 	server := netip.MustParseAddrPort("192.0.2.10:7")
@@ -361,8 +361,11 @@ func TestEngineResetsEverySessionOfAReusedPort(t *testing.T) {
 		src.frames = append(src.frames,
 			tcpFrame(t, client, server, isn, 0, "S", "", 61),
 			tcpFrame(t, server, client, sisn, isn+1, "SA", "", 63),
-			tcpFrame(t, client, server, isn+1, sisn+1, "AP", "hello\n", 61))
-		src.ts = append(src.ts, at, at+50_000, at+100_000)
+			tcpFrame(t, client, server, isn+1, sisn+1, "AP", "hello\n", 61),
+			// The same SYN again, late (a mirror that shows it twice):
+			// the same session, not a new one.
+			tcpFrame(t, client, server, isn, 0, "S", "", 61))
+		src.ts = append(src.ts, at, at+50_000, at+100_000, at+150_000)
 	}
 	h := newHarness(t, src, ModeEnforce)
 	h.ban("198.51.100.7")
@@ -370,8 +373,8 @@ func TestEngineResetsEverySessionOfAReusedPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := h.e.Snapshot().Status.Blocks
-	if s.Attempted != sessions || s.Suppressed != 0 || s.ResetsSent != 6*sessions {
-		t.Fatalf("want %d sessions each reset 6 times, none suppressed: %+v", sessions, s)
+	if s.Attempted != sessions || s.Suppressed != 0 || s.ResetsSent != 8*sessions {
+		t.Fatalf("want %d sessions each reset 8 times (6 + 2 for the repeated SYN), none suppressed: %+v", sessions, s)
 	}
 	if s.Confirmed < sessions-1 {
 		t.Errorf("confirmed %d of the %d replaced sessions", s.Confirmed, sessions-1)
