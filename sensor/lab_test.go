@@ -95,14 +95,17 @@ func (r *running) ban(t *testing.T, value string) {
 
 // TestLabShortConnectionsBlocked runs the product's promise in small, with
 // the sensor in this test process: with a WAN-like delay (10 ms each way,
-// as in the benchmark) the banned addresses' connections die, and the
-// legitimate address on the same host is untouched. In this process the
+// as in the benchmark) the banned addresses' connections die, every one
+// with a block of its own (also when the client reuses a source port), and
+// the legitimate address on the same host is untouched. In this process the
 // sensor shares Go's scheduler and GC, under the race detector, with the
 // lab's delay line, servers and probes, so a rare stall longer than two
-// one-way delays can let one request through: the test allows 1 %. The
-// zero-leak promise is asserted on a sensor process of its own
-// (TestDaemonBlocksUnderAPILoad in the main package) and measured over
-// 10,000 connections by `go run ./bench -only block`.
+// one-way delays can let one request through (about one run in twenty on a
+// busy 2-core machine): the test allows 1 % and logs what the sensor did
+// with each leaked connection. The zero-leak promise is asserted on a
+// sensor process of its own (TestDaemonBlocksUnderAPILoad in the main
+// package) and measured over 10,000 connections by `go run ./bench -only
+// block`.
 func TestLabShortConnectionsBlocked(t *testing.T) {
 	l := lab.NewT(t, lab.Config{Delay: 10 * time.Millisecond})
 	r := startSensor(t, l, sensor.ModeEnforce)
@@ -119,10 +122,14 @@ func TestLabShortConnectionsBlocked(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("banned %s: %+v, server read %d lines", tc.src, res, l.Echo.Count(tc.src).Requests)
+		got := l.Echo.Count(tc.src)
+		for _, port := range got.ReadFrom {
+			t.Logf("banned %s: leaked from port %d; sensor's record: %+v", tc.src, port, r.blockOf(port))
+		}
 		if res.Completed > res.Total()/100 {
 			t.Errorf("banned %s: %d of %d connections got their echo", tc.src, res.Completed, res.Total())
 		}
-		if got := l.Echo.Count(tc.src); got.Requests > uint64(res.Total()/100) {
+		if got.Requests > uint64(res.Total()/100) {
 			t.Errorf("banned %s: the server read %d lines (accepted %d connections)", tc.src, got.Requests, got.Accepted)
 		}
 	}
@@ -137,9 +144,7 @@ func TestLabShortConnectionsBlocked(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // one snapshot later
 	st := r.e.Snapshot().Status
 	t.Logf("blocks %+v", st.Blocks)
-	// A client may reuse a source port, so two connections can share one
-	// flow record; nearly every connection must still have its own block.
-	if st.Blocks.Attempted < 570 {
+	if st.Blocks.Attempted != 600 {
 		t.Errorf("attempted %d blocks for 600 banned connections", st.Blocks.Attempted)
 	}
 	if st.Blocks.Failed != 0 {
@@ -260,4 +265,15 @@ func TestLabUDPRefused(t *testing.T) {
 	if !errors.Is(got, syscall.ECONNREFUSED) {
 		t.Fatalf("banned UDP client read error %v, want ECONNREFUSED", got)
 	}
+}
+
+// blockOf is the sensor's live-blocks record of the flow whose client used
+// port, if it is still among the recent blocks.
+func (r *running) blockOf(port uint16) *sensor.Block {
+	for _, b := range r.e.Snapshot().Blocks {
+		if b.SrcPort == port {
+			return &b
+		}
+	}
+	return nil
 }
