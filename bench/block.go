@@ -97,6 +97,8 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			s.add(cmd, fmtDelay(d), blocker, fmt.Sprint(n), fmt.Sprintf("%.0f/s, %.1f s", p.rate, r.banned.Elapsed.Seconds()),
 				fmt.Sprint(r.requests), fmt.Sprint(r.banned.Completed), fmt.Sprintf("%.2f %%", 100*rate),
 				fmt.Sprintf("%d of %d", legitBad, r.legit.Total()), react50, react99)
+			hist = append(hist, fmt.Sprintf("%s %s: the legitimate client's connects took p50 %s, p90 %s during the run (the lab's round trip under this load)",
+				fmtDelay(d), blocker, fmtDur(r.legit.ConnectQuantile(0.5)), fmtDur(r.legit.ConnectQuantile(0.9))))
 			if legitBad > 0 {
 				why := ""
 				if r.legit.Reset+r.legit.Refused == 0 {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -59,6 +60,20 @@ type ProbeResult struct {
 	// "connect: connection refused" or "read: connection reset by peer".
 	Errors  map[string]int
 	Elapsed time.Duration // from the first connection to the last outcome
+	// Connects holds how long each successful connect took (the handshake
+	// round trip, as the client saw it), in no particular order: the lab's
+	// round trip while the probe ran, loaded as it was.
+	Connects []time.Duration
+}
+
+// ConnectQuantile returns the q-quantile (0..1) of Connects, 0 if none.
+func (r ProbeResult) ConnectQuantile(q float64) time.Duration {
+	if len(r.Connects) == 0 {
+		return 0
+	}
+	c := slices.Clone(r.Connects)
+	slices.Sort(c)
+	return c[min(len(c)-1, int(q*float64(len(c))))]
 }
 
 // Total returns the number of connections that have an outcome.
@@ -93,6 +108,7 @@ func (r *ProbeResult) merge(o ProbeResult) {
 	r.Reset += o.Reset
 	r.Timeout += o.Timeout
 	r.Other += o.Other
+	r.Connects = append(r.Connects, o.Connects...)
 	for k, v := range o.Errors {
 		if r.Errors == nil {
 			r.Errors = make(map[string]int)

@@ -74,7 +74,7 @@ func (l *Lab) Probe(ctx context.Context, cfg ProbeConfig) (ProbeResult, error) {
 				p := prober{cfg: &cfg, buf: make([]byte, len(cfg.Payload)+1)}
 				p.line = append([]byte(cfg.Payload), '\n')
 				for range jobs {
-					o, key := p.one(ctx)
+					o, key := p.one(ctx, &results[w])
 					results[w].add(o, key)
 				}
 				return nil
@@ -146,12 +146,15 @@ type prober struct {
 	buf  []byte // echo buffer, len(line)
 }
 
-func (p *prober) one(ctx context.Context) (Outcome, string) {
+// one runs one connection; a successful connect's duration goes to res.
+func (p *prober) one(ctx context.Context, res *ProbeResult) (Outcome, string) {
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.Src, 0)), Timeout: p.cfg.Timeout, Control: bindNoPort}
+	t0 := time.Now()
 	c, err := d.DialContext(ctx, "tcp", p.cfg.Dst.String())
 	if err != nil {
 		return classify("connect", err)
 	}
+	res.Connects = append(res.Connects, time.Since(t0))
 	defer c.Close()
 	if o, key, ok := p.exchange(c); !ok {
 		return o, key
