@@ -286,7 +286,7 @@ func writeStatus(w io.Writer, v StatusView) {
 	fmt.Fprintf(tw, "blocks\t%d attempted: %d confirmed, %d failed (success %.1f%%); %d observed\n",
 		b.Attempted, b.Confirmed, b.Failed, b.SuccessRate*100, b.Observed)
 	fmt.Fprintf(tw, "resets\t%d sent, %d ICMP, %d suppressed, %d send errors\n", b.ResetsSent, b.ICMPSent, b.Suppressed, b.SendErrors)
-	fmt.Fprintf(tw, "reaction\tp50 %s, p99 %s\n", b.ReactionP50, b.ReactionP99)
+	fmt.Fprintf(tw, "reaction\tp50 %s, p99 %s (of which pickup, trigger to worker: p50 %s, p99 %s)\n", b.ReactionP50, b.ReactionP99, b.PickupP50, b.PickupP99)
 	tw.Flush()
 }
 
