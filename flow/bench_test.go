@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,11 +173,14 @@ func BenchmarkUpdateNewFlows(b *testing.B) {
 
 // BenchmarkMemoryPerFlow reports heap bytes per flow for a full table of
 // 1M flows (everything NewTable reserves, divided by the flows in it) and
-// the resident set growth.
+// the resident set growth. The heap freed by earlier runs is returned to
+// the OS first: otherwise the new table reuses resident pages and the RSS
+// growth reads zero.
 func BenchmarkMemoryPerFlow(b *testing.B) {
 	b.ReportAllocs()
 	for n := 0; n < b.N; n++ {
-		runtime.GC()
+		bigTable, bigOnce = nil, sync.Once{} // another benchmark's 1M table would stay resident
+		debug.FreeOSMemory()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
 		rss0 := rssBytes()

@@ -31,10 +31,14 @@ const (
 	maxMaxFlows = 1 << 28
 	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
 	maxMaxTalkers = 1 << 16
+	// maxIdle bounds the idle timeouts: a flow must expire before Expire
+	// clamps its last-packet tick (2^30 ms, 12.4 days; see clampLast).
+	maxIdle = 12 * 24 * time.Hour
 )
 
 // Config sizes a Table and sets its idle timeouts. The zero value of every
-// field means "use the default"; negative or oversized values are clamped.
+// field means "use the default"; negative or oversized values are clamped
+// (durations to at most 12 days).
 type Config struct {
 	// MaxFlows is the capacity of this table (one shard). Memory for all of
 	// it is reserved up front (and touched only as flows arrive); when it is
@@ -86,6 +90,7 @@ func (c Config) withDefaults() Config {
 		if *d <= 0 {
 			*d = def
 		}
+		*d = min(*d, maxIdle)
 	}
 	dur(&c.IdleEstablished, DefaultIdleEstablished)
 	dur(&c.IdleHalfOpen, DefaultIdleHalfOpen)

@@ -1,10 +1,6 @@
 package flow
 
-import (
-	"net/netip"
-
-	"canopy/capture"
-)
+import "net/netip"
 
 // Dir is the direction a packet travelled within its flow.
 type Dir uint8
@@ -46,52 +42,99 @@ func (s State) Closed() bool { return s&StateClosed != 0 }
 
 // flow.bits
 const (
-	bitInUse uint8 = 1 << iota // slot holds a live flow
-	bitAIsLo                   // A is the key's lo endpoint
-	bitFree                    // slot is on the free list (never together with bitInUse)
+	bitInUse   uint8 = 1 << iota // slot holds a live flow
+	bitAIsLo                     // A is the key's lo endpoint
+	bitFree                      // slot is on the free list (never together with bitInUse)
+	bitHasSeqA                   // HasSeq(AtoB); bitHasSeqA<<1 is HasSeq(BtoA)
+	bitHasSeqB
+	bitHasAckA // HasAck(AtoB); bitHasAckA<<1 is HasAck(BtoA)
+	bitHasAckB
+)
+
+// Timestamps are kept as the low 32 bits of a tick count since the Unix
+// epoch: last in milliseconds, first in tenths of a second. The table reads
+// them back relative to the newest time it has seen (Table.Seen), so the
+// count may wrap: a stored tick reads back right for 2^31 ticks after it
+// was written, 24.8 days for last and 6.8 years for first. last decides
+// expiry, eviction and the sensor's quiet-confirmation, whose thresholds
+// are seconds and 500 ms: a millisecond is ample (Expire never expires
+// early for it: see Table.Expire). first is only shown (UI, API), so it
+// trades resolution for a range no flow outlives. Expire keeps every last
+// within 2^30 ms (12.4 days) of now (clampLast); idle timeouts are capped
+// below that (maxIdle). Reaction latency is measured from the packet's own
+// capture timestamp, never from these.
+const (
+	lastUnit  = int64(1e6) // ns per tick of DirState.last
+	firstUnit = int64(1e8) // ns per tick of DirState.first
+)
+
+// Counters: Bytes in 56 bits and Pkts in 40 bits, sharing one word and a
+// half. They saturate instead of wrapping: 2^40 packets is 15 days of a
+// single 10 Gb/s flow of full-size packets, which one worker cannot see
+// anyway, and 2^56 bytes is 72 PB.
+const (
+	bytesMask = 1<<56 - 1
+	maxPkts   = 1<<40 - 1
 )
 
 // DirState is what one direction of a flow has shown so far. Sequence
 // fields use serial-number arithmetic (RFC 1982): they wrap at 2^32 and
 // never move backwards for retransmitted or reordered segments.
 //
-// Last comes first so that both directions' Last (with the key and state)
-// sit in the flow's first two cache lines, which is all Expire and eviction
-// read.
+// It is 40 bytes: counters, then the times (so both directions' last sit in
+// the flow's first two cache lines with the key, which is all Expire and
+// eviction read), then the TCP state. Timestamps, counters, whether a
+// sequence or ack number was seen (Flow.HasSeq, Flow.HasAck), and the
+// layer-2 details (Table.L2, kept in a per-table dictionary: most flows
+// share a handful of router MAC pairs) are read through methods.
 type DirState struct {
-	Last  int64  // timestamp of the latest packet, ns since the Unix epoch; 0 if none yet
-	First int64  // timestamp of the first packet, ns since the Unix epoch; 0 if none yet
-	Pkts  uint64 // packets seen in this direction
-	Bytes uint64 // IP-layer bytes (IP total length, like iftop) seen in this direction
+	cnt   uint64 // bytes (IP-layer, like iftop) in the low 56 bits; packets >> 32 in the top 8
+	pkts  uint32 // packets, low 32 bits
+	last  uint32 // ms of the latest packet (low 32 bits)
+	first uint32 // tenth of a second of the first packet (low 32 bits)
 
 	Seq     uint32 // TCP sequence number of the latest segment (as sent, even if old)
 	Ack     uint32 // highest acknowledgement number sent with ACK set: the sender's RCV.NXT (valid if HasAck)
 	NextSeq uint32 // highest seq+payload(+1 SYN, +1 FIN) sent: the receiver's RCV.NXT once all arrived (valid if HasSeq)
 	Window  uint16 // TCP window of the latest segment, unscaled
 
-	TTL      uint8                          // IPv4 TTL / IPv6 hop limit of the latest packet
-	Flags    uint8                          // TCP flags of the latest segment
-	SrcMAC   [6]byte                        // Ethernet source of the latest frame (the sender's, or its router's)
-	DstMAC   [6]byte                        // Ethernet destination of the latest frame
-	VLANs    [capture.MaxVLANs]capture.VLAN // tag stack of the latest frame, outermost first
-	NumVLANs uint8                          // how many of VLANs are set
-
-	seen  uint8  // dirHasSeq | dirHasAck
-	stamp uint16 // talkers epoch of the bucket this direction was last counted in (fits the struct's padding)
+	l2    uint16 // the table's L2 dictionary entry of the latest frame (0: none, or the dictionary was full)
+	stamp uint16 // talkers epoch of the bucket this direction was last counted in
+	TTL   uint8  // IPv4 TTL / IPv6 hop limit of the latest packet
+	Flags uint8  // TCP flags of the latest segment
 }
 
-const (
-	dirHasSeq uint8 = 1 << iota
-	dirHasAck
-)
+// Pkts is the number of packets seen in this direction (saturating at 2^40-1).
+func (d *DirState) Pkts() uint64 { return d.cnt>>56<<32 | uint64(d.pkts) }
 
-// HasSeq reports whether a TCP segment was seen in this direction, i.e.
+// Bytes is the IP-layer bytes (IP total length, like iftop) seen in this
+// direction (saturating at 2^56-1).
+func (d *DirState) Bytes() uint64 { return d.cnt & bytesMask }
+
+// count adds one packet of size bytes.
+func (d *DirState) count(size uint64) {
+	d.pkts++
+	if d.pkts == 0 { // carry into the top byte of cnt, or saturate
+		if d.cnt>>56 != 0xff {
+			d.cnt += 1 << 56
+		} else {
+			d.pkts = ^uint32(0)
+		}
+	}
+	if b := d.cnt&bytesMask + size; b <= bytesMask {
+		d.cnt = d.cnt&^bytesMask | b
+	} else {
+		d.cnt |= bytesMask
+	}
+}
+
+// HasSeq reports whether a TCP segment was seen in direction d, i.e.
 // whether Seq and NextSeq mean anything.
-func (d *DirState) HasSeq() bool { return d.seen&dirHasSeq != 0 }
+func (f *Flow) HasSeq(d Dir) bool { return f.bits&(bitHasSeqA<<d) != 0 }
 
-// HasAck reports whether a segment with the ACK flag was seen in this
-// direction, i.e. whether Ack means anything.
-func (d *DirState) HasAck() bool { return d.seen&dirHasAck != 0 }
+// HasAck reports whether a segment with the ACK flag was seen in direction
+// d, i.e. whether Ack means anything.
+func (f *Flow) HasAck(d Dir) bool { return f.bits&(bitHasAckA<<d) != 0 }
 
 // Enforcement is the sensor's record of what it decided and did about a
 // flow. The table never reads it; it zeroes it when the slot gets a new flow.
@@ -115,16 +158,21 @@ type Enforcement struct {
 // keep a Handle to find it again. Callers may write only Enf; everything
 // else belongs to the table and is read through the fields and methods.
 //
-// Layout: the key and the fields every packet reads come first, so a lookup
-// and an update of direction AtoB touch the first two cache lines of the
-// 256-byte struct; the enforcement record and the index links, rarely
-// touched, come last.
+// Layout: 192 bytes, three cache lines. The key, the hash-chain link and
+// the fields every packet reads come first, so a lookup and an update touch
+// the first two; the enforcement record and the address-index links come
+// last. What made it small (it was 256 bytes): MACs and VLAN tags live in
+// a per-table dictionary (2 bytes per direction instead of 21), timestamps
+// are 32-bit ticks, counters are 56+40 bits, the seq/ack-seen bits moved
+// into bits, and the slot index is computed from the pointer (Table.Handle)
+// instead of stored, which made room for the hash-chain link that was a
+// separate array.
 type Flow struct {
 	key   key
 	state State
 	bits  uint8
 	gen   uint32 // bumped whenever the slot gets a new flow
-	idx   uint32 // the slot's own index, for Handle
+	next  uint32 // next slot in the 5-tuple hash chain (0: end)
 
 	Dirs [2]DirState // per-direction state, indexed by Dir
 	Enf  Enforcement // the sensor's record; the table only zeroes it
@@ -146,9 +194,6 @@ type Handle struct {
 
 // IsZero reports whether h names no flow.
 func (h Handle) IsZero() bool { return h.idx == 0 }
-
-// Handle returns a stable reference to f.
-func (f *Flow) Handle() Handle { return Handle{idx: f.idx, gen: f.gen} }
 
 // Proto is the transport protocol (capture.ProtoTCP or capture.ProtoUDP).
 func (f *Flow) Proto() uint8 { return f.key.proto }
@@ -213,18 +258,6 @@ func (f *Flow) SrcPort(d Dir) uint16 {
 
 // DstPort is the receiver's port for packets travelling in direction d.
 func (f *Flow) DstPort(d Dir) uint16 { return f.SrcPort(d ^ 1) }
-
-// FirstSeen is the timestamp of the flow's first packet (ns).
-func (f *Flow) FirstSeen() int64 {
-	a, b := f.Dirs[0].First, f.Dirs[1].First
-	if a == 0 || (b != 0 && b < a) {
-		return b
-	}
-	return a
-}
-
-// LastSeen is the timestamp of the flow's latest packet (ns).
-func (f *Flow) LastSeen() int64 { return max(f.Dirs[0].Last, f.Dirs[1].Last) }
 
 // MarkResetByUs records that canopy injected resets into f: from now on
 // packets of this 5-tuple stay attributed to f (even a new SYN), so the

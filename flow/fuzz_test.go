@@ -54,7 +54,7 @@ func FuzzUpdate(f *testing.F) {
 				continue
 			case 14:
 				for _, h := range handles {
-					if g := tb.Get(h); g != nil && g.Handle() != h {
+					if g := tb.Get(h); g != nil && tb.Handle(g) != h {
 						t.Fatal("Get returned another flow")
 					}
 				}
@@ -69,10 +69,10 @@ func FuzzUpdate(f *testing.F) {
 						if !p.Contains(fl.A()) && !p.Contains(fl.B()) {
 							t.Fatalf("ForEach(%v) visited %v-%v", p, fl.A(), fl.B())
 						}
-						if seen[fl.Handle()] {
+						if seen[tb.Handle(fl)] {
 							t.Fatalf("ForEach(%v) visited a flow twice", p)
 						}
-						seen[fl.Handle()] = true
+						seen[tb.Handle(fl)] = true
 						return c[3]&1 == 0
 					})
 					if c[3]&1 == 0 && p.IsValid() {
@@ -110,6 +110,11 @@ func FuzzUpdate(f *testing.F) {
 				WireLen:    uint32(c[13]),
 				TTL:        c[9],
 				NumVLANs:   c[3] % 3,
+				SrcMAC:     [6]byte{2, 0, 0, 0, 0, c[5] & 3},
+				DstMAC:     [6]byte{2, 0, 0, 0, 1, c[6] & 3},
+			}
+			for v := range p.NumVLANs {
+				p.VLANs[v] = capture.VLAN{TPID: 0x8100, TCI: uint16(c[7]&3) + uint16(v)}
 			}
 			isIP := (p.IPVersion == 4 || p.IPVersion == 6) && p.Src.IsValid() && p.Src.Is4() == p.Dst.Is4()
 			f, dir, created := tb.Update(p)
@@ -132,8 +137,8 @@ func FuzzUpdate(f *testing.F) {
 				t.Fatalf("flow %v:%d>%v:%d in %v, packet %v:%d>%v:%d", f.Src(dir), f.SrcPort(dir), f.Dst(dir), f.DstPort(dir), dir, p.Src, p.SrcPort, p.Dst, p.DstPort)
 			}
 			d := &f.Dirs[dir]
-			if created && (d.Pkts != 1 || f.Dirs[dir^1].Pkts != 0) {
-				t.Fatalf("new flow has %d/%d packets", d.Pkts, f.Dirs[dir^1].Pkts)
+			if created && (d.Pkts() != 1 || f.Dirs[dir^1].Pkts() != 0) {
+				t.Fatalf("new flow has %d/%d packets", d.Pkts(), f.Dirs[dir^1].Pkts())
 			}
 			if p.IsTCP() {
 				if p.Flags&capture.FlagRST == 0 {
@@ -142,22 +147,25 @@ func FuzzUpdate(f *testing.F) {
 						t.Fatalf("NextSeq %d behind segment end %d (flags %#x)", d.NextSeq, end, p.Flags)
 					}
 				}
-				if p.Flags&capture.FlagACK != 0 && (!d.HasAck() || seqGT(p.Ack, d.Ack)) {
+				if p.Flags&capture.FlagACK != 0 && (!f.HasAck(dir) || seqGT(p.Ack, d.Ack)) {
 					t.Fatalf("Ack %d behind packet's %d", d.Ack, p.Ack)
 				}
 				if d.Seq != p.Seq || d.Flags != p.Flags {
 					t.Fatal("last seq/flags not recorded")
 				}
 			}
-			if d.Last < ts && ts > 0 {
-				t.Fatalf("Last %d < packet time %d", d.Last, ts)
+			if _, last := tb.Seen(f, dir); last != ts-ts%lastUnit {
+				t.Fatalf("last %d, want packet time %d to the tick", last, ts)
+			}
+			if l, ok := tb.L2(f, dir); !ok || l.SrcMAC != p.SrcMAC || l.DstMAC != p.DstMAC || l.NumVLANs != p.NumVLANs || l.VLANs != p.VLANs {
+				t.Fatalf("L2 %+v (%v), want the packet's", l, ok)
 			}
 			_ = tb.Info(f)
 			if c[15]&7 == 0 {
 				f.MarkResetByUs()
 			}
 			if len(handles) < 32 {
-				handles = append(handles, f.Handle())
+				handles = append(handles, tb.Handle(f))
 			}
 			tb.check(t)
 		}

@@ -67,6 +67,7 @@ const (
 func (tb *Table) check(t testing.TB) {
 	t.Helper()
 	live := 0
+	refs := map[uint16]uint32{}
 	for i := uint32(1); i <= uint32(tb.cfg.MaxFlows); i++ {
 		f := &tb.flows[i]
 		if f.bits&bitInUse == 0 {
@@ -82,14 +83,22 @@ func (tb *Table) check(t testing.TB) {
 			t.Fatalf("slot %d both in use and free", i)
 		}
 		live++
-		if f.idx != i {
-			t.Fatalf("slot %d: idx %d", i, f.idx)
+		if tb.slotOf(f) != i {
+			t.Fatalf("slot %d: slotOf %d", i, tb.slotOf(f))
 		}
-		if g := tb.Get(f.Handle()); g != f {
+		for d := range f.Dirs {
+			if l := f.Dirs[d].l2; l != 0 {
+				refs[l]++
+				if f.Dirs[d].Pkts() == 0 {
+					t.Fatalf("slot %d: direction %d has an L2 entry but no packets", i, d)
+				}
+			}
+		}
+		if g := tb.Get(tb.Handle(f)); g != f {
 			t.Fatalf("slot %d: Get(Handle) = %p, want %p", i, g, f)
 		}
 		found := false
-		for j := tb.heads[f.key.hash(tb.seed)&tb.mask]; j != 0; j = tb.chain[j] {
+		for j := tb.heads[f.key.hash(tb.seed)&tb.mask]; j != 0; j = tb.flows[j].next {
 			if j == i {
 				found = true
 			}
@@ -161,6 +170,38 @@ func (tb *Table) check(t testing.TB) {
 	}
 	if nfree != marked {
 		t.Fatalf("free list holds %d slots, %d are marked free", nfree, marked)
+	}
+	// L2 dictionary: every entry's count is the directions that refer to
+	// it, free entries are on the free list, and each entry in use is
+	// found under its own hash.
+	d := &tb.l2
+	for i := uint32(1); i <= d.used; i++ {
+		e := &d.ents[i]
+		if e.refs != refs[uint16(i)] {
+			t.Fatalf("L2 entry %d has %d refs, %d directions use it", i, e.refs, refs[uint16(i)])
+		}
+		if e.refs == 0 {
+			continue
+		}
+		found := false
+		for j := d.heads[d.hash(&e.l2)&d.mask]; j != 0; j = d.ents[j].next {
+			found = found || j == i
+		}
+		if !found {
+			t.Fatalf("L2 entry %d not in its hash chain", i)
+		}
+	}
+	nf := 0
+	for j := d.free; j != 0; j = d.ents[j].next {
+		if d.ents[j].refs != 0 {
+			t.Fatalf("L2 free list holds entry %d in use", j)
+		}
+		if nf++; nf > len(d.ents) {
+			t.Fatal("L2 free list loops")
+		}
+	}
+	if inUse := len(refs); nf+inUse != int(d.used) {
+		t.Fatalf("L2 dictionary: %d free + %d in use != %d handed out", nf, inUse, d.used)
 	}
 	st := tb.Stats()
 	if st.Created-st.Restarted-st.Evicted-st.Expired != uint64(live) {

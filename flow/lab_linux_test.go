@@ -160,11 +160,11 @@ func TestLabFlowsMatchWhatWasSent(t *testing.T) {
 		if !f.State().Closed() || f.State()&flow.StateEstablished == 0 || f.StateName() != "closed" {
 			t.Errorf("port %d: state %s", port, f.StateName())
 		}
-		if a.Bytes < uint64(want)+40*a.Pkts || b.Bytes < uint64(want)+40*b.Pkts {
-			t.Errorf("port %d: IP bytes %d/%d for %d payload bytes", port, a.Bytes, b.Bytes, want)
+		if a.Bytes() < uint64(want)+40*a.Pkts() || b.Bytes() < uint64(want)+40*b.Pkts() {
+			t.Errorf("port %d: IP bytes %d/%d for %d payload bytes", port, a.Bytes(), b.Bytes(), want)
 		}
 		t.Logf("%v:%d>%v:%d %s a>b %d pkts %d B  b>a %d pkts %d B  payload %d each way",
-			f.A(), port, f.B(), f.BPort(), f.StateName(), a.Pkts, a.Bytes, b.Pkts, b.Bytes, want)
+			f.A(), port, f.B(), f.BPort(), f.StateName(), a.Pkts(), a.Bytes(), b.Pkts(), b.Bytes(), want)
 	}
 
 	agg := flow.NewAggregator(0)

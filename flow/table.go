@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"canopy/capture"
 )
@@ -16,23 +17,26 @@ import (
 // them locks.
 //
 // All memory is reserved by NewTable: a slot array of MaxFlows+1 Flows
-// (256 bytes each), a hash-chain array parallel to it, and two
-// power-of-two head arrays (by 5-tuple, by address): about 269 bytes per
+// (192 bytes each, the 5-tuple hash-chain link inside), a power-of-two
+// head array by 5-tuple (one head per slot, so chains stay short: lookups
+// read them on every packet) and one by address (one head per four slots:
+// only ForEach and flow creation read it), a layer-2 dictionary
+// (l2Dict, 32 bytes per 64 slots) and a talkers bucket: about 198 bytes per
 // slot in all, never more. Untouched pages are not resident and flows are
-// kept in a region about twice their number (see homes2), so RSS follows the
-// traffic: measured 26 MiB for 10K flows and 77 MiB for 100K flows in a
-// 1M-slot table, 269 MiB when full.
+// kept in a region about twice their number (see homes2), so RSS follows
+// the traffic.
 type Table struct {
 	cfg  Config
 	seed uint64
 
 	flows []Flow   // slot 0 is never used: index 0 means "none"
-	chain []uint32 // next slot in the 5-tuple hash chain (live) or the free list (free)
-	heads []uint32 // 5-tuple hash → first slot
+	heads []uint32 // 5-tuple hash → first slot (chained through Flow.next)
 	mask  uint64
 
 	epHeads []uint32 // address hash → first ref (slot<<1 | side)
 	epMask  uint64
+
+	l2 l2Dict // the flows' layer-2 tuples
 
 	used       uint32 // bump cursor: slots above it were never handed out by alloc's last resort (some may be homes in use)
 	hwm        uint32 // highest slot ever in use: scans and sampling stop here
@@ -62,6 +66,11 @@ type TableStats struct {
 	// 5-tuple (a new SYN after RST/FIN) instead of a new slot, so that
 	// Flows = Created - Restarted - Evicted - Expired.
 	Restarted uint64
+	// L2Full counts frames whose layer-2 tuple (MACs, VLAN stack) could
+	// not be stored because every entry of the table's L2 dictionary was
+	// in use: that direction's L2 then reads as unknown until a frame with
+	// a stored tuple arrives (see Table.L2).
+	L2Full uint64
 }
 
 const (
@@ -80,22 +89,26 @@ func NewTable(cfg Config) *Table {
 	if hsize < 16 {
 		hsize = 16
 	}
+	// Each address appears once per flow side: a quarter of a head per
+	// slot means lists of about eight refs, a few hundred ns more for a
+	// ForEach on one address, for 3 bytes less per flow.
+	epSize := max(hsize/4, 16)
+	seed := rand.Uint64()
 	t := &Table{
 		cfg:     cfg,
-		seed:    rand.Uint64(),
+		seed:    seed,
 		rng:     rand.Uint64(),
 		flows:   make([]Flow, n+1),
-		chain:   make([]uint32, n+1),
 		heads:   make([]uint32, hsize),
 		mask:    uint64(hsize - 1),
-		epHeads: make([]uint32, hsize),
-		epMask:  uint64(hsize - 1),
+		epHeads: make([]uint32, epSize),
+		epMask:  uint64(epSize - 1),
+		l2:      newL2Dict(n/64, seed^hk4),
 		bucket:  NewBucket(cfg.MaxTalkers),
 		epoch:   1,
 	}
 	t.bucket.epoch = 1
 	adviseHuge(t.flows)
-	adviseHuge(t.chain)
 	adviseHuge(t.heads)
 	adviseHuge(t.epHeads)
 	t.homes = 1 << (bits.Len(uint(min(n, 1<<16))) - 1) // a power of two ≤ n
@@ -119,6 +132,7 @@ func (t *Table) Cap() int { return t.cfg.MaxFlows }
 func (t *Table) Stats() TableStats {
 	s := t.stats
 	s.Flows = uint64(t.live)
+	s.L2Full = t.l2.full
 	return s
 }
 
@@ -133,6 +147,48 @@ func (t *Table) Get(h Handle) *Flow {
 		return nil
 	}
 	return f
+}
+
+// Handle returns a stable reference to f, a flow of this table.
+func (t *Table) Handle(f *Flow) Handle { return Handle{idx: t.slotOf(f), gen: f.gen} }
+
+// slotOf is the index of f in t.flows.
+func (t *Table) slotOf(f *Flow) uint32 {
+	return uint32((uintptr(unsafe.Pointer(f)) - uintptr(unsafe.Pointer(&t.flows[0]))) / unsafe.Sizeof(Flow{}))
+}
+
+// Seen returns the times of direction d's first and latest packet (ns; 0, 0
+// if none), rounded down: first to 100 ms, last to 1 ms (see lastUnit).
+func (t *Table) Seen(f *Flow, d Dir) (first, last int64) {
+	ds := &f.Dirs[d]
+	if ds.Pkts() == 0 {
+		return 0, 0
+	}
+	return tickTime(t.now, ds.first, firstUnit), tickTime(t.now, ds.last, lastUnit)
+}
+
+// tickTime is the start (ns) of the latest tick of unit ns at or before
+// now whose count has the low 32 bits v.
+func tickTime(now int64, v uint32, unit int64) int64 {
+	n := now / unit
+	return (n - int64(uint32(n)-v)) * unit
+}
+
+// FirstSeen is the time of the flow's first packet (ns, to 100 ms).
+func (t *Table) FirstSeen(f *Flow) int64 {
+	a, _ := t.Seen(f, AtoB)
+	b, _ := t.Seen(f, BtoA)
+	if a == 0 || (b != 0 && b < a) {
+		return b
+	}
+	return a
+}
+
+// LastSeen is the time of the flow's latest packet (ns, to about 1 ms).
+func (t *Table) LastSeen(f *Flow) int64 {
+	_, a := t.Seen(f, AtoB)
+	_, b := t.Seen(f, BtoA)
+	return max(a, b)
 }
 
 // pktBytes is the size a packet counts for: its IP length like iftop's,
@@ -194,11 +250,13 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	} else if g := &t.flows[h2]; g.bits&bitInUse != 0 && g.key.eq(&k) {
 		f = g
 	} else {
-		for ; i != 0; i = t.chain[i] {
-			if t.flows[i].key.eq(&k) {
-				f = &t.flows[i]
+		for i != 0 {
+			g := &t.flows[i]
+			if g.key.eq(&k) {
+				f = g
 				break
 			}
+			i = g.next
 		}
 	}
 	if f == nil {
@@ -223,19 +281,15 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	newInBucket := d.stamp != t.epoch
 	flowNewInBucket := newInBucket && f.Dirs[dir^1].stamp != t.epoch
 	d.stamp = t.epoch
-	d.Pkts++
-	d.Bytes += size
-	if d.First == 0 {
-		d.First = ts
+	if lt := uint32(ts / lastUnit); d.Pkts() == 0 {
+		d.first = uint32(ts / firstUnit)
+		d.last = lt
+	} else if int32(lt-d.last) > 0 {
+		d.last = lt
 	}
-	if ts > d.Last {
-		d.Last = ts
-	}
+	d.count(size)
 	d.TTL = p.TTL
-	d.SrcMAC = p.SrcMAC
-	d.DstMAC = p.DstMAC
-	d.VLANs = p.VLANs
-	d.NumVLANs = p.NumVLANs
+	t.setL2(d, p)
 	if tcp {
 		t.trackTCP(f, dir, p)
 	}
@@ -262,23 +316,23 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 		// moves NextSeq. A SYN defines the sequence space, so it always sets
 		// it; anything else only moves it forward.
 		end := p.Seq + p.SeqSpace()
-		if fl&capture.FlagSYN != 0 || d.seen&dirHasSeq == 0 || seqGT(end, d.NextSeq) {
+		if fl&capture.FlagSYN != 0 || f.bits&(bitHasSeqA<<dir) == 0 || seqGT(end, d.NextSeq) {
 			d.NextSeq = end
 		}
-		d.seen |= dirHasSeq
+		f.bits |= bitHasSeqA << dir
 	}
 	if fl&capture.FlagACK != 0 {
 		// RCV.NXT never goes backwards, so neither does Ack: a reordered old
 		// segment's ack must not overwrite a newer one. A SYN-ACK starts over.
-		if fl&capture.FlagSYN != 0 || d.seen&dirHasAck == 0 || seqGT(p.Ack, d.Ack) {
+		if fl&capture.FlagSYN != 0 || f.bits&(bitHasAckA<<dir) == 0 || seqGT(p.Ack, d.Ack) {
 			d.Ack = p.Ack
 		}
-		d.seen |= dirHasAck
+		f.bits |= bitHasAckA << dir
 	} else if fl&(capture.FlagSYN|capture.FlagRST) == capture.FlagSYN {
 		// A bare SYN starts a new sequence space (a survivor reconnecting on
 		// the same 5-tuple): the sender has acknowledged nothing in it yet,
 		// and its next ACK must be taken even if it looks older.
-		d.seen &^= dirHasAck
+		f.bits &^= bitHasAckA << dir
 	}
 
 	s := f.state
@@ -298,7 +352,7 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 		// packet, or a session picked up mid-stream (or whose SYN-ACK the
 		// mirror lost) that is plainly alive in both directions. An ACK scan
 		// that draws no answer (or an RST) never gets here.
-		if f.Dirs[0].seen&f.Dirs[1].seen&dirHasAck != 0 {
+		if f.bits&(bitHasAckA|bitHasAckB) == bitHasAckA|bitHasAckB {
 			s |= StateEstablished
 		}
 	}
@@ -321,12 +375,11 @@ func (t *Table) create(k *key, h uint64, srcIsLo bool, p *capture.Packet) *Flow 
 	i := t.alloc(t.homes2(h))
 	f := &t.flows[i]
 	gen := f.gen + 1
-	*f = Flow{key: *k, gen: gen, idx: i, bits: bitInUse}
+	b := h & t.mask
+	*f = Flow{key: *k, gen: gen, bits: bitInUse, next: t.heads[b]}
 	if aIsLo(srcIsLo, p) {
 		f.bits |= bitAIsLo
 	}
-	b := h & t.mask
-	t.chain[i] = t.heads[b]
 	t.heads[b] = i
 	t.epLink(f, 0)
 	t.epLink(f, 1)
@@ -347,6 +400,8 @@ func aIsLo(srcIsLo bool, p *capture.Packet) bool {
 // sender. Its slot and index links stay; its handle changes.
 func (t *Table) reinit(f *Flow, srcIsLo bool) {
 	f.gen++
+	t.l2.release(f.Dirs[0].l2)
+	t.l2.release(f.Dirs[1].l2)
 	f.Dirs = [2]DirState{}
 	f.Enf = Enforcement{}
 	f.state = 0
@@ -477,7 +532,7 @@ func (t *Table) evict() uint32 {
 			i = 1 + uint32((r>>32)*uint64(t.hwm)>>32)
 		}
 		f := &t.flows[i]
-		score := (t.now - f.LastSeen()) - t.timeout(f)
+		score := (t.now - t.LastSeen(f)) - t.timeout(f)
 		if best == 0 || score > bestScore {
 			best, bestScore = i, score
 		}
@@ -491,21 +546,24 @@ func (t *Table) evict() uint32 {
 // unlink removes f from both indexes and marks its slot unused. The caller
 // puts the slot on the free list or reuses it.
 func (t *Table) unlink(f *Flow) {
-	i := f.idx
+	i := t.slotOf(f)
 	b := f.key.hash(t.seed) & t.mask
 	if t.heads[b] == i {
-		t.heads[b] = t.chain[i]
+		t.heads[b] = f.next
 	} else {
-		for j := t.heads[b]; j != 0; j = t.chain[j] {
-			if t.chain[j] == i {
-				t.chain[j] = t.chain[i]
+		for j := t.heads[b]; j != 0; j = t.flows[j].next {
+			if g := &t.flows[j]; g.next == i {
+				g.next = f.next
 				break
 			}
 		}
 	}
-	t.chain[i] = 0
+	f.next = 0
 	t.epUnlink(f, 1)
 	t.epUnlink(f, 0)
+	t.l2.release(f.Dirs[0].l2)
+	t.l2.release(f.Dirs[1].l2)
+	f.Dirs[0].l2, f.Dirs[1].l2 = 0, 0
 	f.bits = 0
 	t.live--
 }
@@ -525,7 +583,7 @@ func (t *Table) epBucket(a *[16]byte, v6 uint8) uint64 {
 // epLink puts side s of f at the head of its address's list.
 func (t *Table) epLink(f *Flow, s int) {
 	b := t.epBucket(f.epAddr(s), f.key.v6)
-	ref := f.idx<<1 | uint32(s)
+	ref := t.slotOf(f)<<1 | uint32(s)
 	old := t.epHeads[b]
 	f.ep[s] = epLink{next: old}
 	if old != 0 {
@@ -580,15 +638,35 @@ func (t *Table) Expire(now int64) int {
 			t.hand = 1
 		}
 		f := &t.flows[t.hand]
-		if f.bits&bitInUse == 0 || now-f.LastSeen() <= t.timeout(f) {
+		if f.bits&bitInUse == 0 {
+			continue
+		}
+		// LastSeen is rounded down to the ms: only a flow idle past its
+		// timeout whatever the sub-millisecond part was goes.
+		if now-t.LastSeen(f) < t.timeout(f)+lastUnit {
+			t.clampLast(f)
 			continue
 		}
 		t.unlink(f)
-		t.freePush(f.idx)
+		t.freePush(t.hand)
 		n++
 	}
 	t.stats.Expired += uint64(n)
 	return n
+}
+
+// clampLast keeps each direction's last tick within 2^30 ms (12.4 days)
+// of now, so it never ages past the 2^31 ticks that tickTime and Update's
+// serial compare can tell apart. Only a direction silent that long in a
+// flow the other direction keeps alive gets there (idle timeouts are below
+// maxIdle); its last then reads 12.4 days ago.
+func (t *Table) clampLast(f *Flow) {
+	n := uint32(t.now / lastUnit)
+	for i := range f.Dirs {
+		if d := &f.Dirs[i]; d.Pkts() != 0 && n-d.last > 1<<30 {
+			d.last = n - 1<<30
+		}
+	}
 }
 
 // ForEach calls fn for every live flow with an endpoint inside p, once
@@ -707,12 +785,12 @@ func (t *Table) Info(f *Flow) Info {
 		B:         f.B(),
 		BPort:     f.BPort(),
 		State:     f.StateName(),
-		PktsAB:    f.Dirs[AtoB].Pkts,
-		BytesAB:   f.Dirs[AtoB].Bytes,
-		PktsBA:    f.Dirs[BtoA].Pkts,
-		BytesBA:   f.Dirs[BtoA].Bytes,
-		FirstSeen: time.Unix(0, f.FirstSeen()).UTC(),
-		LastSeen:  time.Unix(0, f.LastSeen()).UTC(),
+		PktsAB:    f.Dirs[AtoB].Pkts(),
+		BytesAB:   f.Dirs[AtoB].Bytes(),
+		PktsBA:    f.Dirs[BtoA].Pkts(),
+		BytesBA:   f.Dirs[BtoA].Bytes(),
+		FirstSeen: time.Unix(0, t.FirstSeen(f)).UTC(),
+		LastSeen:  time.Unix(0, t.LastSeen(f)).UTC(),
 		Blocked:   f.ResetByUs() || f.Enf.Resets != 0,
 	}
 }

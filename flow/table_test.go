@@ -17,6 +17,7 @@ func TestTCPSequenceTracking(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 64})
 	const isnA, isnB = 1000, 5000
 	ts := t0
+	const step = firstUnit // one tick of first: every packet's times are told apart
 	steps := []struct {
 		name string
 		p    *capture.Packet
@@ -31,25 +32,25 @@ func TestTCPSequenceTracking(t *testing.T) {
 	}{
 		{"syn", pk(cli, 40000, srv, 80, syn, isnA, 0, 0, ts),
 			AtoB, true, isnA + 1, 0, 0, 0, false, false, StateSynSeen, "syn-sent"},
-		{"syn-ack", pk(srv, 80, cli, 40000, synack, isnB, isnA+1, 0, ts+1),
+		{"syn-ack", pk(srv, 80, cli, 40000, synack, isnB, isnA+1, 0, ts+1*step),
 			BtoA, false, isnA + 1, 0, isnB + 1, isnA + 1, false, true, StateSynSeen | StateSynAckSeen, "syn-received"},
-		{"ack", pk(cli, 40000, srv, 80, ack, isnA+1, isnB+1, 0, ts+2),
+		{"ack", pk(cli, 40000, srv, 80, ack, isnA+1, isnB+1, 0, ts+2*step),
 			AtoB, false, isnA + 1, isnB + 1, isnB + 1, isnA + 1, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
-		{"data a>b", pk(cli, 40000, srv, 80, psh, isnA+1, isnB+1, 100, ts+3),
+		{"data a>b", pk(cli, 40000, srv, 80, psh, isnA+1, isnB+1, 100, ts+3*step),
 			AtoB, false, isnA + 101, isnB + 1, isnB + 1, isnA + 1, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
-		{"data b>a", pk(srv, 80, cli, 40000, psh, isnB+1, isnA+101, 300, ts+4),
+		{"data b>a", pk(srv, 80, cli, 40000, psh, isnB+1, isnA+101, 300, ts+4*step),
 			BtoA, false, isnA + 101, isnB + 1, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
-		{"ack of data", pk(cli, 40000, srv, 80, ack, isnA+101, isnB+301, 0, ts+5),
+		{"ack of data", pk(cli, 40000, srv, 80, ack, isnA+101, isnB+301, 0, ts+5*step),
 			AtoB, false, isnA + 101, isnB + 301, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
 		// A retransmits its first data segment, carrying its old ack: neither
 		// NextSeq nor Ack may move backwards.
-		{"retransmission", pk(cli, 40000, srv, 80, psh, isnA+1, isnB+1, 100, ts+6),
+		{"retransmission", pk(cli, 40000, srv, 80, psh, isnA+1, isnB+1, 100, ts+6*step),
 			AtoB, false, isnA + 101, isnB + 301, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished, "established"},
-		{"fin a", pk(cli, 40000, srv, 80, fin, isnA+101, isnB+301, 0, ts+7),
+		{"fin a", pk(cli, 40000, srv, 80, fin, isnA+101, isnB+301, 0, ts+7*step),
 			AtoB, false, isnA + 102, isnB + 301, isnB + 301, isnA + 101, true, true, StateSynSeen | StateSynAckSeen | StateEstablished | StateFinAtoB, "fin-wait"},
-		{"fin b", pk(srv, 80, cli, 40000, fin, isnB+301, isnA+102, 0, ts+8),
+		{"fin b", pk(srv, 80, cli, 40000, fin, isnB+301, isnA+102, 0, ts+8*step),
 			BtoA, false, isnA + 102, isnB + 301, isnB + 302, isnA + 102, true, true, StateSynSeen | StateSynAckSeen | StateEstablished | StateFinAtoB | StateFinBtoA | StateClosed, "closed"},
-		{"last ack", pk(cli, 40000, srv, 80, ack, isnA+102, isnB+302, 0, ts+9),
+		{"last ack", pk(cli, 40000, srv, 80, ack, isnA+102, isnB+302, 0, ts+9*step),
 			AtoB, false, isnA + 102, isnB + 302, isnB + 302, isnA + 102, true, true, StateSynSeen | StateSynAckSeen | StateEstablished | StateFinAtoB | StateFinBtoA | StateClosed, "closed"},
 	}
 	var h Handle
@@ -59,22 +60,22 @@ func TestTCPSequenceTracking(t *testing.T) {
 			t.Fatalf("%s: no flow", s.name)
 		}
 		if h.IsZero() {
-			h = f.Handle()
-		} else if f.Handle() != h {
+			h = tb.Handle(f)
+		} else if tb.Handle(f) != h {
 			t.Fatalf("%s: handle changed", s.name)
 		}
 		if dir != s.dir || created != s.created {
 			t.Errorf("%s: dir %v created %v, want %v %v", s.name, dir, created, s.dir, s.created)
 		}
 		a, b := &f.Dirs[AtoB], &f.Dirs[BtoA]
-		if a.NextSeq != s.nextA || a.Ack != s.ackA || a.HasAck() != s.hasAckA {
-			t.Errorf("%s: A next %d ack %d(%v), want %d %d(%v)", s.name, a.NextSeq, a.Ack, a.HasAck(), s.nextA, s.ackA, s.hasAckA)
+		if a.NextSeq != s.nextA || a.Ack != s.ackA || f.HasAck(AtoB) != s.hasAckA {
+			t.Errorf("%s: A next %d ack %d(%v), want %d %d(%v)", s.name, a.NextSeq, a.Ack, f.HasAck(AtoB), s.nextA, s.ackA, s.hasAckA)
 		}
-		if s.nextB != 0 && (b.NextSeq != s.nextB || !b.HasSeq()) {
-			t.Errorf("%s: B next %d (has %v), want %d", s.name, b.NextSeq, b.HasSeq(), s.nextB)
+		if s.nextB != 0 && (b.NextSeq != s.nextB || !f.HasSeq(BtoA)) {
+			t.Errorf("%s: B next %d (has %v), want %d", s.name, b.NextSeq, f.HasSeq(BtoA), s.nextB)
 		}
-		if b.Ack != s.ackB || b.HasAck() != s.hasAckB {
-			t.Errorf("%s: B ack %d(%v), want %d(%v)", s.name, b.Ack, b.HasAck(), s.ackB, s.hasAckB)
+		if b.Ack != s.ackB || f.HasAck(BtoA) != s.hasAckB {
+			t.Errorf("%s: B ack %d(%v), want %d(%v)", s.name, b.Ack, f.HasAck(BtoA), s.ackB, s.hasAckB)
 		}
 		if f.State() != s.state || f.StateName() != s.name2 {
 			t.Errorf("%s: state %08b %q, want %08b %q", s.name, f.State(), f.StateName(), s.state, s.name2)
@@ -90,20 +91,24 @@ func TestTCPSequenceTracking(t *testing.T) {
 	if f.A() != netip.MustParseAddr(cli) || f.APort() != 40000 || f.B() != netip.MustParseAddr(srv) || f.BPort() != 80 {
 		t.Errorf("endpoints %v:%d > %v:%d", f.A(), f.APort(), f.B(), f.BPort())
 	}
-	if f.Dirs[AtoB].Pkts != 7 || f.Dirs[BtoA].Pkts != 3 {
-		t.Errorf("pkts %d/%d, want 7/3", f.Dirs[AtoB].Pkts, f.Dirs[BtoA].Pkts)
+	if f.Dirs[AtoB].Pkts() != 7 || f.Dirs[BtoA].Pkts() != 3 {
+		t.Errorf("pkts %d/%d, want 7/3", f.Dirs[AtoB].Pkts(), f.Dirs[BtoA].Pkts())
 	}
-	if got, want := f.Dirs[AtoB].Bytes, uint64(7*40+200); got != want {
+	if got, want := f.Dirs[AtoB].Bytes(), uint64(7*40+200); got != want {
 		t.Errorf("bytes a>b %d, want %d", got, want)
 	}
-	if got, want := f.Dirs[BtoA].Bytes, uint64(3*40+300); got != want {
+	if got, want := f.Dirs[BtoA].Bytes(), uint64(3*40+300); got != want {
 		t.Errorf("bytes b>a %d, want %d", got, want)
 	}
-	if f.Dirs[AtoB].First != ts || f.Dirs[AtoB].Last != ts+9 || f.Dirs[BtoA].First != ts+1 || f.Dirs[BtoA].Last != ts+8 {
-		t.Errorf("times %+v", f.Dirs)
+	// Times are exact to their ticks: first to 100 ms, last to 1 ms.
+	fl := func(ts int64, unit int64) int64 { return ts - ts%unit }
+	fa, la := tb.Seen(f, AtoB)
+	fb, lb := tb.Seen(f, BtoA)
+	if fa != fl(ts, firstUnit) || la != fl(ts+9*step, lastUnit) || fb != fl(ts+1*step, firstUnit) || lb != fl(ts+8*step, lastUnit) {
+		t.Errorf("times a %d %d b %d %d", fa, la, fb, lb)
 	}
-	if f.FirstSeen() != ts || f.LastSeen() != ts+9 {
-		t.Errorf("FirstSeen %d LastSeen %d", f.FirstSeen(), f.LastSeen())
+	if tb.FirstSeen(f) != fa || tb.LastSeen(f) != la {
+		t.Errorf("FirstSeen %d LastSeen %d", tb.FirstSeen(f), tb.LastSeen(f))
 	}
 	if tb.Len() != 1 {
 		t.Errorf("Len %d, want 1", tb.Len())
@@ -204,9 +209,9 @@ func TestDirectionNormalisation(t *testing.T) {
 			if f.A() != netip.MustParseAddr(c.aAddr) || f.APort() != c.aPort {
 				t.Fatalf("A = %v:%d, want %s:%d", f.A(), f.APort(), c.aAddr, c.aPort)
 			}
-			h := f.Handle()
+			h := tb.Handle(f)
 			f2, dir2, created2 := tb.Update(c.second)
-			if created2 || f2 != f || f2.Handle() != h || dir2 != c.dir2 {
+			if created2 || f2 != f || tb.Handle(f2) != h || dir2 != c.dir2 {
 				t.Fatalf("second: same flow %v created %v dir %v, want true false %v", f2 == f, created2, dir2, c.dir2)
 			}
 			if tb.Len() != 1 {
@@ -249,7 +254,7 @@ func TestPortReuseStartsNewFlow(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 16})
 	f, _, _ := tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
 	tb.Update(pk(srv, 80, cli, 7, rstack, 0, 101, 0, t0+1)) // refused
-	old := f.Handle()
+	old := tb.Handle(f)
 	f.Enf.RuleID = 42
 	f, dir, created := tb.Update(pk(cli, 7, srv, 80, syn, 7777, 0, 0, t0+2*sec))
 	if !created || dir != AtoB {
@@ -258,7 +263,7 @@ func TestPortReuseStartsNewFlow(t *testing.T) {
 	if tb.Get(old) != nil {
 		t.Fatal("old handle still resolves after the 5-tuple was reused")
 	}
-	if f.Enf.RuleID != 0 || f.Dirs[BtoA].Pkts != 0 || f.Dirs[AtoB].Pkts != 1 || f.Dirs[AtoB].NextSeq != 7778 || f.State() != StateSynSeen {
+	if f.Enf.RuleID != 0 || f.Dirs[BtoA].Pkts() != 0 || f.Dirs[AtoB].Pkts() != 1 || f.Dirs[AtoB].NextSeq != 7778 || f.State() != StateSynSeen {
 		t.Fatalf("reused flow not fresh: %+v %+v %08b", f.Enf, f.Dirs, f.State())
 	}
 	if st := tb.Stats(); st.Created != 2 || st.Restarted != 1 || st.Flows != 1 {
@@ -272,14 +277,14 @@ func TestResetByUsKeepsSurvivors(t *testing.T) {
 	tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
 	tb.Update(pk(srv, 80, cli, 7, synack, 500, 101, 0, t0))
 	f, _, _ := tb.Update(pk(cli, 7, srv, 80, psh, 101, 501, 50, t0))
-	h := f.Handle()
+	h := tb.Handle(f)
 	f.MarkResetByUs()
 	f.Enf.Resets = 2
 	tb.Update(pk(srv, 80, cli, 7, rst, 501, 0, 0, t0+1)) // our RST, seen back on the mirror
 	// The client did not die and tries again: same 5-tuple, new SYN.
 	f, _, created := tb.Update(pk(cli, 7, srv, 80, syn, 9000, 0, 0, t0+2))
-	if created || f.Handle() != h || !f.ResetByUs() || f.Enf.Resets != 2 {
-		t.Fatalf("survivor treated as a new flow: created %v same %v", created, f.Handle() == h)
+	if created || tb.Handle(f) != h || !f.ResetByUs() || f.Enf.Resets != 2 {
+		t.Fatalf("survivor treated as a new flow: created %v same %v", created, tb.Handle(f) == h)
 	}
 	if f.Dirs[AtoB].NextSeq != 9001 {
 		t.Fatalf("survivor SYN must define the sequence space: %d", f.Dirs[AtoB].NextSeq)
@@ -322,15 +327,134 @@ func TestL2AndHeaderFields(t *testing.T) {
 	p.Window = 64240
 	f, _, _ := tb.Update(p)
 	d := f.Dirs[AtoB]
-	if d.VLANs != p.VLANs || d.NumVLANs != 2 || d.TTL != 57 || d.Window != 64240 || d.SrcMAC != p.SrcMAC || d.DstMAC != p.DstMAC {
-		t.Fatalf("L2/L3 fields not kept: %+v", d)
+	l, ok := tb.L2(f, AtoB)
+	if !ok || l.VLANs != p.VLANs || l.NumVLANs != 2 || d.TTL != 57 || d.Window != 64240 || l.SrcMAC != p.SrcMAC || l.DstMAC != p.DstMAC {
+		t.Fatalf("L2/L3 fields not kept: %+v %+v", l, d)
+	}
+	if _, ok := tb.L2(f, BtoA); ok {
+		t.Fatal("L2 of a direction without packets")
 	}
 	q := pk(srv, 2, cli, 1, synack, 1, 2, 0, t0)
 	q.SrcMAC, q.DstMAC = [6]byte{9}, [6]byte{8}
+	q.VLANs[1] = capture.VLAN{TPID: 0x8100, TCI: 7} // past NumVLANs: not part of the tuple
 	q.TTL = 128
 	f, _, _ = tb.Update(q)
-	if f.Dirs[BtoA].SrcMAC != q.SrcMAC || f.Dirs[BtoA].TTL != 128 || f.Dirs[AtoB].TTL != 57 || f.Dirs[BtoA].NumVLANs != 0 {
-		t.Fatalf("directions mixed up: %+v", f.Dirs)
+	lb, _ := tb.L2(f, BtoA)
+	la, _ := tb.L2(f, AtoB)
+	if lb.SrcMAC != q.SrcMAC || f.Dirs[BtoA].TTL != 128 || f.Dirs[AtoB].TTL != 57 || lb.NumVLANs != 0 || lb.VLANs != [2]capture.VLAN{} || la != l {
+		t.Fatalf("directions mixed up: %+v %+v", la, lb)
+	}
+}
+
+// TestL2Dictionary checks the L2 dictionary's bounds and exactness: flows
+// share entries, entries are freed with their last flow, and a full
+// dictionary stores nothing rather than handing out a wrong tuple.
+func TestL2Dictionary(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 256})
+	n := len(tb.l2.ents) - 1 // 64: the smallest dictionary
+	mac := func(i int) [6]byte { return [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)} }
+	// 2n flows, each of its own MAC pair in direction AtoB: the first n
+	// fit (B never replies), the rest do not.
+	var fs []*Flow
+	for i := range 2 * n {
+		p := pk(cli, uint16(1000+i), srv, 80, syn, 1, 0, 0, t0)
+		p.SrcMAC, p.DstMAC = mac(i), mac(1000)
+		f, _, _ := tb.Update(p)
+		fs = append(fs, f)
+		l, ok := tb.L2(f, AtoB)
+		if fit := i < n; ok != fit || (ok && (l.SrcMAC != p.SrcMAC || l.DstMAC != p.DstMAC)) {
+			t.Fatalf("flow %d: L2 %+v %v, want fit=%v", i, l, ok, fit)
+		}
+	}
+	if st := tb.Stats(); st.L2Full != uint64(n) {
+		t.Fatalf("L2Full %d, want %d", st.L2Full, n)
+	}
+	tb.check(t)
+	// A second packet of flow 0 with flow 1's tuple: shares its entry and
+	// frees flow 0's, which flow n (not stored so far) can then take.
+	p := pk(cli, 1000, srv, 80, ack, 2, 0, 0, t0+1)
+	p.SrcMAC, p.DstMAC = mac(1), mac(1000)
+	tb.Update(p)
+	if fs[0].Dirs[AtoB].l2 != fs[1].Dirs[AtoB].l2 || tb.l2.ents[fs[1].Dirs[AtoB].l2].refs != 2 {
+		t.Fatal("same tuple, different entries")
+	}
+	p = pk(cli, uint16(1000+n), srv, 80, ack, 2, 0, 0, t0+2)
+	p.SrcMAC, p.DstMAC = mac(n), mac(1000)
+	f, _, _ := tb.Update(p)
+	if l, ok := tb.L2(f, AtoB); !ok || l.SrcMAC != mac(n) {
+		t.Fatalf("freed entry not reused: %+v %v", l, ok)
+	}
+	tb.check(t)
+	// Expiring every flow frees every entry.
+	tb.Expire(t0 + int64(time.Hour))
+	if tb.Len() != 0 || tb.l2.free == 0 {
+		t.Fatalf("len %d after expiry", tb.Len())
+	}
+	for i := 1; i <= int(tb.l2.used); i++ {
+		if tb.l2.ents[i].refs != 0 {
+			t.Fatalf("entry %d still has %d refs", i, tb.l2.ents[i].refs)
+		}
+	}
+	tb.check(t)
+}
+
+// TestCountersSaturate checks the packed 40-bit packet and 56-bit byte
+// counters carry and saturate instead of wrapping.
+func TestCountersSaturate(t *testing.T) {
+	var d DirState
+	d.pkts = ^uint32(0)
+	d.count(10)
+	if d.Pkts() != 1<<32 || d.Bytes() != 10 {
+		t.Fatalf("carry: pkts %d bytes %d", d.Pkts(), d.Bytes())
+	}
+	d.cnt, d.pkts = 0xff<<56|(bytesMask-5), ^uint32(0)
+	d.count(10)
+	if d.Pkts() != maxPkts || d.Bytes() != bytesMask {
+		t.Fatalf("saturation: pkts %d bytes %d", d.Pkts(), d.Bytes())
+	}
+}
+
+// TestTicksAcrossWrap checks that times read back right across the wrap of
+// their 32-bit tick counts, and that Expire keeps a silent direction's
+// last tick in range.
+func TestTicksAcrossWrap(t *testing.T) {
+	// now just past a wrap of the last-tick count: 2^52 ns after a multiple.
+	// now just past a wrap of the ms count.
+	base := int64(400) << 32 * lastUnit
+	for _, c := range []struct{ now, ts int64 }{
+		{base + 5*lastUnit, base - 3*lastUnit}, // written before the wrap, read after
+		{base + 5*lastUnit, base + 5*lastUnit},
+		{base + 5*lastUnit, base + 5*lastUnit - int64(20*24*time.Hour)},
+	} {
+		v := uint32(c.ts / lastUnit)
+		if got := tickTime(c.now, v, lastUnit); got != c.ts {
+			t.Errorf("now %d ts %d: read %d", c.now, c.ts, got)
+		}
+	}
+	tb := NewTable(Config{MaxFlows: 16, IdleEstablished: 100 * 24 * time.Hour})
+	if tb.Config().IdleEstablished != maxIdle {
+		t.Fatalf("idle timeout %v not capped", tb.Config().IdleEstablished)
+	}
+	f, _, _ := tb.Update(pk(cli, 1, srv, 2, syn, 1, 0, 0, base))
+	tb.Update(pk(srv, 2, cli, 1, synack, 9, 2, 0, base))
+	// A keeps the flow alive for 40 days; B stays silent after its SYN-ACK.
+	now := base
+	for day := 1; day <= 40; day++ {
+		now = base + int64(day)*int64(24*time.Hour)
+		tb.Update(pk(cli, 1, srv, 2, ack, 2, 10, 0, now))
+		tb.Expire(now)
+		tb.Expire(now + int64(6*time.Second)) // a full sweep
+	}
+	_, la := tb.Seen(f, AtoB)
+	_, lb := tb.Seen(f, BtoA)
+	if la != now {
+		t.Fatalf("A's last %d, want %d", la, now)
+	}
+	if age := now + int64(6*time.Second) - lb; age < int64(12*24*time.Hour) || age > int64(14*24*time.Hour) {
+		t.Fatalf("B's last reads %v ago, want it clamped to 12.4 days", time.Duration(age))
+	}
+	if fa, _ := tb.Seen(f, AtoB); now-fa < int64(40*24*time.Hour)-int64(time.Second) {
+		t.Fatalf("first seen %v ago, want 40 days", time.Duration(now-fa))
 	}
 }
 
@@ -342,7 +466,7 @@ func TestEvictionOldestFirst(t *testing.T) {
 	for i := range 8 {
 		p := udp(cli, uint16(1000+i), srv, 53, 10, t0+int64(i)*sec)
 		f, _, _ := tb.Update(p)
-		hs = append(hs, f.Handle())
+		hs = append(hs, tb.Handle(f))
 	}
 	// Refresh flow 0 so flow 1 becomes the oldest.
 	tb.Update(udp(cli, 1000, srv, 53, 10, t0+10*sec))
@@ -377,11 +501,11 @@ func TestEvictionPrefersHalfOpenOverEstablished(t *testing.T) {
 	tb.Update(pk(cli, 1, srv, 80, syn, 1, 0, 0, t0))
 	tb.Update(pk(srv, 80, cli, 1, synack, 1, 2, 0, t0))
 	est, _, _ := tb.Update(pk(cli, 1, srv, 80, ack, 2, 2, 0, t0))
-	eh := est.Handle()
+	eh := tb.Handle(est)
 	var syns []Handle
 	for i := range 3 {
-		f, _, _ := tb.Update(pk("192.0.2.9", uint16(100+i), srv, 80, syn, 1, 0, 0, t0+60*sec+int64(i)))
-		syns = append(syns, f.Handle())
+		f, _, _ := tb.Update(pk("192.0.2.9", uint16(100+i), srv, 80, syn, 1, 0, 0, t0+60*sec+int64(i)*lastUnit)) // a tick apart: ages differ
+		syns = append(syns, tb.Handle(f))
 	}
 	tb.Update(pk("192.0.2.9", 999, srv, 80, syn, 1, 0, 0, t0+61*sec))
 	if tb.Get(eh) == nil {
@@ -400,7 +524,7 @@ func TestEvictionSampledAtScale(t *testing.T) {
 	hs := make([]Handle, n)
 	for i := range n {
 		f, _, _ := tb.Update(udp(cli, uint16(i), srv, 53, 10, t0+int64(i)*sec/100))
-		hs[i] = f.Handle()
+		hs[i] = tb.Handle(f)
 	}
 	for i := range n / 4 {
 		tb.Update(udp("192.0.2.1", uint16(i), srv, 53, 10, t0+100*sec))
@@ -438,7 +562,7 @@ func TestExpireByState(t *testing.T) {
 	closed, _, _ := tb.Update(pk(srv, 80, "10.1.0.3", 1, rstack, 0, 2, 0, t0))
 	// udp
 	u, _, _ := tb.Update(udp("10.1.0.4", 1, srv, 53, 10, t0))
-	hh, he, hc, hu := half.Handle(), est.Handle(), closed.Handle(), u.Handle()
+	hh, he, hc, hu := tb.Handle(half), tb.Handle(est), tb.Handle(closed), tb.Handle(u)
 
 	alive := func(at string, want ...bool) {
 		t.Helper()
@@ -453,8 +577,10 @@ func TestExpireByState(t *testing.T) {
 		t.Fatalf("expired %d at exactly the closed timeout", n)
 	}
 	alive("5s", true, true, true, true)
-	tb.Expire(t0 + 5*sec + 1)
-	alive("5s+1ns", true, true, false, true)
+	tb.Expire(t0 + 5*sec + lastUnit - 1)
+	alive("5s+1ms-1ns", true, true, true, true) // last is kept to the ms: it may have been t0+1ms-1ns
+	tb.Expire(t0 + 5*sec + lastUnit)
+	alive("5s+1ms", true, true, false, true)
 	tb.Expire(t0 + 11*sec)
 	alive("11s", false, true, false, true)
 	tb.Expire(t0 + 61*sec)
@@ -470,7 +596,7 @@ func TestExpireByState(t *testing.T) {
 func TestExpireActivityKeepsFlowAlive(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 8, IdleUDP: 10 * time.Second})
 	f, _, _ := tb.Update(udp(cli, 1, srv, 2, 1, t0))
-	h := f.Handle()
+	h := tb.Handle(f)
 	for i := int64(1); i <= 10; i++ {
 		tb.Update(udp(srv, 2, cli, 1, 1, t0+i*8*sec))
 		tb.Expire(t0 + i*8*sec + 5*sec)
@@ -516,7 +642,7 @@ func TestExpireIsBounded(t *testing.T) {
 func TestHandleInvalidatedOnRecycle(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 1, IdleUDP: time.Second})
 	f, _, _ := tb.Update(udp(cli, 1, srv, 2, 1, t0))
-	h := f.Handle()
+	h := tb.Handle(f)
 	if tb.Get(h) != f {
 		t.Fatal("Get(fresh handle)")
 	}
@@ -525,11 +651,11 @@ func TestHandleInvalidatedOnRecycle(t *testing.T) {
 		t.Fatal("handle resolves after expiry")
 	}
 	g, _, _ := tb.Update(udp(cli, 3, srv, 4, 1, t0+3*sec)) // same slot, new flow
-	if g.Handle() == h || tb.Get(h) != nil || tb.Get(g.Handle()) != g {
+	if tb.Handle(g) == h || tb.Get(h) != nil || tb.Get(tb.Handle(g)) != g {
 		t.Fatal("handle of recycled slot resolves to the new flow")
 	}
 	// Eviction (table of one, full) recycles the slot too.
-	h2 := g.Handle()
+	h2 := tb.Handle(g)
 	tb.Update(udp(cli, 5, srv, 6, 1, t0+4*sec))
 	if tb.Get(h2) != nil {
 		t.Fatal("handle resolves after eviction")
@@ -559,7 +685,7 @@ func TestForEach(t *testing.T) {
 		seen = map[Handle]int{}
 		tb.ForEach(netip.MustParsePrefix(p), func(f *Flow) bool {
 			n++
-			seen[f.Handle()]++
+			seen[tb.Handle(f)]++
 			return true
 		})
 		return n, seen
@@ -766,7 +892,7 @@ func TestForEachByAddrMatchesScan(t *testing.T) {
 	tb.check(t)
 	collect := func(visit func(netip.Prefix, func(*Flow) bool), p netip.Prefix) map[Handle]int {
 		m := map[Handle]int{}
-		visit(p, func(f *Flow) bool { m[f.Handle()]++; return true })
+		visit(p, func(f *Flow) bool { m[tb.Handle(f)]++; return true })
 		return m
 	}
 	prefixes := []string{"10.1.0.0/22", "10.1.1.0/24", "10.1.2.128/25", "10.1.3.7/32", "10.1.0.0/16",
@@ -864,7 +990,7 @@ func TestHomeRangeGrowsWithTheFlows(t *testing.T) {
 	for i := range 100000 {
 		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
 		f, _, _ := tb.Update(p)
-		hs = append(hs, f.Handle())
+		hs = append(hs, tb.Handle(f))
 	}
 	if tb.homes != 1<<18 || tb.Len() != 100000 {
 		t.Fatalf("homes %d len %d", tb.homes, tb.Len())
@@ -872,7 +998,7 @@ func TestHomeRangeGrowsWithTheFlows(t *testing.T) {
 	// Flows placed before a doubling are still found (through the chain).
 	for i, h := range hs {
 		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		if f, _, created := tb.Update(p); created || f.Handle() != h {
+		if f, _, created := tb.Update(p); created || tb.Handle(f) != h {
 			t.Fatalf("flow %d not found after the home range grew", i)
 		}
 	}

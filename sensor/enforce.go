@@ -53,7 +53,7 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 	switch {
 	case p.IsTCP():
 		rev := &f.Dirs[dir.Reverse()]
-		peer := peerView{seen: rev.HasSeq(), nextSeq: rev.NextSeq}
+		peer := peerView{seen: f.HasSeq(dir.Reverse()), nextSeq: rev.NextSeq}
 		n := planResets(p, peer, &w.shots)
 		// Resets toward the responder (side B, the service) go first: they
 		// stop the request from being read, and a sendto can stall for
@@ -121,7 +121,7 @@ func (w *worker) newSession(f *flow.Flow) {
 func (w *worker) record(f *flow.Flow, observe bool) *blockRec {
 	if s := f.Enf.BlockSlot; s != 0 {
 		r := &w.blocks[s-1]
-		if r.handle == f.Handle() && (observe || r.block.Outcome != OutcomeObserved) {
+		if r.handle == w.table.Handle(f) && (observe || r.block.Outcome != OutcomeObserved) {
 			return r
 		}
 	}
@@ -130,10 +130,10 @@ func (w *worker) record(f *flow.Flow, observe bool) *blockRec {
 	f.Enf.BlockSlot = uint32(w.nextRec + 1)
 	f.Enf.Resets, f.Enf.Suppressed, f.Enf.FirstReset, f.Enf.LastReset = 0, 0, 0, 0
 	f.Enf.Outcome, f.Enf.Survivor = outNone, false
-	*r = blockRec{handle: f.Handle(), block: w.newBlock(f)}
+	*r = blockRec{handle: w.table.Handle(f), block: w.newBlock(f)}
 	if !observe {
 		f.Enf.Outcome = outPending
-		w.pending = append(w.pending, pendingFlow{h: f.Handle(), slot: f.Enf.BlockSlot})
+		w.pending = append(w.pending, pendingFlow{h: w.table.Handle(f), slot: f.Enf.BlockSlot})
 	}
 	return r
 }
@@ -272,12 +272,14 @@ func (w *worker) suppress(f *flow.Flow, rec *blockRec, n int) {
 // from target's frames.
 func (w *worker) address(f *flow.Flow, target int, dst, src *[6]byte, vlans *[capture.MaxVLANs]capture.VLAN, nv *uint8, ttl *uint8) {
 	imp := 1 - target
-	d := &f.Dirs[imp] // frames from imp toward target (Dir index = sender side)
-	if d.Pkts > 0 {
-		*vlans, *nv, *ttl = d.VLANs, d.NumVLANs, d.TTL
-		*dst, *src = d.DstMAC, d.SrcMAC
+	// frames from imp toward target (Dir index = sender side); L2 is not
+	// ok if imp sent none, or (rarely) if the table's L2 dictionary had no
+	// room for its tuple.
+	if l, ok := w.table.L2(f, flow.Dir(imp)); ok {
+		*vlans, *nv, *ttl = l.VLANs, l.NumVLANs, f.Dirs[imp].TTL
+		*dst, *src = l.DstMAC, l.SrcMAC
 	} else {
-		r := &f.Dirs[target]
+		r, _ := w.table.L2(f, flow.Dir(target))
 		*vlans, *nv, *ttl = r.VLANs, r.NumVLANs, inject.DefaultTTL
 		*dst, *src = r.SrcMAC, r.DstMAC
 	}
@@ -322,7 +324,7 @@ func (w *worker) killPrefix(p netip.Prefix) {
 		a, b := &f.Dirs[flow.AtoB], &f.Dirs[flow.BtoA]
 		n := proactiveShots(
 			[2]uint32{a.Ack, b.Ack}, [2]uint32{a.NextSeq, b.NextSeq},
-			[2]bool{a.HasAck(), b.HasAck()}, [2]bool{a.HasSeq(), b.HasSeq()}, &w.shots)
+			[2]bool{f.HasAck(flow.AtoB), f.HasAck(flow.BtoA)}, [2]bool{f.HasSeq(flow.AtoB), f.HasSeq(flow.BtoA)}, &w.shots)
 		var sent []string
 		for i := 0; i < n; i++ {
 			s := w.shots[i]

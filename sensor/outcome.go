@@ -88,7 +88,7 @@ func (w *worker) settle(f *flow.Flow, out uint8) {
 
 func (w *worker) recOf(f *flow.Flow) *blockRec {
 	if s := f.Enf.BlockSlot; s != 0 {
-		if r := &w.blocks[s-1]; r.handle == f.Handle() {
+		if r := &w.blocks[s-1]; r.handle == w.table.Handle(f) {
 			return r
 		}
 	}
@@ -126,7 +126,7 @@ func (w *worker) settleQuiet(now int64) {
 		if f.Enf.Outcome != outPending && f.Enf.Outcome != outRetrying {
 			continue
 		}
-		last := max(f.LastSeen(), f.Enf.LastReset)
+		last := max(w.table.LastSeen(f), f.Enf.LastReset)
 		if f.Enf.Resets > 0 && now-last >= after {
 			w.settle(f, outConfirmed)
 			continue
