@@ -1,0 +1,65 @@
+package flow
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"canopy/capture"
+)
+
+// TestPrefetchChangesNothing feeds the same packets to two tables, one
+// with Prefetch ahead of every batch, and checks every Update answers the
+// same and both tables hold the same flows: Prefetch is only a hint.
+func TestPrefetchChangesNothing(t *testing.T) {
+	a := NewTable(Config{MaxFlows: 512})
+	b := NewTable(Config{MaxFlows: 512})
+	b.seed, b.rng, b.l2.seed = a.seed, a.rng, a.l2.seed // same hashing and eviction draws: the same slots
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ps [PrefetchMax + 3]capture.Packet // longer than PrefetchMax: the rest is not looked at
+	ts := t0
+	for round := range 400 {
+		if round%40 == 39 {
+			ts += 11 * sec // a quiet spell: half-open flows expire
+		}
+		for j := range ps {
+			p := &ps[j]
+			ts += int64(rng.IntN(int(sec / 100)))
+			c := rng.IntN(1200) // more flows than slots: eviction too
+			*p = capture.Packet{
+				Timestamp: ts, IPVersion: 4, Proto: capture.ProtoTCP, TTL: 64,
+				Src: netip.AddrFrom4([4]byte{10, 0, byte(c >> 8), byte(c)}), Dst: netip.MustParseAddr(srv),
+				SrcPort: uint16(1000 + c), DstPort: 443, Flags: []uint8{syn, synack, ack, psh, fin, rst}[rng.IntN(6)],
+				Seq: rng.Uint32(), Ack: rng.Uint32(), PayloadLen: uint16(rng.IntN(1400)), IPLen: 1500,
+				SrcMAC: [6]byte{2, 0, 0, 0, 0, byte(rng.IntN(3))},
+			}
+			switch rng.IntN(10) {
+			case 0:
+				p.Src, p.Dst, p.SrcPort, p.DstPort = p.Dst, p.Src, p.DstPort, p.SrcPort
+			case 1:
+				p.Proto = capture.ProtoUDP
+			case 2:
+				p.IPVersion = 0 // no flow: Prefetch skips it
+			}
+		}
+		a.Prefetch(ps[:])
+		for j := range ps {
+			if j == 5 {
+				a.Expire(ts) // the table may change between Prefetch and Update
+				b.Expire(ts)
+			}
+			fa, da, ca := a.Update(&ps[j])
+			fb, db, cb := b.Update(&ps[j])
+			if (fa == nil) != (fb == nil) || da != db || ca != cb || a.Info(fa) != b.Info(fb) || (fa != nil && (a.Handle(fa) != b.Handle(fb) || *fa != *fb)) {
+				t.Fatalf("round %d packet %d: %+v %v %v, without Prefetch %+v %v %v", round, j, a.Info(fa), da, ca, b.Info(fb), db, cb)
+			}
+		}
+		a.check(t)
+	}
+	if st := a.Stats(); st.Evicted == 0 || st.Expired == 0 || st.Restarted == 0 {
+		t.Fatalf("stats %+v: the test does not reach eviction, expiry and restarts", st)
+	}
+	if a.Stats() != b.Stats() {
+		t.Fatalf("stats %+v, without Prefetch %+v", a.Stats(), b.Stats())
+	}
+}
