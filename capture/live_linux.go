@@ -51,6 +51,7 @@ type Live struct {
 // goroutine touches the rings.
 type liveWorker struct {
 	bulk, lane []*sock
+	batch      frameBatch    // a bulk block's frames on their way to a BatchHandler
 	efd        int           // eventfd: Wake, ctx cancel and Close kick the poll
 	pfds       []unix.PollFd // lanes, then bulks, then efd
 	wakeReq    atomic.Bool   // Wake asked for an Idle call
@@ -228,7 +229,7 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 			// copy of every frame in this block is already visible and
 			// the handler always gets the lane copy first.
 			got += w.drainLanes(h, &m)
-			n, b := s.v3Block(h, &m)
+			n, b := s.v3Block(h, &m, &w.batch)
 			got += n + 1 // +1: an empty block (all frames skipped) is progress too
 			w.bytes.Add(uint64(b))
 			got += w.drainLanes(h, &m)

@@ -2,6 +2,7 @@ package capture
 
 import (
 	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/gopacket/gopacket/layers"
@@ -51,7 +52,8 @@ func TestRingV3BlockReader(t *testing.T) {
 	s := fakeV3Block(frame, 100, 1<<16, true)
 	var rec recorder
 	var m Meta
-	n, bytes := s.v3Block(&rec, &m)
+	var fb frameBatch
+	n, bytes := s.v3Block(&rec, &m, &fb)
 	if n != 100 || bytes != 100*len(frame) || len(rec.frames) != 100 {
 		t.Fatalf("v3Block delivered %d frames, %d bytes", n, bytes)
 	}
@@ -63,12 +65,47 @@ func TestRingV3BlockReader(t *testing.T) {
 	if s.status(v3BlockStatus) != unix.TP_STATUS_KERNEL {
 		t.Fatal("block not handed back to the kernel")
 	}
+	// A BatchHandler gets the same frames and metadata, in order, in
+	// batches of at most MaxBatch, all before the block is released.
+	s = fakeV3Block(frame, 100, 1<<16, true)
+	brec := batchRecorder{sock: s}
+	if n, _ := s.v3Block(&brec, &m, &fb); n != 100 || len(brec.frames) != 100 {
+		t.Fatalf("batched: %d frames delivered, %d recorded", n, len(brec.frames))
+	}
+	for i := range brec.metas {
+		if brec.metas[i] != rec.metas[i] || string(brec.frames[i]) != string(rec.frames[i]) {
+			t.Fatalf("batched frame %d differs: %+v, one at a time %+v", i, brec.metas[i], rec.metas[i])
+		}
+	}
+	if want := []int{16, 16, 16, 16, 16, 16, 4}; fmt.Sprint(brec.sizes) != fmt.Sprint(want) {
+		t.Fatalf("batch sizes %v, want %v", brec.sizes, want)
+	}
+	if brec.released || s.status(v3BlockStatus) != unix.TP_STATUS_KERNEL {
+		t.Fatal("block released under a batch, or not at all")
+	}
 	// A lying offset must end the block, not crash.
 	s = fakeV3Block(frame, 3, 1<<16, false)
 	binary.NativeEndian.PutUint32(s.mem[48:], 1<<20)
 	rec = recorder{}
-	if n, _ := s.v3Block(&rec, &m); n != 1 {
+	if n, _ := s.v3Block(&rec, &m, &fb); n != 1 {
 		t.Fatalf("corrupt next offset: %d frames delivered, want 1", n)
+	}
+}
+
+// batchRecorder is a BatchHandler that keeps copies of what it was given
+// and notes whether the block was already handed back under a batch.
+type batchRecorder struct {
+	recorder
+	sock     *sock
+	sizes    []int
+	released bool
+}
+
+func (r *batchRecorder) Frames(frames [][]byte, ms []Meta) {
+	r.sizes = append(r.sizes, len(frames))
+	r.released = r.released || r.sock.status(v3BlockStatus) == unix.TP_STATUS_KERNEL
+	for i := range frames {
+		r.Frame(frames[i], &ms[i])
 	}
 }
 
@@ -84,7 +121,7 @@ func BenchmarkRingV3Block(b *testing.B) {
 	for b.Loop() {
 		s.mem[v3BlockStatus] = unix.TP_STATUS_USER
 		s.cur = 0
-		s.v3Block(&h, &m)
+		s.v3Block(&h, &m, nil)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/frame")
 	if h.reasons[OK] == 0 {

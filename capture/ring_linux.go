@@ -267,11 +267,30 @@ func (s *sock) v3Ready() bool {
 	return s.status(s.cur*s.blockSize+v3BlockStatus)&unix.TP_STATUS_USER != 0
 }
 
-// v3Block delivers every frame of the current block to h and releases it.
+// frameBatch collects a block's frames for a BatchHandler.
+type frameBatch struct {
+	frames [MaxBatch][]byte
+	metas  [MaxBatch]Meta
+	n      int
+}
+
+// flush hands the collected frames to h.
+func (b *frameBatch) flush(h BatchHandler) {
+	if b.n > 0 {
+		h.Frames(b.frames[:b.n], b.metas[:b.n])
+		clear(b.frames[:b.n])
+		b.n = 0
+	}
+}
+
+// v3Block delivers every frame of the current block to h and releases it:
+// through Frame, or in batches through Frames if h is a BatchHandler (fb
+// holds the batch; the block stays ours until every batch was handled).
 // It returns the number of frames and their bytes. Offsets written by the
 // kernel are still checked against the block, so a corrupt ring ends the
 // block instead of crashing the sensor.
-func (s *sock) v3Block(h Handler, m *Meta) (n, bytes int) {
+func (s *sock) v3Block(h Handler, m *Meta, fb *frameBatch) (n, bytes int) {
+	bh, batched := h.(BatchHandler)
 	base := s.cur * s.blockSize
 	blk := s.mem[base : base+s.blockSize : base+s.blockSize]
 	num := int(nativeU32(blk, v3BlockNumPkts))
@@ -289,6 +308,9 @@ func (s *sock) v3Block(h Handler, m *Meta) (n, bytes int) {
 		if blk[off+v3PktType] == unix.PACKET_OUTGOING {
 			goto next // sent by this host (e.g. our own RSTs): never traffic
 		}
+		if batched {
+			m = &fb.metas[fb.n]
+		}
 		*m = Meta{
 			Timestamp: int64(hdr.Sec)*1e9 + int64(hdr.Nsec),
 			WireLen:   hdr.Len,
@@ -302,7 +324,14 @@ func (s *sock) v3Block(h Handler, m *Meta) (n, bytes int) {
 			}
 			m.WireLen += vlanTagLen
 		}
-		h.Frame(blk[start:end:end], m)
+		if batched {
+			fb.frames[fb.n] = blk[start:end:end]
+			if fb.n++; fb.n == MaxBatch {
+				fb.flush(bh)
+			}
+		} else {
+			h.Frame(blk[start:end:end], m)
+		}
 		n++
 		bytes += end - start
 	next:
@@ -310,6 +339,9 @@ func (s *sock) v3Block(h Handler, m *Meta) (n, bytes int) {
 			break
 		}
 		off += int(hdr.Next_offset)
+	}
+	if batched {
+		fb.flush(bh)
 	}
 	s.release(base + v3BlockStatus)
 	s.cur++

@@ -30,6 +30,23 @@ type Handler interface {
 	Idle(now int64)
 }
 
+// MaxBatch is the most frames one BatchHandler.Frames call carries.
+const MaxBatch = 16
+
+// BatchHandler is a Handler that can also take frames several at a time,
+// to look ahead (the sensor prefetches the flows of a batch so their cache
+// misses overlap). A live source hands it the frames of each bulk ring
+// block through Frames, up to MaxBatch per call, in ring order; lane
+// frames, which are latency-critical and come one at a time, and capture
+// files still go through Frame. Frames must handle its frames exactly as
+// that many Frame calls in the same order would.
+type BatchHandler interface {
+	Handler
+	// Frames is called with up to MaxBatch frames and their metadata,
+	// ms[i] describing frames[i]. Both are valid only until Frames returns.
+	Frames(frames [][]byte, ms []Meta)
+}
+
 // Source is where frames come from: live AF_PACKET rings or a capture file.
 // Both feed the same worker code.
 type Source interface {
