@@ -9,6 +9,12 @@ import (
 // PrefetchMax is the most packets one Prefetch call looks ahead at.
 const PrefetchMax = 16
 
+// prefetchMinFlows is the number of live flows below which Prefetch does
+// nothing: that few flows stay in cache (32768 are 6 MiB), and looking
+// ahead would only cost time (about 50 ns a frame measured in the sensor
+// with 1000 flows).
+const prefetchMinFlows = 1 << 15
+
 // Prefetch starts loading, for each of ps (up to PrefetchMax), the memory
 // Update will read for it, so that the cache misses of a batch overlap
 // instead of following each other: with a million flows a packet's flow is
@@ -27,6 +33,9 @@ const PrefetchMax = 16
 // flow; (3) if that is the flow, fetch its other two lines. Flows further
 // down a chain are left to Update.
 func (t *Table) Prefetch(ps []capture.Packet) {
+	if t.live < t.prefetchMin {
+		return
+	}
 	var ks [PrefetchMax]key
 	var hs [PrefetchMax]uint64
 	var has, found uint32 // bit j: ps[j] has a flow; its slot is fetched

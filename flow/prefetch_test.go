@@ -15,6 +15,7 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	a := NewTable(Config{MaxFlows: 512})
 	b := NewTable(Config{MaxFlows: 512})
 	b.seed, b.rng, b.l2.seed = a.seed, a.rng, a.l2.seed // same hashing and eviction draws: the same slots
+	a.prefetchMin = 0                                   // a small table: prefetch anyway
 	rng := rand.New(rand.NewPCG(1, 2))
 	var ps [PrefetchMax + 3]capture.Packet // longer than PrefetchMax: the rest is not looked at
 	ts := t0

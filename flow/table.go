@@ -38,15 +38,16 @@ type Table struct {
 
 	l2 l2Dict // the flows' layer-2 tuples
 
-	used       uint32 // bump cursor: slots above it were never handed out by alloc's last resort (some may be homes in use)
-	hwm        uint32 // highest slot ever in use: scans and sampling stop here
-	homes      uint32 // homes lie in slots 1..homes (see homes2)
-	free       uint32 // first slot of the free list
-	live       int
-	hand       uint32 // Expire's clock hand
-	lastExpire int64  // now of the previous Expire call
-	rng        uint64 // eviction sampling state (wyrand)
-	now        int64  // latest timestamp seen (packets or Expire)
+	used        uint32 // bump cursor: slots above it were never handed out by alloc's last resort (some may be homes in use)
+	hwm         uint32 // highest slot ever in use: scans and sampling stop here
+	homes       uint32 // homes lie in slots 1..homes (see homes2)
+	free        uint32 // first slot of the free list
+	live        int
+	hand        uint32 // Expire's clock hand
+	lastExpire  int64  // now of the previous Expire call
+	rng         uint64 // eviction sampling state (wyrand)
+	prefetchMin int    // Prefetch works from this many live flows (prefetchMinFlows; tests lower it)
+	now         int64  // latest timestamp seen (packets or Expire)
 
 	idle [4]int64 // timeouts in ns, by timeoutClass
 
@@ -106,6 +107,8 @@ func NewTable(cfg Config) *Table {
 		l2:      newL2Dict(n/64, seed^hk4),
 		bucket:  NewBucket(cfg.MaxTalkers),
 		epoch:   1,
+
+		prefetchMin: prefetchMinFlows,
 	}
 	t.bucket.epoch = 1
 	adviseHuge(t.flows)
