@@ -16,7 +16,7 @@ import (
 
 // enforce reacts to a packet of a blocked (or observed) flow.
 func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
-	p := &w.pkt
+	p := w.cur
 	syn := p.IsTCP() && p.Flags&(capture.FlagSYN|capture.FlagACK|capture.FlagRST) == capture.FlagSYN
 	if syn && f.Enf.BlockSlot != 0 && !(f.Enf.SynKnown && p.Seq == f.Enf.SynSeq) {
 		w.newSession(f)
@@ -196,7 +196,7 @@ func (w *worker) sendReset(f *flow.Flow, rec *blockRec, target int, s shot, obse
 // sendUnreachable sends an ICMP destination-unreachable toward side target
 // quoting the trigger datagram (still in frame).
 func (w *worker) sendUnreachable(f *flow.Flow, rec *blockRec, target int, frame []byte, observe bool) string {
-	p := &w.pkt
+	p := w.cur
 	if p.Dst.IsMulticast() || p.Dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return "" // never answer for a group or broadcast address (RFC 1122 §3.2.2)
 	}
