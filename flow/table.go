@@ -21,7 +21,7 @@ import (
 // head array by 5-tuple (one head per slot, so chains stay short: lookups
 // read them on every packet) and one by address (one head per four slots:
 // only ForEach and flow creation read it), a layer-2 dictionary
-// (l2Dict, 32 bytes per 64 slots) and a talkers bucket: about 198 bytes per
+// (l2Dict, 32 bytes per 64 slots) and a talkers bucket: about 199 bytes per
 // slot in all, never more. Untouched pages are not resident and flows are
 // kept in a region about twice their number (see homes2), so RSS follows
 // the traffic.
@@ -187,11 +187,19 @@ func (t *Table) FirstSeen(f *Flow) int64 {
 	return a
 }
 
-// LastSeen is the time of the flow's latest packet (ns, to about 1 ms).
+// LastSeen is the time of the flow's latest packet (ns, to 1 ms, rounded
+// down). Expire and eviction call it for every slot they look at, so it
+// reads back one tick, not four.
 func (t *Table) LastSeen(f *Flow) int64 {
-	_, a := t.Seen(f, AtoB)
-	_, b := t.Seen(f, BtoA)
-	return max(a, b)
+	a, b := &f.Dirs[AtoB], &f.Dirs[BtoA]
+	v := a.last
+	switch {
+	case a.Pkts() == 0:
+		v = b.last
+	case b.Pkts() != 0 && int32(b.last-v) > 0:
+		v = b.last
+	}
+	return tickTime(t.now, v, lastUnit)
 }
 
 // pktBytes is the size a packet counts for: its IP length like iftop's,
