@@ -91,8 +91,10 @@ func NewTable(cfg Config) *Table {
 		hsize = 16
 	}
 	// Each address appears once per flow side: a quarter of a head per
-	// slot means lists of about eight refs, a few hundred ns more for a
-	// ForEach on one address, for 3 bytes less per flow.
+	// slot means lists of about eight refs in a full table, for 3 bytes
+	// less per flow. Only ForEach walks them: on one address it costs a
+	// few percent (0.54 µs vs 0.50 µs for 100 flows among 1M), on a /24
+	// (256 lists) about 25-100 µs instead of 9 µs.
 	epSize := max(hsize/4, 16)
 	seed := rand.Uint64()
 	t := &Table{
@@ -190,7 +192,10 @@ func (t *Table) FirstSeen(f *Flow) int64 {
 // LastSeen is the time of the flow's latest packet (ns, to 1 ms, rounded
 // down). Expire and eviction call it for every slot they look at, so it
 // reads back one tick, not four.
-func (t *Table) LastSeen(f *Flow) int64 {
+func (t *Table) LastSeen(f *Flow) int64 { return tickTime(t.now, lastTick(f), lastUnit) }
+
+// lastTick is the later of the directions' last ticks.
+func lastTick(f *Flow) uint32 {
 	a, b := &f.Dirs[AtoB], &f.Dirs[BtoA]
 	v := a.last
 	switch {
@@ -199,7 +204,7 @@ func (t *Table) LastSeen(f *Flow) int64 {
 	case b.Pkts() != 0 && int32(b.last-v) > 0:
 		v = b.last
 	}
-	return tickTime(t.now, v, lastUnit)
+	return v
 }
 
 // pktBytes is the size a packet counts for: its IP length like iftop's,
@@ -643,6 +648,7 @@ func (t *Table) Expire(now int64) int {
 	budget = max(budget, min(1024, t.cfg.ExpireBatch))
 	budget = min(budget, int(t.hwm))
 	n := 0
+	nowTick := t.now / lastUnit // LastSeen's arithmetic, hoisted: this loop is the sweep
 	for ; budget > 0; budget-- {
 		t.hand++
 		if t.hand > t.hwm {
@@ -652,10 +658,13 @@ func (t *Table) Expire(now int64) int {
 		if f.bits&bitInUse == 0 {
 			continue
 		}
-		// LastSeen is rounded down to the ms: only a flow idle past its
+		// last is kept to the ms, rounded down: only a flow idle past its
 		// timeout whatever the sub-millisecond part was goes.
-		if now-t.LastSeen(f) < t.timeout(f)+lastUnit {
-			t.clampLast(f)
+		age := uint32(nowTick) - lastTick(f)
+		if now-(nowTick-int64(age))*lastUnit < t.timeout(f)+lastUnit {
+			if uint32(nowTick)-f.Dirs[0].last > 1<<30 || uint32(nowTick)-f.Dirs[1].last > 1<<30 {
+				t.clampLast(f)
+			}
 			continue
 		}
 		t.unlink(f)
