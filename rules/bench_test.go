@@ -68,7 +68,7 @@ func benchSet(ps []netip.Prefix) *Set {
 	}
 	b := buildBase(v4, v6)
 	b.adopt()
-	return &Set{base: b, ov: &overlay{}, young: &overlay{}, allow: buildBase(nil, nil), n: len(ps)}
+	return &Set{base: b, ov: &overlay{}, young: &overlay{}, plain: true, allow: buildBase(nil, nil), n: len(ps)}
 }
 
 // probes returns addresses half of which hit a ban.
@@ -155,7 +155,7 @@ func BenchmarkMatchWithOverlay(b *testing.B) {
 	}
 	ov := (&overlay{}).apply(ops)
 	s2 := *set
-	s2.ov = ov
+	s2.ov, s2.plain = ov, false
 	pr := probes(ps, false, 1<<16)
 	other := netip.MustParseAddr("192.0.2.1")
 	b.ReportAllocs()

@@ -1,25 +1,44 @@
 package rules
 
 import (
+	"encoding/binary"
 	"math/bits"
 	"net/netip"
-	"slices"
+	"sync/atomic"
 )
 
-// Longest-prefix match without a trie: a set of CIDRs is flattened into
-// disjoint address intervals, each labelled with the most specific prefix
-// covering it (or none). Lookup is then "last interval start <= address",
-// a binary search over a sorted array. A bucket index on 2^k address bits
-// narrows the search to a handful of elements, so a lookup in a million
-// prefixes touches three or four cache lines. IPv4 and IPv6 keep separate,
-// specialised tables; both are built through the same 128-bit code.
+// Longest-prefix match without a trie. A base table keeps its rules
+// sorted by (first address, prefix length) — CIDRs are nested or disjoint —
+// packed into 128-byte blocks (tab4: 5 IPv4 rules, tab6: 3 IPv6 rules per
+// block). A block holds everything a hit reads and writes: first address,
+// prefix length, action, entry ID and the hit counter. The last rule that
+// starts at or before an address is the most specific rule covering it,
+// or lies inside that rule; in the second case (a nested ban, or a gap
+// after one) the walk goes out through parent indexes, which only rules
+// with an enclosing rule have (a flag in the block says so).
 //
-// With a million bans the tables are far bigger than the caches, so a
-// random lookup costs about three DRAM accesses (bucket index, interval,
-// rule); the large arrays are advised onto transparent huge pages so those
-// accesses do not also miss the TLB. A one-cache-line-per-bucket layout
-// (no index) was tried and was slower here: it needs twice the memory.
-// The measured lookup costs are in the root BENCHMARKS.md (go run ./bench).
+// Finding the block: fence[j] is the first address of block j (IPv6: the
+// 32 address bits after the prefix every rule shares; blocks whose keys tie
+// are told apart on full addresses, see tab6.settle), and a bucket index
+// on the top bits narrows the fences to a few, counted without a branch.
+// Index and fences are about 1/30 of the blocks' size, so they mostly stay in L2
+// and a lookup costs one miss: the block, whose two lines the L2 spatial
+// prefetcher fetches together.
+//
+// Why this layout: the earlier one flattened the prefixes into disjoint
+// intervals (bucket index → interval → rule: three dependent misses), and
+// counted hits in a separate rule array. With a million bans the data is
+// far bigger than the caches, and a random lookup then costs as many
+// dependent misses as it has levels. Here the counter shares the line the
+// hit already read, so counting adds no access; what a Match costs beyond
+// the miss is mostly instructions, which is why the hot path (tab4.find,
+// tab6.find) has no calls, no tombstone checks and no data-dependent
+// branches before the block is read. Tried and measured slower on this
+// hardware: a branchless binary search over 16 fences (a chain of
+// dependent loads), and bucket shifts of 1 and 2 (a bigger index that
+// falls out of L2). The large arrays are advised onto transparent huge
+// pages so the misses do not also miss the TLB. The measured lookup and
+// build costs are in the root BENCHMARKS.md (go run ./bench).
 
 // u128 is an IPv6 address (or an IPv4 address in lo) as a number.
 type u128 struct{ hi, lo uint64 }
@@ -31,28 +50,6 @@ func (a u128) and(b u128) u128 { return u128{a.hi & b.hi, a.lo & b.lo} }
 func (a u128) or(b u128) u128 { return u128{a.hi | b.hi, a.lo | b.lo} }
 
 func (a u128) not() u128 { return u128{^a.hi, ^a.lo} }
-
-// inc returns a+1 and whether it wrapped around.
-func (a u128) inc() (u128, bool) {
-	lo := a.lo + 1
-	hi := a.hi
-	if lo == 0 {
-		hi++
-		return u128{hi, lo}, hi == 0
-	}
-	return u128{hi, lo}, false
-}
-
-// shl shifts left by n bits, 0 <= n <= 128.
-func (a u128) shl(n uint) u128 {
-	switch {
-	case n == 0:
-		return a
-	case n >= 64:
-		return u128{a.lo << (n - 64), 0}
-	}
-	return u128{a.hi<<n | a.lo>>(64-n), a.lo << n}
-}
 
 // mask128 is the netmask of a /n prefix in a width-bit address space.
 func mask128(n, width int) u128 {
@@ -80,97 +77,490 @@ func hostMask(n, width int) u128 {
 	return u128{0, ^uint64(0) >> (64 - h)}
 }
 
-// addrKey converts an unmapped address to its table key and reports whether
-// it is IPv4.
+// addrKey converts an address to its table key and reports whether it is
+// IPv4 (IPv4-mapped IPv6 addresses are). The zero Addr gives an IPv6 zero
+// key; callers check validity themselves.
 func addrKey(a netip.Addr) (u128, bool) {
-	if a.Is4() {
-		b := a.As4()
-		return u128{0, uint64(b[0])<<24 | uint64(b[1])<<16 | uint64(b[2])<<8 | uint64(b[3])}, true
-	}
 	b := a.As16()
-	return u128{be64(b[0:8]), be64(b[8:16])}, false
-}
-
-func be64(b []byte) uint64 {
-	_ = b[7]
-	return uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 |
-		uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
-}
-
-// span is one prefix to flatten: its first and last address and the index
-// of its rule.
-type span struct {
-	first, last u128
-	idx         int32
-}
-
-// flatten turns spans sorted by (first asc, width desc) — CIDRs are either
-// nested or disjoint — into interval starts and labels covering the whole
-// space from 0, and fills parent[idx] with the index of the next enclosing
-// span (-1 for none). The label of an interval is the innermost span.
-func flatten(spans []span, parent []int32) (starts []u128, vals []int32) {
-	starts = make([]u128, 0, 2*len(spans)+1)
-	vals = make([]int32, 0, 2*len(spans)+1)
-	emit := func(at u128, v int32) {
-		n := len(starts)
-		if n > 0 && starts[n-1] == at {
-			vals[n-1] = v
-			if n > 1 && vals[n-2] == v {
-				starts, vals = starts[:n-1], vals[:n-1]
-			}
-			return
-		}
-		if n > 0 && vals[n-1] == v {
-			return
-		}
-		starts = append(starts, at)
-		vals = append(vals, v)
+	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	if hi == 0 && lo>>32 == 0xffff && a.IsValid() {
+		return u128{0, lo & 0xffffffff}, true
 	}
-	emit(u128{}, -1)
-	stack := make([]span, 0, 32)
-	top := func() int32 {
-		if len(stack) == 0 {
+	return u128{hi, lo}, false
+}
+
+// Block geometry. A block is two cache lines, aligned to 128 bytes: the
+// L2 spatial prefetcher fetches the pair together, so a block costs one
+// miss.
+const (
+	blk4N = 5 // IPv4 rules per block
+	blk6N = 3 // IPv6 rules per block
+	// fenceScan fences are counted without a branch; a bucket holding more
+	// is binary searched.
+	fenceScan = 8
+)
+
+// Rule flags, one byte per rule in a block.
+const (
+	flagAct    = 0x03 // the actCode
+	flagParent = 0x80 // an enclosing rule exists (parent holds its index)
+)
+
+// blk4 holds blk4N consecutive IPv4 rules, sorted by (first, bits): all a
+// hit reads and writes.
+type blk4 struct {
+	first [blk4N]uint32
+	bits  [blk4N]uint8
+	flags [blk4N]uint8
+	_     [2]byte
+	id    [blk4N]uint64
+	n     [blk4N]atomic.Uint64 // packets matched through this base
+	_     [16]byte
+}
+
+// blk6 holds blk6N consecutive IPv6 rules.
+type blk6 struct {
+	hi, lo [blk6N]uint64 // first address
+	id     [blk6N]uint64
+	n      [blk6N]atomic.Uint64
+	bits   [blk6N]uint8
+	flags  [blk6N]uint8
+	_      [26]byte
+}
+
+// cold is what a table keeps for rebuilds, the counters' owners and the
+// rare walk to an enclosing rule; a hit does not read it.
+type cold struct {
+	recs   []*record // the store's record of each rule, for hit counting
+	parent []int32   // next enclosing rule, -1 for none
+}
+
+// hit is a ban lookup result: n is nil when nothing matched (and bits is
+// then -1).
+type hit struct {
+	n    *atomic.Uint64
+	id   uint64
+	p    int32 // the rule's index in its base table (base hits only)
+	bits int32
+	act  actCode
+}
+
+// live reports whether id is in neither tombstone list.
+func live(id uint64, tomb, tomb2 []uint64) bool {
+	return (len(tomb) == 0 || !hasID(tomb, id)) && (len(tomb2) == 0 || !hasID(tomb2, id))
+}
+
+// tab4 is a compiled IPv4 rule table.
+type tab4 struct {
+	blks  []blk4
+	n     int      // rules
+	fence []uint32 // fence[j] = blks[j].first[0], then fenceScan pads
+	idx   []uint32 // idx[b] = first j with bucket(fence[j]) >= b
+	cold
+	cpMask uint32
+	cpVal  uint32
+	cp     uint8
+	k      uint8
+	last   uint32 // number of buckets - 1
+}
+
+func (t *tab4) bucket(a uint32) uint32 {
+	if m := a & t.cpMask; m != t.cpVal {
+		if m < t.cpVal {
+			return 0
+		}
+		return t.last
+	}
+	// In 64 bits, so neither shift can reach the width (cp+k <= 32).
+	return uint32((uint64(a) << (t.cp & 63) & 0xffffffff) >> ((32 - t.k) & 63))
+}
+
+// find is the most specific rule covering a, for a Set with no tombstones:
+// the hot path, kept in one function. The last rule starting at or before a
+// is the answer or lies inside it; when it does not cover a, walk goes out
+// through the enclosing rules.
+func (t *tab4) find(a uint32) hit {
+	b := t.bucket(a)
+	lo, hi := t.idx[b], t.idx[b+1]
+	var j int
+	if hi-lo <= fenceScan {
+		// Counted without a branch, as in tab6.block.
+		f := (*[fenceScan]uint32)(t.fence[lo : lo+fenceScan])
+		c := le32(f[0], a) + le32(f[1], a) + le32(f[2], a) + le32(f[3], a) +
+			le32(f[4], a) + le32(f[5], a) + le32(f[6], a) + le32(f[7], a)
+		j = int(lo+min(c, hi-lo)) - 1
+	} else {
+		j = t.search(a, lo, hi)
+	}
+	if j < 0 {
+		return hit{bits: -1}
+	}
+	bl := &t.blks[j]
+	// first[0] <= a: that is how block j was chosen.
+	c := le32(bl.first[1], a) + le32(bl.first[2], a) + le32(bl.first[3], a) + le32(bl.first[4], a)
+	p := min(j*blk4N+int(c), t.n-1) // the last block's pads never count
+	s := p - j*blk4N
+	if n := bl.bits[s]; (a^bl.first[s])&mask4[n&63] == 0 {
+		return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+	}
+	if bl.flags[s]&flagParent == 0 {
+		return hit{bits: -1}
+	}
+	return t.walk(a, int(t.parent[p]), nil, nil)
+}
+
+// mask4[n] is the netmask of an IPv4 /n (0 <= n <= 32).
+var mask4 = func() (m [64]uint32) {
+	for n := 1; n <= 32; n++ {
+		m[n] = ^uint32(0) << (32 - n)
+	}
+	return m
+}()
+
+// mask6[n] is the netmask of an IPv6 /n (0 <= n <= 128).
+var mask6 = func() (m [256]u128) {
+	for n := range 129 {
+		m[n] = mask128(n, 128)
+	}
+	return m
+}()
+
+// le32 is 1 if x <= a, else 0, without a branch.
+func le32(x, a uint32) uint32 { return uint32((uint64(a)-uint64(x))>>63) ^ 1 }
+
+// search is the last block in bucket [lo, hi) (or the one before) whose
+// fence is at or before a, for buckets too full to scan.
+func (t *tab4) search(a, lo, hi uint32) int {
+	for lo < hi {
+		m := (lo + hi) >> 1
+		if t.fence[m] <= a {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return int(lo) - 1
+}
+
+// lookup is find for a Set with tombstones: the most specific rule
+// covering a whose ID neither list holds.
+func (t *tab4) lookup(a uint32, tomb, tomb2 []uint64) hit {
+	h := t.find(a)
+	if h.n == nil || live(h.id, tomb, tomb2) {
+		return h
+	}
+	return t.walk(a, int(t.parent[h.p]), tomb, tomb2)
+}
+
+// walk goes out from rule p through its enclosing rules to the first that
+// covers a and is live.
+func (t *tab4) walk(a uint32, p int, tomb, tomb2 []uint64) hit {
+	for p >= 0 {
+		bl, s := &t.blks[p/blk4N], p%blk4N
+		if n := bl.bits[s]; (a^bl.first[s])&mask4[n&63] == 0 && live(bl.id[s], tomb, tomb2) {
+			return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+		}
+		p = int(t.parent[p])
+	}
+	return hit{bits: -1}
+}
+
+func (t *tab4) rule(i int) rule {
+	bl := &t.blks[i/blk4N]
+	s := i % blk4N
+	return rule{first: u128{0, uint64(bl.first[s])}, id: bl.id[s], rec: t.recs[i], bits: bl.bits[s], act: actCode(bl.flags[s] & flagAct)}
+}
+
+func (t *tab4) counter(i int) *atomic.Uint64 { return &t.blks[i/blk4N].n[i%blk4N] }
+
+// buildTab4 compiles rules sorted by cmpRule.
+func buildTab4(rs []rule) tab4 {
+	t := tab4{n: len(rs), cold: cold{recs: make([]*record, len(rs)), parent: parents(rs, 32)}}
+	nb := (len(rs) + blk4N - 1) / blk4N
+	t.blks = make([]blk4, nb)
+	adviseHuge(t.blks)
+	for i := range rs {
+		r := &rs[i]
+		bl := &t.blks[i/blk4N]
+		s := i % blk4N
+		bl.first[s], bl.bits[s], bl.id[s] = uint32(r.first.lo), r.bits, r.id
+		bl.flags[s] = uint8(r.act) & flagAct
+		if t.parent[i] >= 0 {
+			bl.flags[s] |= flagParent
+		}
+		t.recs[i] = r.rec
+	}
+	for i := len(rs); i < nb*blk4N; i++ {
+		t.blks[i/blk4N].first[i%blk4N] = ^uint32(0)
+	}
+	t.fence = make([]uint32, nb+fenceScan)
+	for j := range t.blks {
+		t.fence[j] = t.blks[j].first[0]
+	}
+	for j := nb; j < len(t.fence); j++ {
+		t.fence[j] = ^uint32(0)
+	}
+	var lo, hi u128
+	if len(rs) > 0 {
+		lo, hi = rs[0].first, spanLast(rs, 32)
+	}
+	cp, k, cm, cv := bucketParams(lo, hi, nb, 32)
+	t.cpMask, t.cpVal, t.cp, t.k, t.last = uint32(cm.lo), uint32(cv.lo), uint8(cp), uint8(k), uint32(1)<<k-1
+	t.idx = make([]uint32, int(t.last)+2)
+	j := 0
+	for b := 0; b <= int(t.last); b++ {
+		for j < nb && int(t.bucket(t.fence[j])) < b {
+			j++
+		}
+		t.idx[b] = uint32(j)
+	}
+	t.idx[t.last+1] = uint32(nb)
+	return t
+}
+
+// tab6 is a compiled IPv6 rule table. Its fences are 32-bit keys: the 32
+// address bits after the cp bits every rule shares. Distinct first
+// addresses can share a key; lookup then settles the block on full
+// addresses.
+type tab6 struct {
+	blks  []blk6
+	n     int
+	fence []uint32 // fence[j] = key of blks[j]'s first address, then pads
+	idx   []uint32
+	cold
+	cpMask u128
+	cpVal  u128
+	cp     uint8
+	k      uint8
+	last   uint32
+}
+
+// key is the 32 bits of a after the cp bits. The masked shifts never
+// reach 64, so they need no range checks.
+func (t *tab6) key(a u128) uint32 {
+	var k uint64
+	if t.cp < 64 {
+		k = a.hi<<(t.cp&63) | a.lo>>1>>((63-t.cp)&63)
+	} else {
+		k = a.lo << (t.cp - 64)
+	}
+	return uint32(k >> 32)
+}
+
+func (bl *blk6) first(s int) u128 { return u128{bl.hi[s], bl.lo[s]} }
+
+// find is tab4.find for IPv6.
+func (t *tab6) find(a u128) hit {
+	j := t.block(a)
+	if j < 0 {
+		return hit{bits: -1}
+	}
+	bl := &t.blks[j]
+	c := le128(bl.hi[1], bl.lo[1], a) + le128(bl.hi[2], bl.lo[2], a)
+	p := min(j*blk6N+c, t.n-1)
+	s := p - j*blk6N
+	if n := bl.bits[s]; covers6(bl.hi[s], bl.lo[s], n, a) {
+		return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+	}
+	if bl.flags[s]&flagParent == 0 {
+		return hit{bits: -1}
+	}
+	return t.walk(a, int(t.parent[p]), nil, nil)
+}
+
+// le128 is 1 if (hi, lo) <= a, else 0, without a branch.
+func le128(hi, lo uint64, a u128) int {
+	_, br := bits.Sub64(a.lo, lo, 0)
+	_, br = bits.Sub64(a.hi, hi, br)
+	return int(br ^ 1)
+}
+
+// covers6 reports whether the /n prefix at (hi, lo) holds a.
+func covers6(hi, lo uint64, n uint8, a u128) bool {
+	m := &mask6[n]
+	return (a.hi^hi)&m.hi|(a.lo^lo)&m.lo == 0
+}
+
+// block is the last block whose first rule starts at or before a, -1 for
+// none.
+func (t *tab6) block(a u128) int {
+	if m := a.and(t.cpMask); m != t.cpVal {
+		if m.less(t.cpVal) {
 			return -1
 		}
-		return stack[len(stack)-1].idx
+		return len(t.blks) - 1
 	}
-	closeUntil := func(before u128, all bool) {
-		for len(stack) > 0 {
-			t := stack[len(stack)-1]
-			if !all && !t.last.less(before) {
-				return
-			}
-			stack = stack[:len(stack)-1]
-			if next, wrapped := t.last.inc(); !wrapped {
-				emit(next, top())
-			}
-		}
+	key := t.key(a)
+	b := uint64(key) >> ((32 - t.k) & 63)
+	lo, hi := t.idx[b], t.idx[b+1]
+	var j int
+	if hi-lo <= fenceScan {
+		// Counted without a branch: the counts are independent, so a
+		// random key costs no misprediction and no chain of loads.
+		f := (*[fenceScan]uint32)(t.fence[lo : lo+fenceScan])
+		c := le32(f[0], key) + le32(f[1], key) + le32(f[2], key) + le32(f[3], key) +
+			le32(f[4], key) + le32(f[5], key) + le32(f[6], key) + le32(f[7], key)
+		j = int(lo+min(c, hi-lo)) - 1
+	} else {
+		j = t.search(key, lo, hi)
 	}
-	for _, s := range spans {
-		closeUntil(s.first, false)
-		parent[s.idx] = top()
-		emit(s.first, s.idx)
-		stack = append(stack, s)
+	if j >= 0 && t.fence[j] == key && a.less(t.blks[j].first(0)) {
+		j = t.settle(a, key, j)
 	}
-	closeUntil(u128{}, true)
-	return starts, vals
+	return j
 }
 
-// bucketParams picks the bucket index geometry for a table: cp leading bits
-// shared by every prefix in the table (so clustered sets still spread over
-// all buckets) and k index bits after them.
-func bucketParams(spans []span, n, width int) (cp, k int, cpMask, cpVal u128) {
+func (t *tab6) search(key, lo, hi uint32) int {
+	for lo < hi {
+		m := (lo + hi) >> 1
+		if t.fence[m] <= key {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return int(lo) - 1
+}
+
+// settle finds the block for a when blocks up to j start with a's key but
+// block j starts after a: a binary search on full addresses over the
+// blocks sharing the key.
+func (t *tab6) settle(a u128, key uint32, j int) int {
+	g := j
+	for lo := 0; lo < g; { // g = first block with fence key
+		m := int(uint(lo+g) >> 1)
+		if t.fence[m] < key {
+			lo = m + 1
+		} else {
+			g = m
+		}
+	}
+	lo, hi := g, j // answer: last block in [g, j) starting at or before a, else g-1
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if a.less(t.blks[m].first(0)) {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	return lo - 1
+}
+
+func (t *tab6) lookup(a u128, tomb, tomb2 []uint64) hit {
+	h := t.find(a)
+	if h.n == nil || live(h.id, tomb, tomb2) {
+		return h
+	}
+	return t.walk(a, int(t.parent[h.p]), tomb, tomb2)
+}
+
+func (t *tab6) walk(a u128, p int, tomb, tomb2 []uint64) hit {
+	for p >= 0 {
+		bl, s := &t.blks[p/blk6N], p%blk6N
+		if n := bl.bits[s]; covers6(bl.hi[s], bl.lo[s], n, a) && live(bl.id[s], tomb, tomb2) {
+			return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+		}
+		p = int(t.parent[p])
+	}
+	return hit{bits: -1}
+}
+
+func (t *tab6) rule(i int) rule {
+	bl := &t.blks[i/blk6N]
+	s := i % blk6N
+	return rule{first: bl.first(s), id: bl.id[s], rec: t.recs[i], bits: bl.bits[s], act: actCode(bl.flags[s] & flagAct)}
+}
+
+func (t *tab6) counter(i int) *atomic.Uint64 { return &t.blks[i/blk6N].n[i%blk6N] }
+
+func buildTab6(rs []rule) tab6 {
+	t := tab6{n: len(rs), cold: cold{recs: make([]*record, len(rs)), parent: parents(rs, 128)}}
+	nb := (len(rs) + blk6N - 1) / blk6N
+	t.blks = make([]blk6, nb)
+	adviseHuge(t.blks)
+	for i := range rs {
+		r := &rs[i]
+		bl := &t.blks[i/blk6N]
+		s := i % blk6N
+		bl.hi[s], bl.lo[s], bl.bits[s], bl.id[s] = r.first.hi, r.first.lo, r.bits, r.id
+		bl.flags[s] = uint8(r.act) & flagAct
+		if t.parent[i] >= 0 {
+			bl.flags[s] |= flagParent
+		}
+		t.recs[i] = r.rec
+	}
+	for i := len(rs); i < nb*blk6N; i++ {
+		bl := &t.blks[i/blk6N]
+		bl.hi[i%blk6N], bl.lo[i%blk6N] = ^uint64(0), ^uint64(0)
+	}
+	var lo, hi u128
+	if len(rs) > 0 {
+		lo, hi = rs[0].first, spanLast(rs, 128)
+	}
+	cp, k, cm, cv := bucketParams(lo, hi, nb, 128)
+	t.cpMask, t.cpVal, t.cp, t.k, t.last = cm, cv, uint8(cp), uint8(k), uint32(1)<<k-1
+	t.fence = make([]uint32, nb+fenceScan)
+	for j := range t.blks {
+		t.fence[j] = t.key(t.blks[j].first(0))
+	}
+	for j := nb; j < len(t.fence); j++ {
+		t.fence[j] = ^uint32(0)
+	}
+	t.idx = make([]uint32, int(t.last)+2)
+	j := 0
+	for b := 0; b <= int(t.last); b++ {
+		for j < nb && int(uint64(t.fence[j])>>((32-t.k)&63)) < b {
+			j++
+		}
+		t.idx[b] = uint32(j)
+	}
+	t.idx[t.last+1] = uint32(nb)
+	return t
+}
+
+// parents returns, for rules sorted by cmpRule (CIDRs are nested or
+// disjoint), the index of each rule's innermost enclosing rule, -1 for
+// none.
+func parents(rs []rule, width int) []int32 {
+	parent := make([]int32, len(rs))
+	stack := make([]int32, 0, 32)
+	var last []u128 // last address of each rule on the stack
+	for i := range rs {
+		r := &rs[i]
+		for len(stack) > 0 && last[len(last)-1].less(r.first) {
+			stack, last = stack[:len(stack)-1], last[:len(last)-1]
+		}
+		parent[i] = -1
+		if len(stack) > 0 {
+			parent[i] = stack[len(stack)-1]
+		}
+		stack = append(stack, int32(i))
+		last = append(last, r.first.or(hostMask(int(r.bits), width)))
+	}
+	return parent
+}
+
+// spanLast is the highest address covered by rules sorted by cmpRule.
+func spanLast(rs []rule, width int) u128 {
+	var hi u128
+	for i := range rs {
+		if l := rs[i].first.or(hostMask(int(rs[i].bits), width)); hi.less(l) {
+			hi = l
+		}
+	}
+	return hi
+}
+
+// bucketParams picks the bucket index geometry for a table of n blocks
+// covering lo..hi: cp leading bits shared by every rule in the table (so
+// clustered sets still spread over all buckets) and k index bits after
+// them.
+func bucketParams(lo, hi u128, n, width int) (cp, k int, cpMask, cpVal u128) {
 	k = bits.Len(uint(n)) - lpmBucketShift
 	k = min(max(k, 4), 20)
-	if len(spans) == 0 {
+	if n == 0 {
 		return 0, min(k, width), u128{}, u128{}
-	}
-	lo := spans[0].first
-	hi := spans[0].last
-	for _, s := range spans[1:] {
-		if hi.less(s.last) {
-			hi = s.last
-		}
 	}
 	// Common leading bits of the lowest and highest covered address,
 	// counted from the top of the width-bit space.
@@ -194,182 +584,7 @@ func bucketParams(spans []span, n, width int) (cp, k int, cpMask, cpVal u128) {
 	return cp, k, cpMask, cpVal
 }
 
-// lpmBucketShift sets the bucket count to about n/2^lpmBucketShift: small
-// enough that the index stays in cache, large enough that a bucket spans
-// one or two cache lines.
-var lpmBucketShift = 2
-
-// lpm4 is a flattened IPv4 prefix table.
-type lpm4 struct {
-	ents   []ent4   // interval starts with their labels: one cache line per probe
-	idx    []uint32 // idx[b] = first i with bucket(starts[i]) >= b
-	cpMask uint32
-	cpVal  uint32
-	cp     uint8
-	k      uint8
-	last   uint32 // number of buckets - 1
-}
-
-func (t *lpm4) bucket(a uint32) uint32 {
-	if m := a & t.cpMask; m != t.cpVal {
-		if m < t.cpVal {
-			return 0
-		}
-		return t.last
-	}
-	return (a << t.cp) >> (32 - t.k)
-}
-
-// ent4 is one interval start and its label (rule index, -1 for none).
-type ent4 struct {
-	start uint32
-	val   int32
-}
-
-// lookup returns the label of the interval holding a (-1 for none).
-func (t *lpm4) lookup(a uint32) int32 {
-	b := t.bucket(a)
-	lo, hi := t.idx[b], t.idx[b+1]
-	ents := t.ents
-	for lo < hi {
-		m := (lo + hi) >> 1
-		if ents[m].start <= a {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return ents[lo-1].val
-}
-
-func buildLPM4(spans []span, parent []int32) lpm4 {
-	s128, vals := flatten(spans, parent)
-	cp, k, cm, cv := bucketParams(spans, len(s128), 32)
-	ents := make([]ent4, len(s128))
-	adviseHuge(ents)
-	t := lpm4{
-		ents:   ents,
-		cpMask: uint32(cm.lo),
-		cpVal:  uint32(cv.lo),
-		cp:     uint8(cp),
-		k:      uint8(k),
-		last:   uint32(1)<<k - 1,
-	}
-	for i, s := range s128 {
-		t.ents[i] = ent4{uint32(s.lo), vals[i]}
-	}
-	t.idx = make([]uint32, int(t.last)+2)
-	adviseHuge(t.idx)
-	i := 0
-	for b := 0; b <= int(t.last); b++ {
-		for i < len(t.ents) && int(t.bucket(t.ents[i].start)) < b {
-			i++
-		}
-		t.idx[b] = uint32(i)
-	}
-	// ents[0] starts at 0 and lies in bucket 0, so every bucket but the
-	// first begins at index >= 1 and lookup's lo-1 never goes below zero.
-	t.idx[t.last+1] = uint32(len(t.ents))
-	return t
-}
-
-// lpm6 is a flattened IPv6 prefix table.
-type lpm6 struct {
-	ents   []ent6
-	idx    []uint32
-	cpMask u128
-	cpVal  u128
-	cp     uint8
-	k      uint8
-	last   uint32
-}
-
-func (t *lpm6) bucket(a u128) uint32 {
-	if m := a.and(t.cpMask); m != t.cpVal {
-		if m.less(t.cpVal) {
-			return 0
-		}
-		return t.last
-	}
-	return uint32(a.shl(uint(t.cp)).hi >> (64 - t.k))
-}
-
-// ent6 is one IPv6 interval start and its label.
-type ent6 struct {
-	start u128
-	val   int32
-}
-
-func (t *lpm6) lookup(a u128) int32 {
-	b := t.bucket(a)
-	lo, hi := t.idx[b], t.idx[b+1]
-	ents := t.ents
-	for lo < hi {
-		m := (lo + hi) >> 1
-		s := ents[m].start
-		if s.hi < a.hi || (s.hi == a.hi && s.lo <= a.lo) {
-			lo = m + 1
-		} else {
-			hi = m
-		}
-	}
-	return ents[lo-1].val
-}
-
-func buildLPM6(spans []span, parent []int32) lpm6 {
-	starts, vals := flatten(spans, parent)
-	cp, k, cm, cv := bucketParams(spans, len(starts), 128)
-	ents := make([]ent6, len(starts))
-	adviseHuge(ents)
-	t := lpm6{
-		ents:   ents,
-		cpMask: cm,
-		cpVal:  cv,
-		cp:     uint8(cp),
-		k:      uint8(k),
-		last:   uint32(1)<<k - 1,
-	}
-	for i, s := range starts {
-		t.ents[i] = ent6{s, vals[i]}
-	}
-	t.idx = make([]uint32, int(t.last)+2)
-	adviseHuge(t.idx)
-	i := 0
-	for b := 0; b <= int(t.last); b++ {
-		for i < len(t.ents) && int(t.bucket(t.ents[i].start)) < b {
-			i++
-		}
-		t.idx[b] = uint32(i)
-	}
-	t.idx[t.last+1] = uint32(len(t.ents))
-	return t
-}
-
-// spanOf is the span of prefix p (already masked and unmapped).
-func spanOf(p netip.Prefix, idx int32) span {
-	first, is4 := addrKey(p.Addr())
-	width := 128
-	if is4 {
-		width = 32
-	}
-	return span{first: first, last: first.or(hostMask(p.Bits(), width)), idx: idx}
-}
-
-// sortSpans orders spans for flatten: by first address, wider first.
-func sortSpans(s []span) {
-	slices.SortFunc(s, cmpSpan)
-}
-
-func cmpSpan(a, b span) int {
-	switch {
-	case a.first.less(b.first):
-		return -1
-	case b.first.less(a.first):
-		return 1
-	case b.last.less(a.last): // a is wider
-		return -1
-	case a.last.less(b.last):
-		return 1
-	}
-	return 0
-}
+// lpmBucketShift sets the bucket count to about blocks/2^lpmBucketShift:
+// small enough that the index stays in cache, large enough that most
+// buckets hold at most fenceScan fences.
+var lpmBucketShift = 3

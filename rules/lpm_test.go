@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -55,6 +56,16 @@ func bruteLPM(ps []netip.Prefix, a netip.Addr) int {
 }
 
 func TestLPMAgainstBruteForce(t *testing.T) {
+	// Bucket shifts 0 and 10 force the scanned and the binary-searched
+	// fence paths; the default is in between.
+	defer func(old int) { lpmBucketShift = old }(lpmBucketShift)
+	for _, shift := range []int{lpmBucketShift, 0, 10} {
+		lpmBucketShift = shift
+		testLPMAgainstBruteForce(t)
+	}
+}
+
+func testLPMAgainstBruteForce(t *testing.T) {
 	for _, fam := range []string{"v4", "v6"} {
 		for seed := uint64(1); seed <= 20; seed++ {
 			rng := rand.New(rand.NewPCG(seed, 7))
@@ -85,11 +96,11 @@ func TestLPMAgainstBruteForce(t *testing.T) {
 			check := func(a netip.Addr) {
 				t.Helper()
 				k, is4 := addrKey(a)
-				r, _ := b.lookup(k, is4, nil, nil)
+				h := b.lookup(k, is4, nil, nil)
 				want := bruteLPM(ps, a)
 				got := -1
-				if r != nil {
-					got = int(r.id) - 1
+				if h.n != nil {
+					got = int(h.id) - 1
 				}
 				if got != want {
 					t.Fatalf("%s seed %d: lookup(%s) = %d, want %d (%v)", fam, seed, a, got, want, ps[max(want, 0)])
@@ -132,6 +143,133 @@ func lastAddr(p netip.Prefix) netip.Addr {
 		b[i/8] |= 0x80 >> (i % 8)
 	}
 	return netip.AddrFrom16(b)
+}
+
+// checkLPM compares base lookups with the brute-force reference at random
+// addresses from gen and at the edges of every prefix.
+func checkLPM(t *testing.T, name string, ps []netip.Prefix, gen func() netip.Addr) {
+	t.Helper()
+	var v4, v6 []rule
+	for i, p := range ps {
+		k, is4 := addrKey(p.Addr())
+		r := rule{first: k, id: uint64(i + 1), rec: new(record), bits: uint8(p.Bits())}
+		if is4 {
+			v4 = append(v4, r)
+		} else {
+			v6 = append(v6, r)
+		}
+	}
+	b := buildBase(v4, v6)
+	check := func(a netip.Addr) {
+		t.Helper()
+		k, is4 := addrKey(a)
+		h := b.lookup(k, is4, nil, nil)
+		got := -1
+		if h.n != nil {
+			got = int(h.id) - 1
+		}
+		if want := bruteLPM(ps, a); got != want {
+			t.Fatalf("%s: lookup(%s) = %d, want %d", name, a, got, want)
+		}
+	}
+	for range 5000 {
+		check(gen())
+	}
+	for _, p := range ps {
+		check(p.Addr())
+		if prev := p.Addr().Prev(); prev.IsValid() {
+			check(prev)
+		}
+		last := lastAddr(p)
+		check(last)
+		if nx := last.Next(); nx.IsValid() {
+			check(nx)
+		}
+	}
+}
+
+// IPv6 fences are 32-bit keys; blocks whose first addresses share a key
+// are told apart on full addresses (tab6.settle). Dense clusters inside a
+// /64, and prefixes of different lengths starting at the same address,
+// share keys.
+func TestLPMv6SharedFenceKeys(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	seen := map[netip.Prefix]bool{}
+	var ps []netip.Prefix
+	add := func(p netip.Prefix) {
+		if p = p.Masked(); !seen[p] {
+			seen[p] = true
+			ps = append(ps, p)
+		}
+	}
+	base := netip.MustParseAddr("2001:db8:1:2::").As16()
+	for range 3000 { // a dense cluster of /128s and /120s inside one /64
+		b := base
+		b[14], b[15] = byte(rng.IntN(8)), byte(rng.IntN(256))
+		bits := 128
+		if rng.IntN(8) == 0 {
+			bits = 120
+		}
+		add(netip.PrefixFrom(netip.AddrFrom16(b), bits))
+	}
+	add(netip.MustParsePrefix("2001:db8:1:2::/64"))
+	add(netip.MustParsePrefix("2001:db8:1::/48"))
+	for range 500 { // and spread out elsewhere, some nested at equal starts
+		var b [16]byte
+		b[0], b[1] = 0x20, 0x01
+		for i := 2; i < 8; i++ {
+			b[i] = byte(rng.IntN(4))
+		}
+		for _, bits := range []int{128, 64, 48} {
+			if rng.IntN(2) == 0 {
+				add(netip.PrefixFrom(netip.AddrFrom16(b), bits))
+			}
+		}
+	}
+	gen := func() netip.Addr {
+		var b [16]byte
+		if rng.IntN(2) == 0 {
+			b = base
+			b[14], b[15] = byte(rng.IntN(9)), byte(rng.IntN(256))
+			return netip.AddrFrom16(b)
+		}
+		b[0], b[1] = 0x20, 0x01
+		for i := 2; i < 16; i++ {
+			b[i] = byte(rng.IntN(4))
+		}
+		return netip.AddrFrom16(b)
+	}
+	defer func(old int) { lpmBucketShift = old }(lpmBucketShift)
+	for _, shift := range []int{lpmBucketShift, 0, 10} {
+		lpmBucketShift = shift
+		checkLPM(t, fmt.Sprintf("shift %d", shift), ps, gen)
+	}
+}
+
+// Forced wide prefixes, down to /0, and addresses at both ends of the
+// space.
+func TestLPMWidePrefixes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	for _, fam := range []string{"v4", "v6"} {
+		ps := []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("255.255.255.255/32"), netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("128.0.0.0/1")}
+		gen := func() netip.Addr {
+			return netip.AddrFrom4([4]byte{byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256))})
+		}
+		if fam == "v6" {
+			ps = []netip.Prefix{netip.MustParsePrefix("::/0"), netip.MustParsePrefix("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128"), netip.MustParsePrefix("::/128"), netip.MustParsePrefix("8000::/1"), netip.MustParsePrefix("2001:db8::/64")}
+			gen = func() netip.Addr {
+				var b [16]byte
+				for i := range b {
+					b[i] = byte(rng.IntN(256))
+				}
+				return netip.AddrFrom16(b)
+			}
+		}
+		for n := 1; n <= len(ps); n++ {
+			checkLPM(t, fmt.Sprintf("%s first %d", fam, n), ps[:n], gen)
+			checkLPM(t, fmt.Sprintf("%s last %d", fam, n), ps[len(ps)-n:], gen)
+		}
+	}
 }
 
 // Tombstoned rules fall back to the enclosing prefix, overlay rules win when
@@ -229,9 +367,13 @@ func TestOverlayAndTombstones(t *testing.T) {
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) }
 
-// A compiled rule must not straddle cache lines (see baseRule).
-func TestBaseRuleSize(t *testing.T) {
-	if n := unsafe.Sizeof(baseRule{}); n != 32 {
-		t.Fatalf("baseRule is %d bytes, want 32", n)
+// A block is the two cache lines the L2 prefetcher fetches together (see
+// lpm.go).
+func TestBlockSize(t *testing.T) {
+	if n := unsafe.Sizeof(blk4{}); n != 128 {
+		t.Fatalf("blk4 is %d bytes, want 128", n)
+	}
+	if n := unsafe.Sizeof(blk6{}); n != 128 {
+		t.Fatalf("blk6 is %d bytes, want 128", n)
 	}
 }

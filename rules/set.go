@@ -34,38 +34,11 @@ type rule struct {
 	act   actCode
 }
 
-// baseRule is a compiled rule in a base table: 32 bytes, so a rule never
-// straddles two cache lines and a match costs one line for everything it
-// reads (id, action, the hit counter). The counter lives here rather than
-// behind a pointer for the same reason (the record points at it instead).
-// The prefix's first address, needed only to rebuild, is kept apart in
-// family.firsts.
-type baseRule struct {
-	id     uint64
-	n      atomic.Uint64 // packets matched through this base
-	rec    *record
-	parent int32 // next enclosing rule in the same table, -1 for none
-	act    actCode
-	bits   uint8
-}
-
-// family is one address family's base table: rules sorted by (first, bits)
-// and the flattened index over them.
-type family struct {
-	rules  []baseRule
-	firsts []u128 // firsts[i] is the first address of rules[i]
-	t4     lpm4   // used when the family is IPv4
-	t6     lpm6
-}
-
-func (f *family) static(i int) rule {
-	b := &f.rules[i]
-	return rule{first: f.firsts[i], id: b.id, rec: b.rec, bits: b.bits, act: b.act}
-}
-
-// base is the bulk of the ban set, compiled in the background; immutable.
+// base is the bulk of the ban set, compiled in the background; immutable
+// (but for the hit counters in its blocks).
 type base struct {
-	v4, v6 family
+	v4 tab4
+	v6 tab6
 }
 
 // ovBucket holds overlay rules of one prefix length, sorted by first address.
@@ -106,6 +79,7 @@ type Set struct {
 	young    *overlay // the newest changes (small; rebuilt on every commit)
 	allow    *base
 	hasAllow bool
+	plain    bool // ov and young are empty: Match reads the base alone
 	acls     []aclRule
 	home     []netip.Prefix
 }
@@ -138,31 +112,43 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 	if s == nil {
 		return Verdict{}
 	}
-	src, dst = src.Unmap(), dst.Unmap()
 	sk, s4 := addrKey(src)
 	dk, d4 := addrKey(dst)
 	sv, dv := src.IsValid(), dst.IsValid()
 	if s.hasAllow {
+		if v, ok := s.allowed(sk, s4, sv, dk, d4, dv); ok {
+			return v
+		}
+	}
+	best := hit{bits: -1}
+	if s.plain {
+		// The hot path: no overlay, no tombstones, the base alone.
 		if sv {
-			if r, _ := s.allow.lookup(sk, s4, nil, nil); r != nil {
-				r.n.Add(1)
-				return Verdict{Allowlisted: true, RuleID: r.id}
+			if s4 {
+				best = s.base.v4.find(uint32(sk.lo))
+			} else {
+				best = s.base.v6.find(sk)
 			}
 		}
 		if dv {
-			if r, _ := s.allow.lookup(dk, d4, nil, nil); r != nil {
-				r.n.Add(1)
-				return Verdict{Allowlisted: true, RuleID: r.id}
+			var h hit
+			if d4 {
+				h = s.base.v4.find(uint32(dk.lo))
+			} else {
+				h = s.base.v6.find(dk)
+			}
+			if h.bits > best.bits {
+				best = h
 			}
 		}
-	}
-	var best hit
-	if sv {
-		best = s.lookupBan(sk, s4)
-	}
-	if dv {
-		if h := s.lookupBan(dk, d4); h.bits > best.bits {
-			best = h
+	} else {
+		if sv {
+			best = s.lookupBan(sk, s4)
+		}
+		if dv {
+			if h := s.lookupBan(dk, d4); h.bits > best.bits {
+				best = h
+			}
 		}
 	}
 	if best.n != nil {
@@ -170,27 +156,33 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 		return Verdict{Action: actions[best.act], RuleID: best.id}
 	}
 	if len(s.acls) > 0 && sv && dv {
-		return s.matchACL(src, dst, proto, sport, dport)
+		return s.matchACL(src.Unmap(), dst.Unmap(), proto, sport, dport)
 	}
 	return Verdict{}
 }
 
-// hit is a ban lookup result: n is nil when nothing matched.
-type hit struct {
-	n    *atomic.Uint64
-	id   uint64
-	bits int
-	act  actCode
+// allowed is the allowlist verdict for src or dst, if either is covered.
+func (s *Set) allowed(sk u128, s4, sv bool, dk u128, d4, dv bool) (Verdict, bool) {
+	if sv {
+		if h := s.allow.lookup(sk, s4, nil, nil); h.n != nil {
+			h.n.Add(1)
+			return Verdict{Allowlisted: true, RuleID: h.id}, true
+		}
+	}
+	if dv {
+		if h := s.allow.lookup(dk, d4, nil, nil); h.n != nil {
+			h.n.Add(1)
+			return Verdict{Allowlisted: true, RuleID: h.id}, true
+		}
+	}
+	return Verdict{}, false
 }
 
 // lookupBan is the most specific live ban covering one address, from the
 // base or either overlay layer. A rule is live unless a newer layer
 // tombstoned its ID (removed it, or replaced it with a new version).
 func (s *Set) lookupBan(k u128, is4 bool) hit {
-	h := hit{bits: -1}
-	if r, bits := s.base.lookup(k, is4, s.ov.tomb, s.young.tomb); r != nil {
-		h = hit{n: &r.n, id: r.id, bits: bits, act: r.act}
-	}
+	h := s.base.lookup(k, is4, s.ov.tomb, s.young.tomb)
 	h = s.ov.lookup(k, is4, h, s.young.tomb)
 	return s.young.lookup(k, is4, h, nil)
 }
@@ -204,42 +196,23 @@ func (ov *overlay) lookup(k u128, is4 bool, h hit, newer []uint64) hit {
 	}
 	for i := range bk {
 		b := &bk[i]
-		if int(b.bits) <= h.bits {
+		if int32(b.bits) <= h.bits {
 			break // buckets are sorted longest first
 		}
 		if r := b.find(k, is4); r != nil && (len(newer) == 0 || !hasID(newer, r.id)) {
-			return hit{n: &r.rec.ovHits, id: r.id, bits: int(b.bits), act: r.act}
+			return hit{n: &r.rec.ovHits, id: r.id, p: -1, bits: int32(b.bits), act: r.act}
 		}
 	}
 	return h
 }
 
-// lookup walks from the innermost rule covering k outwards past removed
-// (tombstoned) entries.
-func (b *base) lookup(k u128, is4 bool, tomb, tomb2 []uint64) (*baseRule, int) {
-	var f *family
-	var i int32
+// lookup is the most specific rule of b covering k that neither tombstone
+// list removed.
+func (b *base) lookup(k u128, is4 bool, tomb, tomb2 []uint64) hit {
 	if is4 {
-		f = &b.v4
-		if len(f.rules) == 0 {
-			return nil, -1
-		}
-		i = f.t4.lookup(uint32(k.lo))
-	} else {
-		f = &b.v6
-		if len(f.rules) == 0 {
-			return nil, -1
-		}
-		i = f.t6.lookup(k)
+		return b.v4.lookup(uint32(k.lo), tomb, tomb2)
 	}
-	for i >= 0 {
-		r := &f.rules[i]
-		if (len(tomb) == 0 || !hasID(tomb, r.id)) && (len(tomb2) == 0 || !hasID(tomb2, r.id)) {
-			return r, int(r.bits)
-		}
-		i = r.parent
-	}
-	return nil, -1
+	return b.v6.lookup(k, tomb, tomb2)
 }
 
 // hasID reports whether sorted ids holds id.
@@ -325,55 +298,29 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 }
 
 // buildBase compiles rules (in any order) into a base. The slices are
-// sorted in place and kept.
+// sorted in place.
 func buildBase(v4, v6 []rule) *base {
-	b := &base{}
-	b.v4 = buildFamily(v4, true)
-	b.v6 = buildFamily(v6, false)
-	return b
-}
-
-func buildFamily(rs []rule, is4 bool) family {
-	width := 128
-	if is4 {
-		width = 32
-	}
-	slices.SortFunc(rs, cmpRule)
-	spans := make([]span, len(rs))
-	for i := range rs {
-		r := &rs[i]
-		spans[i] = span{first: r.first, last: r.first.or(hostMask(int(r.bits), width)), idx: int32(i)}
-	}
-	parent := make([]int32, len(rs))
-	f := family{rules: make([]baseRule, len(rs)), firsts: make([]u128, len(rs))}
-	adviseHuge(f.rules)
-	if is4 {
-		f.t4 = buildLPM4(spans, parent)
-	} else {
-		f.t6 = buildLPM6(spans, parent)
-	}
-	for i := range rs {
-		r := &rs[i]
-		br := &f.rules[i]
-		br.id, br.act, br.bits, br.parent, br.rec = r.id, r.act, r.bits, parent[i], r.rec
-		f.firsts[i] = r.first
-	}
-	return f
+	slices.SortFunc(v4, cmpRule)
+	slices.SortFunc(v6, cmpRule)
+	return &base{v4: buildTab4(v4), v6: buildTab6(v6)}
 }
 
 // adopt points every record of b at its counter in b, retiring the count
 // of the counter it replaces, so Entry.Hits keeps adding up across folds.
 // Matches made through an older Set after this point are not counted.
 func (b *base) adopt() {
-	for _, f := range []*family{&b.v4, &b.v6} {
-		for i := range f.rules {
-			r := &f.rules[i]
-			if r.rec == nil {
-				continue
-			}
-			if old := r.rec.baseHits.Swap(&r.n); old != nil && old != &r.n {
-				r.rec.retired.Add(old.Load())
-			}
+	adoptAll(b.v4.recs, b.v4.counter)
+	adoptAll(b.v6.recs, b.v6.counter)
+}
+
+func adoptAll(recs []*record, counter func(int) *atomic.Uint64) {
+	for i, rec := range recs {
+		if rec == nil {
+			continue
+		}
+		n := counter(i)
+		if old := rec.baseHits.Swap(n); old != nil && old != n {
+			rec.retired.Add(old.Load())
 		}
 	}
 }
@@ -392,15 +339,15 @@ func cmpRule(a, b rule) int {
 // tombstoned IDs, plus the overlay's rules, compiled afresh. The inputs are
 // not modified.
 func mergeBase(b *base, ov *overlay) *base {
-	collect := func(f *family, bk []ovBucket) []rule {
-		n := len(f.rules)
+	collect := func(n int, at func(int) rule, bk []ovBucket) []rule {
+		total := n
 		for _, x := range bk {
-			n += len(x.rules)
+			total += len(x.rules)
 		}
-		out := make([]rule, 0, n)
-		for i := range f.rules {
-			if len(ov.tomb) == 0 || !hasID(ov.tomb, f.rules[i].id) {
-				out = append(out, f.static(i))
+		out := make([]rule, 0, total)
+		for i := range n {
+			if r := at(i); len(ov.tomb) == 0 || !hasID(ov.tomb, r.id) {
+				out = append(out, r)
 			}
 		}
 		for _, x := range bk {
@@ -408,7 +355,7 @@ func mergeBase(b *base, ov *overlay) *base {
 		}
 		return out
 	}
-	return buildBase(collect(&b.v4, ov.v4), collect(&b.v6, ov.v6))
+	return buildBase(collect(b.v4.n, b.v4.rule, ov.v4), collect(b.v6.n, b.v6.rule, ov.v6))
 }
 
 // size is how much the overlay holds: the fold trigger.

@@ -344,6 +344,7 @@ func (s *Store) publishLocked(force bool) {
 			young:    s.young,
 			allow:    s.allowBase,
 			hasAllow: len(s.allowRecs) > 0,
+			plain:    s.ov.size() == 0 && s.young.size() == 0,
 			acls:     s.acls,
 			home:     s.cfg.HomeNets,
 		})
@@ -1122,11 +1123,11 @@ func (s *Store) CheckAllow(ip netip.Addr) (Entry, bool) {
 	}
 	set := s.Set()
 	k, is4 := addrKey(ip)
-	r, _ := set.allow.lookup(k, is4, nil, nil)
-	if r == nil {
+	h := set.allow.lookup(k, is4, nil, nil)
+	if h.n == nil {
 		return Entry{}, false
 	}
-	return s.Get(r.id)
+	return s.Get(h.id)
 }
 
 func (s *Store) wakeExpiry() {
