@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -607,5 +608,109 @@ func TestStats(t *testing.T) {
 	}
 	if st.Generation != s.Set().Generation() {
 		t.Fatalf("generation %d, set %d", st.Generation, s.Set().Generation())
+	}
+}
+
+// Every match counts on the entry that decided it, and on no other: with
+// nested bans in the compiled base (the counters live in its blocks),
+// through the overlay, past tombstones, and across a rebuild. The
+// reference is a brute-force longest-prefix match.
+func TestHitCountsBruteForce(t *testing.T) {
+	for _, fam := range []string{"v4", "v6"} {
+		t.Run(fam, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(11, 11))
+			gen, other := randAddr4, ip("203.0.113.1")
+			newPrefix := func() netip.Prefix { return randPrefix4(rng, 8) }
+			if fam == "v6" {
+				gen, other = randAddr6, ip("3fff::1")
+				newPrefix = func() netip.Prefix { return randPrefix6(rng, 16) }
+			}
+			s := newStore(t, Config{})
+			fold := func() {
+				s.mu.Lock()
+				s.rebuildLocked()
+				s.publishLocked(true)
+				s.mu.Unlock()
+			}
+			live := map[netip.Prefix]uint64{} // prefix → entry ID
+			add := func(n int) {
+				var reqs []Request
+				for range n {
+					p := newPrefix()
+					if _, dup := live[p]; !dup {
+						live[p] = 0
+						reqs = append(reqs, Request{Kind: KindBan, Value: p.String(), Force: true})
+					}
+				}
+				for _, r := range s.AddBatch(reqs) {
+					if r.Err != nil {
+						t.Fatal(r.Err)
+					}
+					live[r.Entry.Value] = r.Entry.ID
+				}
+			}
+			want := map[uint64]uint64{}
+			match := func(n int) {
+				var ps []netip.Prefix
+				for p := range live {
+					ps = append(ps, p)
+				}
+				set := s.Set()
+				for i := range n {
+					a := gen(rng)
+					if i%3 == 0 { // exactly on a prefix, often a nested one
+						a = ps[rng.IntN(len(ps))].Addr()
+					}
+					var wantID uint64
+					if w := bruteLPM(ps, a); w >= 0 {
+						wantID = live[ps[w]]
+						want[wantID]++
+					}
+					src, dst := a, other
+					if i%2 == 1 {
+						src, dst = other, a
+					}
+					if v := set.Match(src, dst, 6, 1, 2); v.RuleID != wantID {
+						t.Fatalf("Match(%s) = %+v, want rule %d", a, v, wantID)
+					}
+				}
+			}
+			add(300)
+			fold()
+			if !s.Set().plain {
+				t.Fatal("a freshly folded Set should take the base-only path")
+			}
+			match(4000)
+			// Overlay rules and tombstones over the same base.
+			add(40)
+			var removed []netip.Prefix
+			for p, id := range live {
+				if len(removed) == 30 {
+					break
+				}
+				if _, err := s.Remove(id, "test", ""); err != nil {
+					t.Fatal(err)
+				}
+				removed = append(removed, p)
+			}
+			for _, p := range removed {
+				delete(live, p)
+			}
+			if s.Set().plain {
+				t.Fatal("a Set with an overlay should not take the base-only path")
+			}
+			match(4000)
+			fold()
+			match(4000)
+			for p, id := range live {
+				e, ok := s.Get(id)
+				if !ok {
+					t.Fatalf("%s: entry %d gone", p, id)
+				}
+				if e.Hits != want[id] {
+					t.Errorf("%s: hits = %d, want %d", p, e.Hits, want[id])
+				}
+			}
+		})
 	}
 }
