@@ -18,19 +18,19 @@
 // first, and so are mapped values given to Add). Then ACLs, in the order
 // they were created, first match.
 //
-// Bans are compiled into a base (flattened, bucket-indexed sorted ranges,
-// see lpm.go) plus a small overlay of recent additions and removals
-// (tombstones). Changes are committed in groups: a single committer
-// goroutine applies every change queued since its last round to a copy of
-// the overlay, publishes the new Set through an atomic pointer, hands the
-// changes to subscribers, and then writes and fsyncs the journal. Add
-// returns only after that round, so when Add returns Store.Set already
-// matches the new entry and subscribers have been handed the change; the
-// visibility delay is the wait for the committer (microseconds when idle,
-// at most one fsync when busy). When the overlay grows past 4,096 entries
-// (or has been non-empty for two seconds while Run is running) it is
-// folded into a new base in the background; a full rebuild of a million
-// bans never sits on the path of an Add.
+// Bans are compiled into a base (rules sorted by address in cache-line
+// blocks behind a small fence index, see lpm.go) plus a small overlay of
+// recent additions and removals (tombstones). Changes are committed in
+// groups: a single committer goroutine applies every change queued since
+// its last round to a copy of the overlay, publishes the new Set through an
+// atomic pointer, hands the changes to subscribers, and then writes and
+// fsyncs the journal. Add returns only after that round, so when Add
+// returns Store.Set already matches the new entry and subscribers have been
+// handed the change; the visibility delay is the wait for the committer
+// (microseconds when idle, at most one fsync when busy). When the overlay
+// grows past 4,096 entries (or has been non-empty for two seconds while Run
+// is running) it is folded into a new base in the background; a full
+// rebuild of a million bans never sits on the path of an Add.
 //
 // # Persistence
 //
