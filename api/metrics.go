@@ -83,7 +83,8 @@ func boolFloat(b bool) float64 {
 // metrics answers GET /metrics. Counters end in _total, times are seconds,
 // and no label ever carries an IP address (unbounded cardinality).
 func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c caller) error {
-	st := s.cfg.Sensor.Snapshot().Status
+	snap := s.cfg.Sensor.Snapshot()
+	st := snap.Status
 	bs := st.Blocks
 	var p promWriter
 
@@ -114,6 +115,8 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c caller) error
 	}
 	p.one("canopy_decode_errors_total", "counter", "Frames that could not be decoded.", float64(st.DecodeErrors))
 	p.one("canopy_flows", "gauge", "Flows in the flow tables.", float64(st.Flows))
+	p.one("canopy_flow_evictions_total", "counter", "Flows dropped to make room because a flow table was full.", float64(snap.Traffic.Totals.Evictions))
+	p.one("canopy_flow_l2_full_total", "counter", "Frames whose MACs and VLAN stack found no room in a flow table's L2 dictionary (resets for them use the other direction's addressing).", float64(snap.Traffic.Totals.L2Full))
 	p.one("canopy_bans", "gauge", "Bans and ACL entries in force.", float64(st.Bans))
 
 	p.family("canopy_blocks_total", "counter", "Blocked flows by outcome: confirmed (went quiet), failed (payload kept flowing), observed (observe mode, nothing sent).")

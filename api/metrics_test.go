@@ -29,6 +29,8 @@ func TestMetricsExposition(t *testing.T) {
 			s.Status.Blocks.ReactionBuckets[i] = uint64(min(10, i*2))
 		}
 		s.Status.Blocks.ReactionBuckets[len(sensor.PromBuckets)-1] = 10
+		s.Status.Blocks.PickupCount, s.Status.Blocks.PickupSum = 10, 2*time.Millisecond
+		s.Traffic.Totals.Evictions, s.Traffic.Totals.L2Full = 7, 5
 	})
 	a := e.do("GET", "/metrics", roSecret, nil)
 	if a.status != 200 || !strings.HasPrefix(a.header.Get("Content-Type"), "text/plain; version=0.0.4") {
@@ -114,6 +116,10 @@ func TestMetricsExposition(t *testing.T) {
 		`canopy_reaction_seconds_bucket{le="+Inf"}`:                       10,
 		"canopy_reaction_seconds_count":                                   10,
 		"canopy_reaction_seconds_sum":                                     0.005,
+		"canopy_pickup_seconds_count":                                     10,
+		"canopy_pickup_seconds_sum":                                       0.002,
+		"canopy_flow_evictions_total":                                     7,
+		"canopy_flow_l2_full_total":                                       5,
 		`canopy_build_info{version="v1 \"quoted\" \\ back"}`:              1,
 		`canopy_socket_drops_total{iface="eth1",worker="1",lane="false"}`: 3,
 	}

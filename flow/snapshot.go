@@ -77,6 +77,11 @@ type Totals struct {
 	ActiveFlows int                 // flows in the tables now
 	NewFlows    float64             // new flows per second over the last 10 s
 	Evictions   uint64              // flows evicted because a table was full, since start
+	// L2Full counts frames whose MACs and VLAN stack found no room in a
+	// table's L2 dictionary, since start; resets for those directions fall
+	// back to the other direction's addressing. Non-zero means the mirror
+	// shows more distinct (MAC pair, VLAN stack) tuples than fit.
+	L2Full uint64
 }
 
 // Snapshot is an immutable picture of the traffic, safe to hand to other

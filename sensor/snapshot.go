@@ -87,6 +87,7 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 		pickup   Reaction
 		decode   uint64
 		evicted  uint64
+		l2full   uint64
 	)
 	for _, w := range e.workers {
 		bs.Attempted += w.attempted.Load()
@@ -103,6 +104,7 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 			}
 		}
 		evicted += uint64(w.evicted.Load())
+		l2full += uint64(w.l2full.Load())
 		reaction.Merge(&w.reaction)
 		pickup.Merge(&w.pickup)
 	}
@@ -117,6 +119,7 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 	bs.PickupP50, bs.PickupP99 = pickup.Quantile(0.50), pickup.Quantile(0.99)
 	bs.PickupBuckets, bs.PickupCount, bs.PickupSum = pickup.Buckets, pickup.Count, pickup.Sum
 	traffic.Totals.Evictions = evicted
+	traffic.Totals.L2Full = l2full
 
 	// The newest entries (bans an operator just made, not the oldest of a
 	// million feed entries), and the counts from the store's O(1) stats.

@@ -65,7 +65,7 @@ type worker struct {
 
 	// counters read by the snapshotter
 	decode                          [capture.NumReasons]atomic.Uint64
-	flows, evicted                  atomic.Int64
+	flows, evicted, l2full          atomic.Int64
 	attempted, confirmed, failed    atomic.Uint64
 	observed, resets, icmp          atomic.Uint64
 	suppressed, sendErrors, created atomic.Uint64
@@ -223,6 +223,7 @@ func (w *worker) housekeep(now int64) {
 	st := w.table.Stats()
 	w.flows.Store(int64(w.table.Len()))
 	w.evicted.Store(int64(st.Evicted))
+	w.l2full.Store(int64(st.L2Full))
 	w.created.Store(st.Created)
 }
 
