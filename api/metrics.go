@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"canopy/capture"
 	"canopy/sensor"
@@ -51,6 +52,18 @@ func (p *promWriter) sample(name string, v float64, labels ...string) {
 func (p *promWriter) one(name, typ, help string, v float64, labels ...string) {
 	p.family(name, typ, help)
 	p.sample(name, v, labels...)
+}
+
+// histogram writes one of the sensor's latency histograms: cumulative
+// counts at or below each of sensor.PromBuckets, their count and sum.
+func (p *promWriter) histogram(name, help string, buckets *[len(sensor.PromBuckets)]uint64, count uint64, sum time.Duration) {
+	p.family(name, "histogram", help)
+	for i, b := range sensor.PromBuckets {
+		p.sample(name+"_bucket", float64(buckets[i]), "le", formatFloat(b.Seconds()))
+	}
+	p.sample(name+"_bucket", float64(count), "le", "+Inf")
+	p.sample(name+"_sum", sum.Seconds())
+	p.sample(name+"_count", float64(count))
 }
 
 func formatFloat(v float64) string {
@@ -130,21 +143,10 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c caller) error
 	p.one("canopy_resets_suppressed_total", "counter", "Resets held back by the per-flow budget or the global rate ceiling.", float64(bs.Suppressed))
 	p.one("canopy_send_errors_total", "counter", "Injections the kernel refused.", float64(bs.SendErrors))
 
-	p.family("canopy_reaction_seconds", "histogram", "Time from the trigger packet's kernel timestamp to the first reset handed to the kernel.")
-	for i, b := range sensor.PromBuckets {
-		p.sample("canopy_reaction_seconds_bucket", float64(bs.ReactionBuckets[i]), "le", formatFloat(b.Seconds()))
-	}
-	p.sample("canopy_reaction_seconds_bucket", float64(bs.ReactionCount), "le", "+Inf")
-	p.sample("canopy_reaction_seconds_sum", bs.ReactionSum.Seconds())
-	p.sample("canopy_reaction_seconds_count", float64(bs.ReactionCount))
-
-	p.family("canopy_pickup_seconds", "histogram", "The first part of each reaction: trigger's kernel timestamp to the worker starting on it (capture wakeup and scheduling, not canopy's own work).")
-	for i, b := range sensor.PromBuckets {
-		p.sample("canopy_pickup_seconds_bucket", float64(bs.PickupBuckets[i]), "le", formatFloat(b.Seconds()))
-	}
-	p.sample("canopy_pickup_seconds_bucket", float64(bs.PickupCount), "le", "+Inf")
-	p.sample("canopy_pickup_seconds_sum", bs.PickupSum.Seconds())
-	p.sample("canopy_pickup_seconds_count", float64(bs.PickupCount))
+	p.histogram("canopy_reaction_seconds", "Time from the trigger packet's kernel timestamp to the first reset handed to the kernel.",
+		&bs.ReactionBuckets, bs.ReactionCount, bs.ReactionSum)
+	p.histogram("canopy_pickup_seconds", "The first part of each reaction: trigger's kernel timestamp to the worker starting on it (capture wakeup and scheduling, not canopy's own work).",
+		&bs.PickupBuckets, bs.PickupCount, bs.PickupSum)
 
 	p.family("canopy_api_requests_total", "counter", "API requests answered, by status class.")
 	for i, class := range []string{"1xx", "2xx", "3xx", "4xx", "5xx"} {
