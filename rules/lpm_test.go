@@ -113,18 +113,7 @@ func testLPMAgainstBruteForce(t *testing.T) {
 					check(randAddr6(rng))
 				}
 			}
-			// Edges of every prefix and their neighbours.
-			for _, p := range ps {
-				check(p.Addr())
-				if prev := p.Addr().Prev(); prev.IsValid() {
-					check(prev)
-				}
-				last := lastAddr(p)
-				check(last)
-				if nx := last.Next(); nx.IsValid() {
-					check(nx)
-				}
-			}
+			checkEdges(ps, check)
 		}
 	}
 }
@@ -175,6 +164,12 @@ func checkLPM(t *testing.T, name string, ps []netip.Prefix, gen func() netip.Add
 	for range 5000 {
 		check(gen())
 	}
+	checkEdges(ps, check)
+}
+
+// checkEdges checks the first and last address of every prefix and their
+// neighbours outside it.
+func checkEdges(ps []netip.Prefix, check func(netip.Addr)) {
 	for _, p := range ps {
 		check(p.Addr())
 		if prev := p.Addr().Prev(); prev.IsValid() {
