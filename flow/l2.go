@@ -126,9 +126,10 @@ func (t *Table) setL2(d *DirState, p *capture.Packet) {
 	if d.l2 != 0 && t.l2.ents[d.l2].l2.eq(&l) {
 		return
 	}
-	old := d.l2
+	// Release first: in a full dictionary the entry this direction gives
+	// up (if no other refers to it) is the room its new tuple needs.
+	t.l2.release(d.l2)
 	d.l2 = t.l2.acquire(&l)
-	t.l2.release(old)
 }
 
 // L2 returns the layer-2 details of direction d's latest frame; ok is false

@@ -1004,3 +1004,36 @@ func TestHomeRangeGrowsWithTheFlows(t *testing.T) {
 	}
 	tb.check(t)
 }
+
+// TestL2FullDictionaryNewTupleTakesOwnEntry: with every dictionary entry
+// in use, a direction whose tuple changes must still get the new one when
+// the entry it gives up was its alone (it frees one for it); it must not
+// read as unknown, which would send its resets with guessed addressing.
+func TestL2FullDictionaryNewTupleTakesOwnEntry(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 256})
+	n := len(tb.l2.ents) - 1
+	mac := func(i int) [6]byte { return [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)} }
+	var f *Flow
+	for i := range n {
+		p := pk(cli, uint16(1000+i), srv, 80, syn, 1, 0, 0, t0)
+		p.SrcMAC, p.DstMAC = mac(i), mac(1000)
+		g, _, _ := tb.Update(p)
+		if i == 0 {
+			f = g
+		}
+	}
+	if tb.l2.free != 0 || int(tb.l2.used) != n {
+		t.Fatal("dictionary not full")
+	}
+	// Flow 0's sender moves behind another router: a new tuple.
+	p := pk(cli, 1000, srv, 80, ack, 2, 0, 0, t0+1)
+	p.SrcMAC, p.DstMAC = mac(5000), mac(1000)
+	tb.Update(p)
+	if l, ok := tb.L2(f, AtoB); !ok || l.SrcMAC != mac(5000) {
+		t.Fatalf("L2 %+v %v after the tuple changed in a full dictionary, want the new tuple", l, ok)
+	}
+	if st := tb.Stats(); st.L2Full != 0 {
+		t.Fatalf("L2Full %d, want 0", st.L2Full)
+	}
+	tb.check(t)
+}
