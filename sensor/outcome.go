@@ -126,7 +126,9 @@ func (w *worker) settleQuiet(now int64) {
 		if f.Enf.Outcome != outPending && f.Enf.Outcome != outRetrying {
 			continue
 		}
-		last := max(w.table.LastSeen(f), f.Enf.LastReset)
+		// LastSeen is the latest packet's millisecond, rounded down: the
+		// packet may have come up to a millisecond later.
+		last := max(w.table.LastSeen(f)+int64(time.Millisecond)-1, f.Enf.LastReset)
 		if f.Enf.Resets > 0 && now-last >= after {
 			w.settle(f, outConfirmed)
 			continue
