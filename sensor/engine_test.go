@@ -13,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"canopy/capture"
+	"canopy/flow"
 	"canopy/inject"
 	"canopy/rules"
 )
@@ -26,10 +27,14 @@ type scriptSource struct {
 	gaps   []time.Duration // per frame: pause before it (lets the test add bans mid-stream)
 	ts     []int64
 	hook   func(i int)
-	batch  bool // hand a BatchHandler the frames up to MaxBatch at a time, as a live ring does
+	batch  bool         // hand a BatchHandler the frames up to MaxBatch at a time, as a live ring does
+	lane   []bool       // per frame: a lane copy (Meta.Lane; always through Frame)
+	breaks map[int]bool // batched: a ring block ends before these frames (where a hook acts)
 	stats  capture.Stats
 	mu     sync.Mutex
 }
+
+func (s *scriptSource) isLane(i int) bool { return i < len(s.lane) && s.lane[i] }
 
 func (s *scriptSource) Workers() int { return 1 }
 func (s *scriptSource) Wake(int)     {}
@@ -41,10 +46,25 @@ func (s *scriptSource) Stats() capture.Stats {
 }
 func (s *scriptSource) Run(ctx context.Context, _ int, h capture.Handler) error {
 	if bh, ok := h.(capture.BatchHandler); ok && s.batch {
+		// As the live ring does: lane frames one at a time through Frame,
+		// bulk frames in blocks (ending at a lane frame or a break) handed
+		// over up to MaxBatch at a time, control requests between them.
 		ms := make([]capture.Meta, len(s.frames))
-		for i := 0; i < len(s.frames); i += capture.MaxBatch {
-			end := min(i+capture.MaxBatch, len(s.frames))
+		for i := 0; i < len(s.frames); {
+			if s.hook != nil {
+				s.hook(i)
+			}
 			h.Idle(s.ts[i])
+			if s.isLane(i) {
+				ms[i] = capture.Meta{Timestamp: s.ts[i], WireLen: uint32(len(s.frames[i])), Lane: true}
+				h.Frame(s.frames[i], &ms[i])
+				i++
+				continue
+			}
+			end := i + 1
+			for end < len(s.frames) && end-i < capture.MaxBatch && !s.isLane(end) && !s.breaks[end] {
+				end++
+			}
 			for j := i; j < end; j++ {
 				ms[j] = capture.Meta{Timestamp: s.ts[j], WireLen: uint32(len(s.frames[j]))}
 			}
@@ -52,6 +72,7 @@ func (s *scriptSource) Run(ctx context.Context, _ int, h capture.Handler) error 
 			s.mu.Lock()
 			s.stats.Packets += uint64(end - i)
 			s.mu.Unlock()
+			i = end
 		}
 		h.Idle(s.ts[len(s.ts)-1] + int64(time.Second))
 		return nil
@@ -61,7 +82,7 @@ func (s *scriptSource) Run(ctx context.Context, _ int, h capture.Handler) error 
 			s.hook(i)
 		}
 		h.Idle(s.ts[i]) // runs control requests queued by the hook
-		m := capture.Meta{Timestamp: s.ts[i], WireLen: uint32(len(f))}
+		m := capture.Meta{Timestamp: s.ts[i], WireLen: uint32(len(f)), Lane: s.isLane(i)}
 		h.Frame(f, &m)
 		s.mu.Lock()
 		s.stats.Packets++
@@ -261,6 +282,110 @@ func TestEngineBatchedFramesSameAsOneByOne(t *testing.T) {
 	b1, b2 := counts(s1.Blocks), counts(s2.Blocks)
 	if b1 != b2 || b1[0] != 4 || s1.DecodeErrors != 3 || s1.DecodeErrors != s2.DecodeErrors || s1.Flows != s2.Flows {
 		t.Fatalf("status differs:\n%+v\n%+v", s1, s2)
+	}
+}
+
+// TestEngineBatchedLaneAndControlSameAsOneByOne is the batched test with
+// what the live ring adds between blocks: lane copies of frames (handled
+// first, through Frame; their bulk copies in the next block must be
+// dropped as duplicates) and a ban arriving mid-stream, whose proactive
+// kill runs as a control request between two blocks.
+func TestEngineBatchedLaneAndControlSameAsOneByOne(t *testing.T) {
+	server := netip.MustParseAddrPort("192.0.2.10:443")
+	base := time.Now().UnixNano()
+	var frames [][]byte
+	var ts []int64
+	var lane []bool
+	add := func(f []byte, isLane bool) {
+		frames = append(frames, f)
+		ts = append(ts, base+int64(len(ts))*20_000)
+		lane = append(lane, isLane)
+	}
+	banAt := 0
+	for round := range 4 {
+		if round == 2 {
+			banAt = len(frames) // the ban lands here, between two blocks
+		}
+		client := func(i int) netip.AddrPort {
+			if i%3 == 1 {
+				return netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), uint16(40000+i)) // banned
+			}
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(40000+i))
+		}
+		seq, ack := uint32(1000+round*10), uint32(5000+round*20)
+		fromClient := func(i int) []byte {
+			if round == 0 {
+				return tcpFrame(t, client(i), server, seq, 0, "S", "", 61)
+			}
+			return tcpFrame(t, client(i), server, seq, ack, "AP", "0123456789", 61)
+		}
+		// Lane copies of the round's first client frames: the bulk copies
+		// below carry the same bytes and the same kernel timestamp.
+		first := len(frames)
+		for i := range 3 {
+			add(fromClient(i), true)
+		}
+		for i := range 12 {
+			add(fromClient(i), false)
+			if i < 3 {
+				ts[len(ts)-1] = ts[first+i]
+			}
+			if round == 0 {
+				add(tcpFrame(t, server, client(i), ack, seq+1, "SA", "", 63), false)
+			} else {
+				add(tcpFrame(t, server, client(i), ack, seq+10, "AP", "abcdefghijklmnopqrst", 63), false)
+			}
+		}
+		add([]byte{1, 2, 3}, false) // truncated: a decode error
+	}
+	run := func(batch bool) (*harness, []string) {
+		var h *harness
+		src := &scriptSource{frames: frames, ts: ts, lane: lane, batch: batch, breaks: map[int]bool{banAt: true}}
+		src.hook = func(i int) {
+			if i == banAt {
+				h.ban("198.51.100.0/30") // live sessions of the lane-copied clients: killed proactively
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		h = newHarness(t, src, ModeEnforce)
+		h.ban("203.0.113.0/24")
+		if err := h.e.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return h, h.rec.Last()
+	}
+	h1, one := run(false)
+	h2, batched := run(true)
+	if len(one) == 0 || strings.Join(one, "\n") != strings.Join(batched, "\n") {
+		t.Fatalf("frame by frame sent:\n%s\nbatched sent:\n%s", strings.Join(one, "\n"), strings.Join(batched, "\n"))
+	}
+	s1, s2 := h1.e.Snapshot().Status, h2.e.Snapshot().Status
+	counts := func(b BlockStats) [10]uint64 {
+		return [10]uint64{b.Attempted, b.Confirmed, b.Failed, b.Observed, b.ResetsSent, b.ICMPSent, b.Suppressed, b.SendErrors, b.ReactionCount, b.PickupCount}
+	}
+	b1, b2 := counts(s1.Blocks), counts(s2.Blocks)
+	// 4 banned clients from the start, 3 (198.51.100.0, .2 and .3) killed
+	// proactively, one session each.
+	if b1 != b2 || b1[0] != 7 || s1.DecodeErrors != 4 || s1.DecodeErrors != s2.DecodeErrors || s1.Flows != s2.Flows {
+		t.Fatalf("status differs:\n%+v\n%+v", s1, s2)
+	}
+	if bl1, bl2 := h1.e.Snapshot().Blocks, h2.e.Snapshot().Blocks; len(bl1) != 7 || len(bl2) != 7 {
+		t.Fatalf("%d and %d blocks, want 7", len(bl1), len(bl2))
+	}
+	// The lane copies were handled and their bulk copies dropped: one
+	// packet per round from each lane-copied client, not two.
+	for _, h := range []*harness{h1, h2} {
+		n := 0
+		h.e.workers[0].table.ForEach(netip.MustParsePrefix("198.51.100.0/31"), func(f *flow.Flow) bool {
+			n++
+			if i := h.e.workers[0].table.Info(f); i.PktsAB != 4 || i.PktsBA != 4 {
+				t.Errorf("flow %v: %d/%d packets, want 4/4", i.A, i.PktsAB, i.PktsBA)
+			}
+			return true
+		})
+		if n != 1 {
+			t.Errorf("%d flows of 198.51.100.0/31, want 1", n)
+		}
 	}
 }
 
