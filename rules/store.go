@@ -403,14 +403,14 @@ func compileACL(r *record) aclRule {
 // startFoldLocked merges the overlay into a new base in the background.
 // Changes made meanwhile are recorded in foldOps and replayed on top.
 func (s *Store) startFoldLocked() {
-	// Ops not yet applied go into the overlay the fold starts from (they
-	// are published by the next commit as usual).
+	// Ops not yet applied (Run may start a fold between an Add and the
+	// committer's round) stay pending, so that round still publishes
+	// them; the fold replays them on the new base with the ops after it.
 	if s.closed {
 		return
 	}
-	s.applyPendingLocked()
 	s.folding = true
-	s.foldOps = s.foldOps[:0]
+	s.foldOps = append(s.foldOps[:0], s.pendOps...)
 	b, ov, youngOps := s.base, s.ov, s.youngOps
 	s.bg.Add(1)
 	go func() {

@@ -714,3 +714,37 @@ func TestHitCountsBruteForce(t *testing.T) {
 		})
 	}
 }
+
+// Run starts a fold when the overlay has been non-empty for a while, and
+// it may do so between an Add (whose op is still pending) and the
+// committer's round. The committer must still publish a Set with the new
+// ban before the Add returns and the change goes out: otherwise the ban is
+// not in force until the fold finishes (a quarter second and more with a
+// million bans), while the sensor, told of it, finds nothing to block.
+// The interleaving is replayed step by step under the lock.
+func TestFoldStartedBeforeCommitStillPublishes(t *testing.T) {
+	s := newStore(t, Config{})
+	ch, cancel := s.Subscribe()
+	defer cancel()
+	s.mu.Lock()
+	e, _, err := s.addLocked(Request{Kind: KindBan, Value: "203.0.113.7"}, s.now()) // Add, before commitLocked
+	if err != nil {
+		s.mu.Unlock()
+		t.Fatal(err)
+	}
+	s.startFoldLocked()    // Run: an idle fold
+	s.publishLocked(false) // the committer's round for the Add
+	set := s.cur.Load()
+	s.mu.Unlock()
+	select {
+	case c := <-ch:
+		if c.Entry.ID != e.ID {
+			t.Fatalf("change for %d, want %d", c.Entry.ID, e.ID)
+		}
+	default:
+		t.Fatal("the change was not delivered")
+	}
+	if v := set.Match(ip("203.0.113.7"), ip("10.0.0.1"), 6, 1, 2); v.RuleID != e.ID {
+		t.Fatalf("change delivered, but the published Set does not match the new ban: %+v", v)
+	}
+}
