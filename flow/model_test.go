@@ -224,10 +224,10 @@ func (m *model) compare(t *testing.T, tb *Table) (dropped []*modelFlow) {
 // new flow of a full table) or by Expire after its idle timeout, and
 // ForEach on addresses and prefixes giving exactly the model's flows.
 func TestTableAgainstModel(t *testing.T) {
-	for seed := range uint64(8) {
+	for seed := range uint64(4) {
 		rng := rand.New(rand.NewPCG(seed, 99))
-		runModel(t, rng, 64, 8, 3, 6000, true)
-		runModel(t, rng, 300, 40, 6, 6000, true)
+		runModel(t, rng, 64, 8, 3, 4000, true)
+		runModel(t, rng, 300, 40, 6, 3000, true)
 	}
 }
 
@@ -384,8 +384,11 @@ func runModel(t *testing.T, rng *rand.Rand, maxFlows, naddr, nport, steps int, w
 				t.Fatalf("seed %d step %d: %d flows dropped, %d evictions, want %d", seed, step, len(dropped), tb.Stats().Evicted-evicted, wantDrop)
 			}
 		}
-		tb.check(t)
+		if maxFlows <= 64 || step%16 == 0 {
+			tb.check(t) // a full scan: every step on small tables
+		}
 	}
+	tb.check(t)
 	if st := tb.Stats(); wantAll && (st.Evicted == 0 || st.Expired == 0 || st.Restarted == 0 || st.L2Full == 0) {
 		t.Fatalf("seed %d: stats %+v: the test does not reach every path", seed, st)
 	}
