@@ -181,7 +181,10 @@ func protoName(p uint8) string {
 func (w *worker) sendReset(f *flow.Flow, rec *blockRec, target int, s shot, observe bool) string {
 	imp := 1 - target
 	var r inject.Reset
-	w.address(f, target, &r.DstMAC, &r.SrcMAC, &r.VLANs, &r.NumVLANs, &r.TTL)
+	if !w.address(f, target, &r.DstMAC, &r.SrcMAC, &r.VLANs, &r.NumVLANs, &r.TTL) {
+		w.sendErrors.Add(1)
+		return ""
+	}
 	r.Src, r.Dst = sideAddr(f, imp), sideAddr(f, target)
 	r.SrcPort, r.DstPort = sidePort(f, imp), sidePort(f, target)
 	r.Seq, r.Ack, r.Flags = s.seq, s.ack, s.flags
@@ -202,7 +205,10 @@ func (w *worker) sendUnreachable(f *flow.Flow, rec *blockRec, target int, frame 
 	}
 	imp := 1 - target
 	u := inject.Unreachable{Code: w.e.cfg.Injection.Unreach}
-	w.address(f, target, &u.DstMAC, &u.SrcMAC, &u.VLANs, &u.NumVLANs, &u.TTL)
+	if !w.address(f, target, &u.DstMAC, &u.SrcMAC, &u.VLANs, &u.NumVLANs, &u.TTL) {
+		w.sendErrors.Add(1)
+		return ""
+	}
 	u.Src, u.Dst = sideAddr(f, imp), sideAddr(f, target)
 	start := int(p.L3Offset)
 	end := min(start+int(p.IPLen), len(frame))
@@ -269,18 +275,27 @@ func (w *worker) suppress(f *flow.Flow, rec *blockRec, n int) {
 // address fills layer-2 addressing, VLAN stack and TTL for a frame toward
 // side target, impersonating the other side: as that side's own frames
 // toward target looked on the wire, or, if it never sent one, mirrored
-// from target's frames.
-func (w *worker) address(f *flow.Flow, target int, dst, src *[6]byte, vlans *[capture.MaxVLANs]capture.VLAN, nv *uint8, ttl *uint8) {
+// from target's frames. The TTL is the impersonated side's own whenever it
+// sent anything. It reports false when reflect mode has no MACs to use:
+// neither direction's layer 2 is known (the table's L2 dictionary had no
+// room), and a frame to 00:00:00:00:00:00 would go nowhere useful.
+func (w *worker) address(f *flow.Flow, target int, dst, src *[6]byte, vlans *[capture.MaxVLANs]capture.VLAN, nv *uint8, ttl *uint8) bool {
 	imp := 1 - target
 	// frames from imp toward target (Dir index = sender side); L2 is not
 	// ok if imp sent none, or (rarely) if the table's L2 dictionary had no
 	// room for its tuple.
+	*ttl = inject.DefaultTTL
+	if f.Dirs[imp].Pkts() > 0 {
+		*ttl = f.Dirs[imp].TTL
+	}
+	known := true
 	if l, ok := w.table.L2(f, flow.Dir(imp)); ok {
-		*vlans, *nv, *ttl = l.VLANs, l.NumVLANs, f.Dirs[imp].TTL
+		*vlans, *nv = l.VLANs, l.NumVLANs
 		*dst, *src = l.DstMAC, l.SrcMAC
 	} else {
-		r, _ := w.table.L2(f, flow.Dir(target))
-		*vlans, *nv, *ttl = r.VLANs, r.NumVLANs, inject.DefaultTTL
+		var r flow.L2
+		r, known = w.table.L2(f, flow.Dir(target))
+		*vlans, *nv = r.VLANs, r.NumVLANs
 		*dst, *src = r.SrcMAC, r.DstMAC
 	}
 	inj := &w.e.cfg.Injection
@@ -289,7 +304,9 @@ func (w *worker) address(f *flow.Flow, target int, dst, src *[6]byte, vlans *[ca
 		if inj.NextHop != nil {
 			*dst = inj.NextHop.MAC()
 		}
+		return true
 	}
+	return known
 }
 
 func sideAddr(f *flow.Flow, side int) netip.Addr {

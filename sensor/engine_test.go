@@ -582,3 +582,59 @@ func TestEngineResetsEverySessionOfAReusedPort(t *testing.T) {
 		t.Errorf("confirmed %d of the %d replaced sessions", s.Confirmed, sessions-1)
 	}
 }
+
+// When the flow table's L2 dictionary is full, a banned flow's MACs are not
+// stored. In next-hop mode its resets still go out (the next hop's MAC is
+// known) with the impersonated side's real TTL; in reflect mode canopy has
+// no MACs at all and must not send frames to 00:00:00:00:00:00.
+func TestEngineResetsWithFullL2Dictionary(t *testing.T) {
+	server := netip.MustParseAddrPort("192.0.2.10:7")
+	banned := netip.MustParseAddrPort("198.51.100.7:40000")
+	base := time.Now().UnixNano()
+	src := &scriptSource{}
+	// 1024 flows a worker give a 64-entry dictionary: fill it with SYNs
+	// from 64 other hosts, each behind its own MAC.
+	for i := range 64 {
+		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), 30000)
+		fr := tcpFrame(t, c, server, 1000, 0, "S", "", 61)
+		fr[11] = byte(i + 10) // source MAC
+		src.frames = append(src.frames, fr)
+		src.ts = append(src.ts, base+int64(i))
+	}
+	syn := tcpFrame(t, banned, server, 5000, 0, "S", "", 61)
+	syn[11] = 200
+	src.frames = append(src.frames, syn)
+	src.ts = append(src.ts, base+1000)
+
+	for _, reflect := range []bool{false, true} {
+		store, err := rules.Open(rules.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer store.Close()
+		rec := inject.NewRecorder(8)
+		e, err := New(Config{Flow: flow.Config{MaxFlows: 1024},
+			Injection: Injection{Sender: rec, SrcMAC: [6]byte{2, 0, 0, 0, 0, 9}, NextHop: fixedMAC{2, 0, 0, 0, 0, 0xaa}, Reflect: reflect}}, src, store)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: banned.Addr().String(), Origin: rules.OriginAPI}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		s := e.Snapshot()
+		if s.Traffic.Totals.L2Full == 0 {
+			t.Fatalf("reflect=%v: the dictionary never filled; the test does not test anything", reflect)
+		}
+		got := rec.Last()
+		if !reflect {
+			if len(got) != 2 || !strings.HasPrefix(got[0], "RST 198.51.100.7:40000 > 192.0.2.10:7 seq=5001 ttl=61") {
+				t.Errorf("next-hop mode: want both resets, the server's with the client's TTL 61:\n%s", strings.Join(got, "\n"))
+			}
+		} else if len(got) != 0 || s.Status.Blocks.SendErrors != 2 {
+			t.Errorf("reflect mode without MACs: sent %d frames, %d send errors; want 0 and 2:\n%s", len(got), s.Status.Blocks.SendErrors, strings.Join(got, "\n"))
+		}
+	}
+}
