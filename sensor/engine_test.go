@@ -269,6 +269,14 @@ func TestEngineBatchedFramesSameAsOneByOne(t *testing.T) {
 		}
 		return h, h.rec.Last()
 	}
+	sameRuns(t, run, 4, 3)
+}
+
+// sameRuns plays a script frame by frame and batched (run(false),
+// run(true)) and requires the same resets, in order, and the same counts,
+// with wantAttempted blocks and wantDecode decode errors.
+func sameRuns(t *testing.T, run func(batch bool) (*harness, []string), wantAttempted, wantDecode uint64) (h1, h2 *harness) {
+	t.Helper()
 	h1, one := run(false)
 	h2, batched := run(true)
 	if len(one) == 0 || strings.Join(one, "\n") != strings.Join(batched, "\n") {
@@ -280,9 +288,10 @@ func TestEngineBatchedFramesSameAsOneByOne(t *testing.T) {
 		return [10]uint64{b.Attempted, b.Confirmed, b.Failed, b.Observed, b.ResetsSent, b.ICMPSent, b.Suppressed, b.SendErrors, b.ReactionCount, b.PickupCount}
 	}
 	b1, b2 := counts(s1.Blocks), counts(s2.Blocks)
-	if b1 != b2 || b1[0] != 4 || s1.DecodeErrors != 3 || s1.DecodeErrors != s2.DecodeErrors || s1.Flows != s2.Flows {
-		t.Fatalf("status differs:\n%+v\n%+v", s1, s2)
+	if b1 != b2 || b1[0] != wantAttempted || s1.DecodeErrors != wantDecode || s1.DecodeErrors != s2.DecodeErrors || s1.Flows != s2.Flows {
+		t.Fatalf("status differs (want %d attempted, %d decode errors):\n%+v\n%+v", wantAttempted, wantDecode, s1, s2)
 	}
+	return h1, h2
 }
 
 // TestEngineBatchedLaneAndControlSameAsOneByOne is the batched test with
@@ -354,21 +363,9 @@ func TestEngineBatchedLaneAndControlSameAsOneByOne(t *testing.T) {
 		}
 		return h, h.rec.Last()
 	}
-	h1, one := run(false)
-	h2, batched := run(true)
-	if len(one) == 0 || strings.Join(one, "\n") != strings.Join(batched, "\n") {
-		t.Fatalf("frame by frame sent:\n%s\nbatched sent:\n%s", strings.Join(one, "\n"), strings.Join(batched, "\n"))
-	}
-	s1, s2 := h1.e.Snapshot().Status, h2.e.Snapshot().Status
-	counts := func(b BlockStats) [10]uint64 {
-		return [10]uint64{b.Attempted, b.Confirmed, b.Failed, b.Observed, b.ResetsSent, b.ICMPSent, b.Suppressed, b.SendErrors, b.ReactionCount, b.PickupCount}
-	}
-	b1, b2 := counts(s1.Blocks), counts(s2.Blocks)
 	// 4 banned clients from the start, 3 (198.51.100.0, .2 and .3) killed
 	// proactively, one session each.
-	if b1 != b2 || b1[0] != 7 || s1.DecodeErrors != 4 || s1.DecodeErrors != s2.DecodeErrors || s1.Flows != s2.Flows {
-		t.Fatalf("status differs:\n%+v\n%+v", s1, s2)
-	}
+	h1, h2 := sameRuns(t, run, 7, 4)
 	if bl1, bl2 := h1.e.Snapshot().Blocks, h2.e.Snapshot().Blocks; len(bl1) != 7 || len(bl2) != 7 {
 		t.Fatalf("%d and %d blocks, want 7", len(bl1), len(bl2))
 	}
