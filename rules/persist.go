@@ -199,6 +199,7 @@ func (p *persister) write(jb, ab []byte) error {
 	var err, aerr error
 	var wg sync.WaitGroup
 	if len(ab) > 0 {
+		p.followAudit()
 		wg.Go(func() { aerr = writeSync(p.af, ab) })
 	}
 	if len(jb) > 0 {
@@ -213,6 +214,30 @@ func (p *persister) write(jb, ab []byte) error {
 		p.s.log.Error("rules: state write failed; changes are in force but not durable", "dir", p.dir, "err", err)
 	}
 	return err
+}
+
+// followAudit reopens the audit log when the file at its path is no longer
+// the one open: logrotate (or an operator) renamed or removed it. Records
+// then go on in a file at the path, where people and shippers look, not
+// into the rotated one; no signal or copytruncate needed. If the new file
+// cannot be opened, writing goes on into the old one and the error is
+// logged. Runs on the writer goroutine, which owns p.af; a stat per write
+// round costs little next to the fsync.
+func (p *persister) followAudit() {
+	path := filepath.Join(p.dir, auditFile)
+	if st, err := os.Stat(path); err == nil {
+		if cur, err := p.af.Stat(); err == nil && os.SameFile(st, cur) {
+			return
+		}
+	}
+	f, err := openAudit(p.dir)
+	if err != nil {
+		p.s.log.Error("rules: the audit log was moved, and a new one cannot be opened; writing on into the moved file", "path", path, "err", err)
+		return
+	}
+	p.af.Close()
+	p.af = f
+	p.s.log.Info("rules: audit log was rotated; reopened", "path", path)
 }
 
 func writeSync(f *os.File, b []byte) error {

@@ -350,3 +350,31 @@ func TestTruncatedSnapshot(t *testing.T) {
 		t.Fatalf("truncation not reported: %+v", last)
 	}
 }
+
+// logrotate's default renames audit.jsonl (and may remove it later): the
+// next records must land in a new audit.jsonl, not in the rotated file.
+func TestAuditFollowsRotation(t *testing.T) {
+	dir := t.TempDir()
+	s := newStore(t, Config{StateDir: dir})
+	path := filepath.Join(dir, auditFile)
+	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.1", Reason: "before"})
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.2", Reason: "after rename"})
+	if err := os.Remove(path); err != nil {
+		t.Fatalf("no new audit log after the rename: %v", err)
+	}
+	mustAdd(t, s, Request{Kind: KindBan, Value: "203.0.113.3", Reason: "after removal"})
+	old, _ := os.ReadFile(path + ".1")
+	cur, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(old), `"before"`) || strings.Contains(string(old), "after") {
+		t.Errorf("rotated file holds:\n%s", old)
+	}
+	if !strings.Contains(string(cur), `"after removal"`) || strings.Contains(string(cur), `"before"`) {
+		t.Errorf("audit.jsonl holds:\n%s", cur)
+	}
+}
