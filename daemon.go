@@ -56,7 +56,7 @@ func serve(ctx context.Context, s *stack, o *options, level *slog.LevelVar, stdo
 		sinks = append(sinks, stdout)
 	}
 	if cfg.Log.EventsFile != "" {
-		f, err := os.OpenFile(cfg.Log.EventsFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		f, err := openEventsFile(cfg.Log.EventsFile, log)
 		if err != nil {
 			return fmt.Errorf("events file: %w", err)
 		}
@@ -157,6 +157,57 @@ func reload(s *stack, o *options, log *slog.Logger) {
 }
 
 // writeEvents writes each event as one JSON line.
+// eventsFile appends to the --events file and follows its rotation: at
+// most once per check interval it makes sure the file at the path is still
+// the one open (logrotate renames it), and opens a new one if not. Lines
+// written in between land in the rotated file, not nowhere.
+type eventsFile struct {
+	mu    sync.Mutex // Close may come from the daemon while the writer writes
+	path  string
+	f     *os.File
+	every time.Duration // how often to look at the path
+	next  time.Time
+	log   *slog.Logger
+}
+
+func openEventsFile(path string, log *slog.Logger) (*eventsFile, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, err
+	}
+	return &eventsFile{path: path, f: f, every: time.Second, next: time.Now().Add(time.Second), log: log}, nil
+}
+
+func (e *eventsFile) Write(b []byte) (int, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now := time.Now(); !now.Before(e.next) {
+		e.next = now.Add(e.every)
+		if st, err := os.Stat(e.path); err != nil || !sameFile(e.f, st) {
+			if f, err := os.OpenFile(e.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640); err != nil {
+				e.log.Error("events file was moved, and a new one cannot be opened; writing on into the moved file", "path", e.path, "err", err)
+			} else {
+				e.f.Close()
+				e.f = f
+				e.log.Info("events file was rotated; reopened", "path", e.path)
+			}
+		}
+	}
+	return e.f.Write(b)
+}
+
+func (e *eventsFile) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.f.Close()
+}
+
+// sameFile reports whether open file f is the file st describes.
+func sameFile(f *os.File, st os.FileInfo) bool {
+	cur, err := f.Stat()
+	return err == nil && os.SameFile(cur, st)
+}
+
 func writeEvents(ctx context.Context, events <-chan sensor.Event, w io.Writer, log *slog.Logger) {
 	enc := json.NewEncoder(w)
 	for {

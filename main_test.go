@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -452,5 +453,27 @@ func TestDaemonBlocksUnderAPILoad(t *testing.T) {
 	}
 	if legit.Completed != legit.Total() {
 		t.Errorf("legitimate client disturbed: %+v", legit)
+	}
+}
+
+// logrotate renames the --events file: later events must go to a new file
+// at the path, and the ones before the rename stay in the rotated one.
+func TestEventsFileFollowsRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	f, err := openEventsFile(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	f.every, f.next = 0, time.Time{} // look at the path on every write
+	f.Write([]byte("one\n"))
+	if err := os.Rename(path, path+".1"); err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("two\n"))
+	old, _ := os.ReadFile(path + ".1")
+	cur, err := os.ReadFile(path)
+	if err != nil || string(old) != "one\n" || string(cur) != "two\n" {
+		t.Fatalf("rotated file %q, new file %q (%v)", old, cur, err)
 	}
 }
