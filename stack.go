@@ -108,9 +108,9 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 	}
 	loadBlockFile(s.store, cfg.Rules.BlockFile, log)
 
-	workerNice := cfg.Capture.WorkerNice
+	workerNice, workerRT := cfg.Capture.WorkerNice, cfg.Capture.WorkerRTPriority
 	if o.readFile != "" {
-		workerNice = 0 // a replay races nobody
+		workerNice, workerRT = 0, 0 // a replay races nobody
 	}
 	mode := sensor.ModeEnforce
 	if cfg.Mode == "observe" {
@@ -130,6 +130,7 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 		ConfirmAfter:     cfg.Inject.ConfirmAfter,
 		FailAfter:        cfg.Inject.FailAfter,
 		WorkerNice:       workerNice,
+		WorkerRTPriority: workerRT,
 		Injection:        injection,
 		Version:          version,
 		Source:           source,

@@ -49,9 +49,11 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 	if len(o.blockDelays) > 0 {
 		p.delays = o.blockDelays
 	}
-	blockers := []string{"canopy", "tcpkill"}
+	// canopy-rt (capture.worker_rt_priority = benchRT, not the shipped
+	// default) runs on the LAN only, where reaction time decides the race.
+	blockers, rtLANOnly := []string{"canopy", "canopy-rt", "tcpkill"}, true
 	if len(o.blockBlockers) > 0 {
-		blockers = o.blockBlockers
+		blockers, rtLANOnly = o.blockBlockers, false
 	}
 	p.legit = p.banned / 4
 	cmd := o.command("block")
@@ -71,6 +73,9 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 			rtts = append(rtts, fmt.Sprintf("%s: p50 %s, p90 %s", fmtDelay(d), fmtDur(rttP50), fmtDur(rtt[rank(0.9, len(rtt))])))
 		}
 		for _, blocker := range blockers {
+			if blocker == "canopy-rt" && rtLANOnly && d != 0 {
+				continue
+			}
 			progress("block: %v delay, %s, %d banned connections…", d, blocker, p.banned)
 			r, err := blockRun(ctx, l, blocker, p)
 			if err == nil && (ctx.Err() != nil || r.banned.Total() == 0) {
@@ -81,40 +86,41 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 				return s, fmt.Errorf("block %s at %v: %w", blocker, d, err)
 			}
 			react50, react99 := "n/a", "n/a"
-			if blocker == "canopy" {
+			name := blockerName(blocker)
+			if blocker != "tcpkill" {
 				react50, react99 = fmtDur(r.status.ReactionP50), fmtDur(r.status.ReactionP99)
-				hist = append(hist, fmt.Sprintf("%s canopy: %s — %s within 100 µs, %s (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d, send errors %d; capture: %d packets, %d kernel drops, %d queue freezes, %d via the lane; host load %s)",
-					fmtDelay(d), reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), slowerThan(r.status, rttP50), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, r.status.SendErrors,
+				hist = append(hist, fmt.Sprintf("%s %s: %s — %s within 100 µs, %s (attempted %d, confirmed %d, failed %d, resets sent %d, suppressed %d, send errors %d; capture: %d packets, %d kernel drops, %d queue freezes, %d via the lane; host load %s)",
+					fmtDelay(d), name, reactionHistogram(r.status), shareWithin(r.status, 100*time.Microsecond), slowerThan(r.status, rttP50), r.status.Attempted, r.status.Confirmed, r.status.Failed, r.status.ResetsSent, r.status.Suppressed, r.status.SendErrors,
 					r.capture.Packets, r.capture.Drops, r.capture.QueueFreezes, r.capture.LanePackets, loadAvg()))
-				hist = append(hist, fmt.Sprintf("%s canopy pickup (trigger's kernel timestamp → the worker starting on it; the rest of each reaction is canopy's work and the sendto): %s; p50 %s, p99 %s",
-					fmtDelay(d), histogram(r.status.PickupBuckets, r.status.PickupCount), fmtDur(r.status.PickupP50), fmtDur(r.status.PickupP99)))
+				hist = append(hist, fmt.Sprintf("%s %s pickup (trigger's kernel timestamp → the worker starting on it; the rest of each reaction is canopy's work and the sendto): %s; p50 %s, p99 %s",
+					fmtDelay(d), name, histogram(r.status.PickupBuckets, r.status.PickupCount), fmtDur(r.status.PickupP50), fmtDur(r.status.PickupP99)))
 			} else {
 				hist = append(hist, fmt.Sprintf("%s tcpkill: printed %d RSTs; banned outcomes %s (host load %s)", fmtDelay(d), r.tcpkillRSTs, outcomes(r.banned), loadAvg()))
 			}
 			n := r.banned.Total()
 			rate := 1 - float64(r.requests)/float64(n)
 			legitBad := r.legit.Total() - r.legit.Completed
-			s.add(cmd, fmtDelay(d), blocker, fmt.Sprint(n), fmt.Sprintf("%.0f/s, %.1f s", p.rate, r.banned.Elapsed.Seconds()),
+			s.add(cmd, fmtDelay(d), name, fmt.Sprint(n), fmt.Sprintf("%.0f/s, %.1f s", p.rate, r.banned.Elapsed.Seconds()),
 				fmt.Sprint(r.requests), fmt.Sprint(r.banned.Completed), fmt.Sprintf("%.2f %%", 100*rate),
 				fmt.Sprintf("%d of %d", legitBad, r.legit.Total()), react50, react99)
 			hist = append(hist, fmt.Sprintf("%s %s: the legitimate client's connects took p50 %s, p90 %s during the run (the lab's round trip under this load)",
-				fmtDelay(d), blocker, fmtDur(r.legit.ConnectQuantile(0.5)), fmtDur(r.legit.ConnectQuantile(0.9))))
+				fmtDelay(d), name, fmtDur(r.legit.ConnectQuantile(0.5)), fmtDur(r.legit.ConnectQuantile(0.9))))
 			if legitBad > 0 {
 				why := ""
 				if r.legit.Reset+r.legit.Refused == 0 {
 					why = " — all timeouts, none reset or refused: frames the busy lab delivered late or lost, not injected ones (an RST shows as reset/refused)"
 				}
-				hist = append(hist, fmt.Sprintf("%s %s legitimate outcomes %s%s", fmtDelay(d), blocker, outcomes(r.legit), why))
+				hist = append(hist, fmt.Sprintf("%s %s legitimate outcomes %s%s", fmtDelay(d), name, outcomes(r.legit), why))
 			}
-			if blocker == "canopy" && r.banned.Completed+int(r.requests) > 0 {
-				hist = append(hist, fmt.Sprintf("%s canopy banned outcomes %s", fmtDelay(d), outcomes(r.banned)))
+			if blocker != "tcpkill" && r.banned.Completed+int(r.requests) > 0 {
+				hist = append(hist, fmt.Sprintf("%s %s banned outcomes %s", fmtDelay(d), name, outcomes(r.banned)))
 			}
 			if len(r.leaks) > 0 {
 				more := ""
 				if int(r.requests) > len(r.leaks) {
 					more = fmt.Sprintf(" (the first %d of %d)", len(r.leaks), r.requests)
 				}
-				hist = append(hist, fmt.Sprintf("%s canopy, connections the server read a line from%s: %s", fmtDelay(d), more, strings.Join(r.leaks, "; ")))
+				hist = append(hist, fmt.Sprintf("%s %s, connections the server read a line from%s: %s", fmtDelay(d), name, more, strings.Join(r.leaks, "; ")))
 			}
 		}
 		if err := l.Close(); err != nil {
@@ -124,7 +130,8 @@ func runBlock(ctx context.Context, o *options) (*Section, error) {
 	s.note("Workload (issue 6): the lab's server runs a line echo; from the client namespace %d short connections (connect, send one line, wait for the echo; %d in flight at most, %v timeout) from the banned address %s at %.0f new connections/s, and at the same time %d from the legitimate address on the same host at %.0f/s. "+
 		"Leaked requests are lines the server itself read from the banned address (its own count), leaked responses are echoes the banned client received; block rate = 1 − leaked requests / banned connections. Run time runs from the first banned connection to the last outcome, so it includes the last connections' timeouts. Echo counts are reset between runs; each delay gets a fresh lab, each blocker a fresh start.",
 		p.banned, p.conc, p.timeout, "10.77.1.10", p.rate, p.legit, p.rate/4)
-	s.note("canopy: a real sensor.Engine in a process of its own (this program re-executed in the sensor namespace, so the probes, echo server and delay line running in the benchmark process do not share its Go scheduler and GC): TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC. Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks.")
+	s.note("canopy: a real sensor.Engine in a process of its own (this program re-executed in the sensor namespace, so the probes, echo server and delay line running in the benchmark process do not share its Go scheduler and GC): TPACKET_V3 rings with fanout, 2 workers, the low-latency lane on, 1 ms block timeout, injecting on the inject port toward the router's MAC, with canopy's shipped defaults (capture workers at nice -10). Reaction = trigger's kernel timestamp → RST handed to the kernel, from Snapshot().Status.Blocks. "+
+		"\"canopy, worker_rt_priority = 10\" (LAN only) is the same with the opt-in capture.worker_rt_priority = 10: the capture workers are SCHED_FIFO threads, so a frame's wakeup preempts the lab's ordinary threads on that CPU; the legitimate client's connect times below show whether that slowed the lab.")
 	s.note("tcpkill: `tcpkill -i tap0 host 10.77.1.10` (dsniff 2.4, default severity 3) in the same sensor namespace on the same mirror port. It injects with a libnet raw IPv4 socket, i.e. through the kernel's routing table, so for its run only the sensor namespace gets routes to the client and server subnets via the router's inject address (10.77.3.1), and the tap a placeholder address 192.0.2.254/32 (tcpkill's libpcap refuses an interface without IPv4 address; no frame is addressed to it): its RSTs leave on the same inject port toward the same next hop as canopy's, which keeps the comparison about reaction, not topology; both are removed afterwards. It is given a second to start. It has no reaction histogram (n/a). " +
 		"Why it lets almost everything through: dsniff opens libpcap with a 512 ms read timeout (`pcap_open_live(intf, snaplen, 1, 512, ebuf)` in its pcaputil.c), and on Linux libpcap reads through a TPACKET_V3 ring whose blocks are handed over when full or when that timeout expires; so tcpkill learns of a connection's packets up to half a second after they passed the tap, by which time a short request has long been answered. Its RSTs, computed from those stale packets, mostly arrive after the exchange is over; the few connections it kills are ones still open when a block was handed over. The ban-to-death table below shows the same buffering on live sessions (≈ 300–500 ms).")
 	s.note("The race each blocker runs: seen from the tap, the client's first data segment passes one round trip after its SYN (router → server → router → client → router), so a reset that reaches the server later than that, counted from the SYN on the tap, lets the request through. Round trip in each lab before the run (TCP handshake time from the legitimate address, 50 connections, no blocker): %s.", strings.Join(rtts, "; "))
@@ -173,7 +180,19 @@ func describeLeaks(c *canopy, ports []uint16) []string {
 	return out
 }
 
-// blockRun runs the workload once under blocker ("canopy" or "tcpkill").
+// benchRT is the capture.worker_rt_priority of the canopy-rt blocker.
+const benchRT = 10
+
+// blockerName is how the report names a blocker.
+func blockerName(blocker string) string {
+	if blocker == "canopy-rt" {
+		return fmt.Sprintf("canopy, worker_rt_priority = %d", benchRT)
+	}
+	return blocker
+}
+
+// blockRun runs the workload once under blocker ("canopy", "canopy-rt" or
+// "tcpkill").
 func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (blockResult, error) {
 	var r blockResult
 	l.Echo.Reset()
@@ -182,13 +201,17 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 	var c *canopy
 	var tk *tcpkill
 	switch blocker {
-	case "canopy":
+	case "canopy", "canopy-rt":
 		dir, err := os.MkdirTemp("", "canopy-bench-state-")
 		if err != nil {
 			return r, err
 		}
 		defer os.RemoveAll(dir)
-		if c, err = startCanopy(l, dir); err != nil {
+		rt := 0
+		if blocker == "canopy-rt" {
+			rt = benchRT
+		}
+		if c, err = startCanopy(l, dir, rt); err != nil {
 			return r, err
 		}
 		if err := c.ban(banned); err != nil {
@@ -288,7 +311,7 @@ func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		if c, err = startCanopy(l, dir); err != nil {
+		if c, err = startCanopy(l, dir, 0); err != nil {
 			return nil, err
 		}
 		defer c.stop()

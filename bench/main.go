@@ -91,8 +91,8 @@ func (o *options) parseBlock(delays, blockers string) error {
 	if blockers != "" {
 		for _, f := range strings.Split(blockers, ",") {
 			f = strings.TrimSpace(f)
-			if f != "canopy" && f != "tcpkill" {
-				return fmt.Errorf("-block-blockers: unknown blocker %q; choose canopy, tcpkill or both", f)
+			if f != "canopy" && f != "canopy-rt" && f != "tcpkill" {
+				return fmt.Errorf("-block-blockers: unknown blocker %q; choose from canopy, canopy-rt (capture.worker_rt_priority = %d) and tcpkill", f, benchRT)
 			}
 			o.blockBlockers = append(o.blockBlockers, f)
 		}
@@ -148,7 +148,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "BENCHMARKS.md", "Markdown report to rewrite (relative to the module root); \"-\" for none. With -only or -quick, the report is written only when -out is given, so a partial or smoke run never overwrites the full report")
 	var delays, blockers string
 	flag.StringVar(&delays, "block-delays", "", "block: run only these one-way delays, comma-separated (e.g. 0s,1ms); default 0s,1ms,10ms")
-	flag.StringVar(&blockers, "block-blockers", "", "block: run only these blockers, comma-separated: canopy, tcpkill; default both")
+	flag.StringVar(&blockers, "block-blockers", "", "block: run only these blockers, comma-separated: canopy, canopy-rt (real-time capture workers), tcpkill; default all, canopy-rt on the LAN only")
 	flag.Parse()
 	if err := o.parseBlock(delays, blockers); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

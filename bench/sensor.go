@@ -44,15 +44,16 @@ type canopy struct {
 }
 
 // startCanopy starts the sensor child in the lab's sensor namespace and
-// waits until it captures.
-func startCanopy(l *lab.Lab, stateDir string) (*canopy, error) {
+// waits until it captures. rt is capture.worker_rt_priority (0: the
+// shipped default, off).
+func startCanopy(l *lab.Lab, stateDir string, rt int) (*canopy, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	c := &canopy{}
 	c.cmd = exec.Command("ip", "netns", "exec", l.Name(lab.Sensor), exe, childArg,
-		l.TapIface, l.InjectIface, l.RouterInject4.String(), stateDir)
+		l.TapIface, l.InjectIface, l.RouterInject4.String(), stateDir, fmt.Sprint(rt))
 	c.cmd.Stderr = os.Stderr
 	// The child dies with this process, whatever happens to it.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -170,17 +171,21 @@ func (c *canopy) kill() {
 // sensor process.
 const childArg = "sensor-child"
 
-// sensorChild is the sensor process: args are tap, inject port, next hop
-// and state directory; it runs in the sensor namespace (ip netns exec).
+// sensorChild is the sensor process: args are tap, inject port, next hop,
+// state directory and capture.worker_rt_priority; it runs in the sensor namespace (ip netns exec).
 // It answers one line per command read from stdin: "ban VALUE" → "ok",
 // "status" → "ok {sensor.Status JSON}", "block PORT" → "ok {sensor.Block
 // JSON}" of the flow whose client used PORT, or "ok none", "quit" → "ok"
 // and exit.
 func sensorChild(args []string) error {
-	if len(args) != 4 {
-		return errors.New("sensor-child TAP INJECT NEXTHOP STATEDIR")
+	if len(args) != 5 {
+		return errors.New("sensor-child TAP INJECT NEXTHOP STATEDIR RTPRIO")
 	}
 	tap, injIface, nextHop, stateDir := args[0], args[1], args[2], args[3]
+	rt, err := strconv.Atoi(args[4])
+	if err != nil {
+		return fmt.Errorf("sensor-child: RTPRIO %q: %w", args[4], err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	src, err := capture.OpenLive(capture.LiveConfig{Ifaces: []string{tap}, Workers: 2, Lane: true, Promiscuous: true})
@@ -209,7 +214,7 @@ func sensorChild(args []string) error {
 	inj := sensor.Injection{Sender: sender, Iface: injIface, NextHop: hop, Ceiling: inject.NewCeiling(def.Inject.MaxPPS)}
 	copy(inj.SrcMAC[:], sender.MAC())
 	e, err := sensor.New(sensor.Config{Mode: sensor.ModeEnforce, Injection: inj, ConfirmAfter: 200 * time.Millisecond,
-		MaxResetsPerFlow: def.Inject.MaxResetsPerFlow, WorkerNice: def.Capture.WorkerNice, Logger: quietLog}, src, store)
+		MaxResetsPerFlow: def.Inject.MaxResetsPerFlow, WorkerNice: def.Capture.WorkerNice, WorkerRTPriority: rt, Logger: quietLog}, src, store)
 	if err != nil {
 		return err
 	}

@@ -40,6 +40,9 @@ type Capture struct {
 	Lane         bool          `toml:"lane"`          // low-latency lane for handshake/data packets
 	Promiscuous  bool          `toml:"promiscuous"`
 	WorkerNice   int           `toml:"worker_nice"` // nice value of capture worker threads; 0 leaves them alone
+	// WorkerRTPriority makes the capture worker threads SCHED_FIFO with
+	// this priority (1..99); 0 leaves them normal threads (WorkerNice).
+	WorkerRTPriority int `toml:"worker_rt_priority"`
 }
 
 // Inject configures where resets leave.
@@ -192,6 +195,9 @@ func (c *Config) Validate() error {
 	}
 	if bs := c.Capture.BlockSize; bs != 0 && (bs < 4096 || bs&(bs-1) != 0) {
 		bad("capture.block_size = %d: want a power of two of at least 4096", bs)
+	}
+	if n := c.Capture.WorkerRTPriority; n < 0 || n > 99 {
+		bad("capture.worker_rt_priority = %d: want 0 (off) or a SCHED_FIFO priority 1..99", n)
 	}
 	if n := c.Capture.WorkerNice; n < -20 || n > 19 {
 		bad("capture.worker_nice = %d: want -20..19 (0 leaves the priority alone)", n)

@@ -61,6 +61,7 @@ type Config struct {
 	ConfirmAfter     time.Duration // silence after the last reset that confirms a kill (default 500 ms)
 	FailAfter        time.Duration // payload this long after the first reset, budget spent, is a failed kill (default 250 ms)
 	WorkerNice       int           // nice value of the capture worker threads (0: unchanged; canopy's config defaults to -10)
+	WorkerRTPriority int           // SCHED_FIFO priority of the capture worker threads, 1..99 (0: none; WorkerNice applies)
 	Injection        Injection
 	Version          string
 	Source           string   // "live" or the capture file's path, for status
@@ -196,7 +197,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := pinWorker(e.cfg.WorkerNice); err != nil && i == 0 {
+			if err := pinWorker(e.cfg.WorkerNice, e.cfg.WorkerRTPriority); err != nil && i == 0 {
 				e.cfg.Logger.Warn(err.Error())
 			}
 			err := e.src.Run(ctx, i, w)

@@ -8,12 +8,24 @@ import (
 )
 
 // pinWorker locks the calling goroutine (a capture worker) to its OS thread
-// and sets that thread's nice value. The worker does everything from the
+// and sets that thread's priority. The worker does everything from the
 // packet's arrival to the reset leaving, so on a busy box the scheduler
 // must not keep it waiting behind bulk work: its reaction time decides
-// whether a reset wins its race. nice 0 leaves the priority alone.
-func pinWorker(nice int) error {
+// whether a reset wins its race. rt > 0 makes the thread SCHED_FIFO with
+// that real-time priority (it then preempts every ordinary thread the
+// moment a frame wakes it; the kernel's RT throttling still leaves the
+// rest of the box 5 % of each CPU under a flood); otherwise nice sets its
+// nice value, 0 leaving it alone.
+func pinWorker(nice, rt int) error {
 	runtime.LockOSThread()
+	if rt > 0 {
+		// pid 0: the calling thread only.
+		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(rt)}
+		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+			return fmt.Errorf("capture worker real-time priority %d not set: %w (needs CAP_SYS_NICE: run as root, add AmbientCapabilities=CAP_SYS_NICE to the unit, or set capture.worker_rt_priority = 0)", rt, err)
+		}
+		return nil
+	}
 	if nice == 0 {
 		return nil
 	}
