@@ -21,10 +21,17 @@ func pinWorker(nice, rt int) error {
 	if rt > 0 {
 		// pid 0: the calling thread only.
 		attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(rt)}
-		if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
-			return fmt.Errorf("capture worker real-time priority %d not set: %w (needs CAP_SYS_NICE: run as root, add AmbientCapabilities=CAP_SYS_NICE to the unit, or set capture.worker_rt_priority = 0)", rt, err)
+		err := unix.SchedSetAttr(0, &attr, 0)
+		if err == nil {
+			return nil
 		}
-		return nil
+		err = fmt.Errorf("capture worker real-time priority %d not set: %w (needs CAP_SYS_NICE: run as root, add AmbientCapabilities=CAP_SYS_NICE to the unit, or set capture.worker_rt_priority = 0)", rt, err)
+		if nice != 0 {
+			if nerr := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); nerr == nil {
+				return fmt.Errorf("%w; running at nice %d instead", err, nice)
+			}
+		}
+		return err
 	}
 	if nice == 0 {
 		return nil
