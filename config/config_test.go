@@ -33,6 +33,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad mode", "mode = \"block\"\n", `mode = "block"`},
 		{"block size not power of two", "[capture]\nblock_size = 5000\n", "capture.block_size"},
 		{"block timeout too small", "[capture]\nblock_timeout = \"100us\"\n", "capture.block_timeout"},
+		{"worker nice", "[capture]\nworker_nice = -30\n", "capture.worker_nice = -30"},
+		{"worker rt priority", "[capture]\nworker_rt_priority = 100\n", "capture.worker_rt_priority = 100"},
 		{"next hop", "[inject]\nnext_hop = \"router\"\n", "inject.next_hop"},
 		{"allow value", "[[rules.allow]]\nvalue = \"10.0.0.0/33\"\n", "rules.allow[0].value"},
 		{"ban action", "[[rules.ban]]\nvalue = \"192.0.2.1\"\naction = \"drop\"\n", "rules.ban[0].action"},
