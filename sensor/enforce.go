@@ -193,6 +193,13 @@ func (w *worker) sendReset(f *flow.Flow, rec *blockRec, target int, s shot, obse
 		w.sendErrors.Add(1)
 		return ""
 	}
+	if !observe {
+		ack := r.Ack
+		if r.Flags&capture.FlagACK == 0 {
+			ack = 0 // not written into the frame
+		}
+		w.noteSent(r.SrcPort, r.DstPort, r.Seq, ack)
+	}
 	return w.transmit(f, rec, target, n, observe, false)
 }
 

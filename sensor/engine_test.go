@@ -635,3 +635,63 @@ func TestEngineResetsWithFullL2Dictionary(t *testing.T) {
 		}
 	}
 }
+
+// The mirror shows canopy's own resets back (the router forwards them past
+// the tap). They say nothing about whether the hosts took them, so they
+// must not confirm the kill: here the server ignores them and keeps
+// sending, and the block has to end failed, not confirmed. A reset from
+// the host itself still confirms at once.
+func TestEngineOwnResetsDoNotConfirm(t *testing.T) {
+	client := netip.MustParseAddrPort("198.51.100.7:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:80")
+	for _, tc := range []struct {
+		name string
+		rst  func(base int64) ([]byte, int64) // the RST that follows canopy's resets
+		want Outcome
+	}{
+		{"canopy's own reset seen back", func(base int64) ([]byte, int64) {
+			// Exactly what canopy sent toward the server for the SYN-ACK.
+			return tcpFrame(t, client, server, 1001, 5001, "RA", "", 60), base + 150_000
+		}, OutcomeFailed},
+		{"the server's own reset", func(base int64) ([]byte, int64) {
+			return tcpFrame(t, server, client, 5001, 0, "R", "", 63), base + 150_000
+		}, OutcomeConfirmed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base := time.Now().UnixNano()
+			src := &scriptSource{
+				frames: [][]byte{
+					tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+					tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
+				},
+				ts: []int64{base, base + 1e5},
+			}
+			f, at := tc.rst(base)
+			src.frames, src.ts = append(src.frames, f), append(src.ts, at)
+			// The server ignores it all and keeps sending, past FailAfter.
+			for i := range 40 {
+				seq := 5001 + uint32(i)*1000
+				src.frames = append(src.frames, tcpFrame(t, server, client, seq, 1001, "AP", strings.Repeat("x", 1000), 63))
+				src.ts = append(src.ts, base+2e5+int64(600*time.Millisecond)*int64(i)/40)
+			}
+			store, err := rules.Open(rules.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			e, err := New(Config{MaxResetsPerFlow: 6, Injection: Injection{Sender: inject.NewRecorder(8), NextHop: fixedMAC{}}}, src, store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: "198.51.100.7", Origin: rules.OriginAPI}); err != nil {
+				t.Fatal(err)
+			}
+			if err := e.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if bl := e.Snapshot().Blocks; len(bl) != 1 || bl[0].Outcome != tc.want {
+				t.Fatalf("blocks %+v, want one %s", bl, tc.want)
+			}
+		})
+	}
+}

@@ -49,6 +49,9 @@ func (w *worker) trackOutcome(f *flow.Flow, p *capture.Packet) {
 		return
 	}
 	switch {
+	case p.Flags&capture.FlagRST != 0 && w.ownReset(p):
+		// canopy's own reset, shown back by the mirror: it says nothing
+		// about whether the hosts took it.
 	case p.Flags&(capture.FlagRST|capture.FlagFIN) != 0:
 		w.settle(f, outConfirmed)
 	case p.PayloadLen > 0 || p.Proto == capture.ProtoUDP:
@@ -66,6 +69,22 @@ func (w *worker) trackOutcome(f *flow.Flow, p *capture.Packet) {
 			}
 		}
 	}
+}
+
+// noteSent remembers a reset canopy sends, for ownReset.
+func (w *worker) noteSent(srcPort, dstPort uint16, seq, ack uint32) {
+	k := sentKey{ports: uint32(srcPort)<<16 | uint32(dstPort), seq: seq, ack: ack}
+	w.sent[sentSlot(k)] = k
+}
+
+// ownReset reports whether the RST p is a copy of one canopy sent.
+func (w *worker) ownReset(p *capture.Packet) bool {
+	k := sentKey{ports: uint32(p.SrcPort)<<16 | uint32(p.DstPort), seq: p.Seq, ack: p.Ack}
+	return w.sent[sentSlot(k)] == k
+}
+
+func sentSlot(k sentKey) uint64 {
+	return (uint64(k.ports)*0x9e3779b97f4a7c15 ^ uint64(k.seq)*0xc2b2ae3d27d4eb4f ^ uint64(k.ack)) % sentSlots
 }
 
 // settle fixes a blocked flow's outcome and publishes it.

@@ -25,6 +25,19 @@ type pendingFlow struct {
 	slot uint32 // Enforcement.BlockSlot: finds the record once the flow is gone
 }
 
+// sentKey identifies a reset canopy sent: its ports, sequence and
+// acknowledgement numbers are exactly those of its copy on the mirror.
+type sentKey struct {
+	ports    uint32
+	seq, ack uint32
+}
+
+// sentSlots sizes the ring of recently sent resets. A copy comes back
+// within a round trip of the send, while a few thousand others are sent
+// at most; a slot overwritten earlier only makes canopy take its own
+// reset for the host's, as it did before this ring existed.
+const sentSlots = 4096
+
 type laneKey struct {
 	ts       int64
 	seq, ack uint32
@@ -53,6 +66,7 @@ type worker struct {
 	reasons [capture.MaxBatch]capture.Reason
 
 	lane [laneSlots]laneKey
+	sent [sentSlots]sentKey // resets sent lately, to recognise them when the mirror shows them back
 
 	firstSendAt int64 // wall clock when the latest flow's first reset was handed to the kernel
 	bucketSec   int64 // unix second the table's current bucket started in
