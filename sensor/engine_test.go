@@ -492,8 +492,6 @@ func TestEngineProactiveKillOnBan(t *testing.T) {
 }
 
 func TestEngineOutcomes(t *testing.T) {
-	client := netip.MustParseAddrPort("198.51.100.7:40000")
-	server := netip.MustParseAddrPort("192.0.2.10:80")
 	for _, tc := range []struct {
 		name   string
 		spread time.Duration // how long the server's data keeps coming
@@ -503,44 +501,58 @@ func TestEngineOutcomes(t *testing.T) {
 		{"data keeps flowing past FailAfter with the budget spent", 600 * time.Millisecond, OutcomeFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			base := time.Now().UnixNano()
-			src := &scriptSource{
-				frames: [][]byte{
-					tcpFrame(t, client, server, 1000, 0, "S", "", 61),
-					tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
-				},
-				ts: []int64{base, base + 1e5},
+			blocks, rec := runOutcome(t, nil, tc.spread)
+			if len(blocks) != 1 || blocks[0].Outcome != tc.want {
+				t.Fatalf("blocks %+v, want one %s", blocks, tc.want)
 			}
-			for i := 0; i < 40; i++ {
-				seq := 5001 + uint32(i)*1000
-				src.frames = append(src.frames, tcpFrame(t, server, client, seq, 1001, "AP", strings.Repeat("x", 1000), 63))
-				src.ts = append(src.ts, base+2e5+int64(tc.spread)*int64(i)/40)
-			}
-			store, err := rules.Open(rules.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
-			rec := inject.NewRecorder(8)
-			e, err := New(Config{MaxResetsPerFlow: 6, Injection: Injection{Sender: rec, NextHop: fixedMAC{}}}, src, store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: "198.51.100.7", Origin: rules.OriginAPI}); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.Run(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			s := e.Snapshot()
-			if len(s.Blocks) != 1 || s.Blocks[0].Outcome != tc.want {
-				t.Fatalf("blocks %+v, want one %s", s.Blocks, tc.want)
-			}
-			if rec.Count() != 6 || s.Blocks[0].Suppressed == 0 {
-				t.Errorf("sent %d frames (budget 6), suppressed %d", rec.Count(), s.Blocks[0].Suppressed)
+			if rec.Count() != 6 || blocks[0].Suppressed == 0 {
+				t.Errorf("sent %d frames (budget 6), suppressed %d", rec.Count(), blocks[0].Suppressed)
 			}
 		})
 	}
+}
+
+// runOutcome plays a banned client's handshake with the server (which
+// draws resets), then extra (at 150 µs), then 40 data segments from the
+// server spread over spread, under a 6-reset budget; it returns the live
+// blocks and what was sent.
+func runOutcome(t *testing.T, extra []byte, spread time.Duration) ([]Block, *inject.Recorder) {
+	t.Helper()
+	client := netip.MustParseAddrPort("198.51.100.7:40000")
+	server := netip.MustParseAddrPort("192.0.2.10:80")
+	base := time.Now().UnixNano()
+	src := &scriptSource{
+		frames: [][]byte{
+			tcpFrame(t, client, server, 1000, 0, "S", "", 61),
+			tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
+		},
+		ts: []int64{base, base + 1e5},
+	}
+	if extra != nil {
+		src.frames, src.ts = append(src.frames, extra), append(src.ts, base+150_000)
+	}
+	for i := range 40 {
+		seq := 5001 + uint32(i)*1000
+		src.frames = append(src.frames, tcpFrame(t, server, client, seq, 1001, "AP", strings.Repeat("x", 1000), 63))
+		src.ts = append(src.ts, base+2e5+int64(spread)*int64(i)/40)
+	}
+	store, err := rules.Open(rules.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	rec := inject.NewRecorder(8)
+	e, err := New(Config{MaxResetsPerFlow: 6, Injection: Injection{Sender: rec, NextHop: fixedMAC{}}}, src, store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: client.Addr().String(), Origin: rules.OriginAPI}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return e.Snapshot().Blocks, rec
 }
 
 // A banned client that reconnects from the same port opens a new session
@@ -646,51 +658,17 @@ func TestEngineOwnResetsDoNotConfirm(t *testing.T) {
 	server := netip.MustParseAddrPort("192.0.2.10:80")
 	for _, tc := range []struct {
 		name string
-		rst  func(base int64) ([]byte, int64) // the RST that follows canopy's resets
+		rst  []byte // the RST that follows canopy's resets
 		want Outcome
 	}{
-		{"canopy's own reset seen back", func(base int64) ([]byte, int64) {
-			// Exactly what canopy sent toward the server for the SYN-ACK.
-			return tcpFrame(t, client, server, 1001, 5001, "RA", "", 60), base + 150_000
-		}, OutcomeFailed},
-		{"the server's own reset", func(base int64) ([]byte, int64) {
-			return tcpFrame(t, server, client, 5001, 0, "R", "", 63), base + 150_000
-		}, OutcomeConfirmed},
+		// Exactly what canopy sent toward the server for the SYN-ACK.
+		{"canopy's own reset seen back", tcpFrame(t, client, server, 1001, 5001, "RA", "", 60), OutcomeFailed},
+		{"the server's own reset", tcpFrame(t, server, client, 5001, 0, "R", "", 63), OutcomeConfirmed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			base := time.Now().UnixNano()
-			src := &scriptSource{
-				frames: [][]byte{
-					tcpFrame(t, client, server, 1000, 0, "S", "", 61),
-					tcpFrame(t, server, client, 5000, 1001, "SA", "", 63),
-				},
-				ts: []int64{base, base + 1e5},
-			}
-			f, at := tc.rst(base)
-			src.frames, src.ts = append(src.frames, f), append(src.ts, at)
 			// The server ignores it all and keeps sending, past FailAfter.
-			for i := range 40 {
-				seq := 5001 + uint32(i)*1000
-				src.frames = append(src.frames, tcpFrame(t, server, client, seq, 1001, "AP", strings.Repeat("x", 1000), 63))
-				src.ts = append(src.ts, base+2e5+int64(600*time.Millisecond)*int64(i)/40)
-			}
-			store, err := rules.Open(rules.Config{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer store.Close()
-			e, err := New(Config{MaxResetsPerFlow: 6, Injection: Injection{Sender: inject.NewRecorder(8), NextHop: fixedMAC{}}}, src, store)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := store.Add(rules.Request{Kind: rules.KindBan, Value: "198.51.100.7", Origin: rules.OriginAPI}); err != nil {
-				t.Fatal(err)
-			}
-			if err := e.Run(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			if bl := e.Snapshot().Blocks; len(bl) != 1 || bl[0].Outcome != tc.want {
-				t.Fatalf("blocks %+v, want one %s", bl, tc.want)
+			if blocks, _ := runOutcome(t, tc.rst, 600*time.Millisecond); len(blocks) != 1 || blocks[0].Outcome != tc.want {
+				t.Fatalf("blocks %+v, want one %s", blocks, tc.want)
 			}
 		})
 	}
