@@ -1,10 +1,12 @@
 package rules
 
 import (
-	"encoding/binary"
 	"math/bits"
 	"net/netip"
 	"sync/atomic"
+
+	"canopy/internal/hugepage"
+	"canopy/internal/ipword"
 )
 
 // Longest-prefix match without a trie. A base table keeps its rules
@@ -36,8 +38,10 @@ import (
 // branches before the block is read. Tried and measured slower on this
 // hardware: a branchless binary search over 16 fences (a chain of
 // dependent loads), and bucket shifts of 1 and 2 (a bigger index that
-// falls out of L2). The large arrays are advised onto transparent huge
-// pages so the misses do not also miss the TLB. The measured lookup and
+// falls out of L2). The blocks are moved onto transparent huge pages once
+// written (package hugepage), so the misses do not also miss the TLB, and
+// addresses become keys without a trip through As16 (package ipword), so
+// consecutive Matches overlap their misses. The measured lookup and
 // build costs are in the root BENCHMARKS.md (go run ./bench).
 
 // u128 is an IPv6 address (or an IPv4 address in lo) as a number.
@@ -81,8 +85,7 @@ func hostMask(n, width int) u128 {
 // IPv4 (IPv4-mapped IPv6 addresses are). The zero Addr gives an IPv6 zero
 // key; callers check validity themselves.
 func addrKey(a netip.Addr) (u128, bool) {
-	b := a.As16()
-	hi, lo := binary.BigEndian.Uint64(b[:8]), binary.BigEndian.Uint64(b[8:])
+	hi, lo := ipword.Of(a) // not As16: see package ipword
 	if hi == 0 && lo>>32 == 0xffff && a.IsValid() {
 		return u128{0, lo & 0xffffffff}, true
 	}
@@ -278,7 +281,7 @@ func buildTab4(rs []rule) tab4 {
 	t := tab4{n: len(rs), cold: cold{recs: make([]*record, len(rs)), parent: parents(rs, 32)}}
 	nb := (len(rs) + blk4N - 1) / blk4N
 	t.blks = make([]blk4, nb)
-	adviseHuge(t.blks)
+	hugepage.Advise(t.blks)
 	for i := range rs {
 		r := &rs[i]
 		bl := &t.blks[i/blk4N]
@@ -293,6 +296,7 @@ func buildTab4(rs []rule) tab4 {
 	for i := len(rs); i < nb*blk4N; i++ {
 		t.blks[i/blk4N].first[i%blk4N] = ^uint32(0)
 	}
+	hugepage.Collapse(t.blks)
 	t.fence = make([]uint32, nb+fenceScan)
 	for j := range t.blks {
 		t.fence[j] = t.blks[j].first[0]
@@ -478,7 +482,7 @@ func buildTab6(rs []rule) tab6 {
 	t := tab6{n: len(rs), cold: cold{recs: make([]*record, len(rs)), parent: parents(rs, 128)}}
 	nb := (len(rs) + blk6N - 1) / blk6N
 	t.blks = make([]blk6, nb)
-	adviseHuge(t.blks)
+	hugepage.Advise(t.blks)
 	for i := range rs {
 		r := &rs[i]
 		bl := &t.blks[i/blk6N]
@@ -494,6 +498,7 @@ func buildTab6(rs []rule) tab6 {
 		bl := &t.blks[i/blk6N]
 		bl.hi[i%blk6N], bl.lo[i%blk6N] = ^uint64(0), ^uint64(0)
 	}
+	hugepage.Collapse(t.blks)
 	var lo, hi u128
 	if len(rs) > 0 {
 		lo, hi = rs[0].first, spanLast(rs, 128)

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package hugepage
+
+// Advise is a no-op off Linux.
+func Advise[T any](s []T) {}
+
+// Collapse is a no-op off Linux.
+func Collapse[T any](s []T) {}

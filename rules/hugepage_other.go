@@ -1,5 +1,0 @@
-//go:build !linux
-
-package rules
-
-func adviseHuge[T any](s []T) {}
