@@ -360,12 +360,12 @@ func (a *Aggregator) talker(k TalkerKind, s *series, other bool, el *[NumWindows
 	if !other {
 		switch k {
 		case BySrc:
-			t.Src = addrOf(&s.key.a, s.key.v6)
+			t.Src = s.key.a.addr(s.key.v6)
 		case ByDst:
-			t.Dst = addrOf(&s.key.a, s.key.v6)
+			t.Dst = s.key.a.addr(s.key.v6)
 		case ByPair:
-			t.Src = addrOf(&s.key.a, s.key.v6)
-			t.Dst = addrOf(&s.key.b, s.key.v6)
+			t.Src = s.key.a.addr(s.key.v6)
+			t.Dst = s.key.b.addr(s.key.v6)
 		case ByPort:
 			t.Port, t.Proto = s.key.port, s.key.proto
 		}

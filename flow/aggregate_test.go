@@ -190,7 +190,7 @@ func TestDistinctFlowsCountedOncePerSecond(t *testing.T) {
 	row := func(k TalkerKind, a string, port uint16) *talkerRow {
 		for i := range b.maps[k].rows {
 			r := &b.maps[k].rows[i]
-			if (port != 0 && r.key.port == port) || (port == 0 && addrOf(&r.key.a, r.key.v6).String() == a) {
+			if (port != 0 && r.key.port == port) || (port == 0 && r.key.a.addr(r.key.v6).String() == a) {
 				return r
 			}
 		}
@@ -251,8 +251,8 @@ func TestAggregatorTrackingLimitAndForgetting(t *testing.T) {
 	agg := NewAggregator(2)
 	b := NewBucket(16)
 	for i := range 4 {
-		a := [16]byte{15: byte(i)}
-		b.add(&a, &a, 0, 1, 6, 100, true, true)
+		a := &addrPorts{sl: uint64(i), dl: uint64(i)}
+		b.add(a, 1, 6, 100, true, true)
 	}
 	agg.Add(0, b, s0)
 	snap := agg.Snapshot(10, 0)
@@ -277,9 +277,9 @@ func TestAggregatorLateAndOutOfOrderBuckets(t *testing.T) {
 	agg := NewAggregator(0)
 	mk := func(pkts int) *Bucket {
 		b := NewBucket(16)
-		a := [16]byte{15: 1}
+		a := &addrPorts{sl: 1, dl: 1}
 		for range pkts {
-			b.add(&a, &a, 0, 1, 6, 125, false, false)
+			b.add(a, 1, 6, 125, false, false)
 			b.pkts++
 			b.bytes += 125
 		}
@@ -341,9 +341,9 @@ func TestAggregatorRecoversFromClockSteps(t *testing.T) {
 	agg := NewAggregator(0)
 	mk := func() *Bucket {
 		b := NewBucket(16)
-		a := [16]byte{15: 1}
+		a := &addrPorts{sl: 1, dl: 1}
 		for range 1000 {
-			b.add(&a, &a, 0, 1, 6, 125, false, false)
+			b.add(a, 1, 6, 125, false, false)
 			b.pkts++
 			b.bytes += 125
 		}
@@ -394,8 +394,8 @@ func TestDistinctFlowsSurviveAGarbageTimestamp(t *testing.T) {
 func TestSnapshotHugeN(t *testing.T) {
 	agg := NewAggregator(4)
 	b := NewBucket(16)
-	a := [16]byte{15: 1}
-	b.add(&a, &a, 0, 1, 6, 100, true, true)
+	a := &addrPorts{sl: 1, dl: 1}
+	b.add(a, 1, 6, 100, true, true)
 	agg.Add(0, b, s0)
 	if s := agg.Snapshot(1<<40, 0); len(s.Talkers[BySrc]) != 1 {
 		t.Fatalf("rows %d", len(s.Talkers[BySrc]))
@@ -409,9 +409,9 @@ func TestTiesRankByKeyStably(t *testing.T) {
 	agg := NewAggregator(0)
 	b := NewBucket(64)
 	for _, last := range []byte{9, 3, 7, 1, 5} {
-		a := [16]byte{15: last}
+		a := &addrPorts{sl: uint64(last), dl: uint64(last)}
 		for range 10 {
-			b.add(&a, &a, 0, uint16(last), 6, 100, false, false)
+			b.add(a, uint16(last), 6, 100, false, false)
 		}
 	}
 	agg.Add(0, b, s0)

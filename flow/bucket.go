@@ -8,10 +8,10 @@ import (
 
 // talkerKey is what a talker row aggregates by; unused fields stay zero.
 type talkerKey struct {
-	a, b  [16]byte // BySrc/ByDst: a; ByPair: a = source, b = destination
-	port  uint16   // ByPort
-	proto uint8    // ByPort
-	v6    uint8    // address family of a and b
+	a, b  ip16   // BySrc/ByDst: a; ByPair: a = source, b = destination
+	port  uint16 // ByPort
+	proto uint8  // ByPort
+	v6    uint8  // address family of a and b
 }
 
 // talkerRow is one key's counters within one second.
@@ -153,14 +153,16 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // the flow's first packet in this direction in this bucket (counts a flow
 // for source, destination and pair); countFlow says it is the flow's first
 // packet at all in this bucket (counts it for the port).
-func (b *Bucket) add(src, dst *[16]byte, v6 uint8, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
-	hs := hash16(b.seed, src, v6)
-	hd := hash16(b.seed^hk3, dst, v6)
-	k := talkerKey{a: *src, v6: v6}
+func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
+	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
+	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
+	k := talkerKey{v6: ap.v6}
+	k.a.set(ap.sh, ap.sl)
 	b.maps[BySrc].add(&k, hs, size, countDir)
-	k.a = *dst
+	k.a.set(ap.dh, ap.dl)
 	b.maps[ByDst].add(&k, hd, size, countDir)
-	k.a, k.b = *src, *dst
+	k.a.set(ap.sh, ap.sl)
+	k.b.set(ap.dh, ap.dl)
 	b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
 	k = talkerKey{port: port, proto: proto}
 	b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)

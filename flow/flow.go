@@ -208,17 +208,17 @@ func (f *Flow) State() State { return f.state }
 // seen (also when only the SYN-ACK was), else the first packet's sender.
 func (f *Flow) A() netip.Addr {
 	if f.bits&bitAIsLo != 0 {
-		return addrOf(&f.key.lo, f.key.v6)
+		return f.key.lo.addr(f.key.v6)
 	}
-	return addrOf(&f.key.hi, f.key.v6)
+	return f.key.hi.addr(f.key.v6)
 }
 
 // B is the responder's address.
 func (f *Flow) B() netip.Addr {
 	if f.bits&bitAIsLo != 0 {
-		return addrOf(&f.key.hi, f.key.v6)
+		return f.key.hi.addr(f.key.v6)
 	}
-	return addrOf(&f.key.lo, f.key.v6)
+	return f.key.lo.addr(f.key.v6)
 }
 
 // APort is the initiator's port.

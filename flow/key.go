@@ -4,75 +4,110 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
+
+	"canopy/capture"
+	"canopy/internal/ipword"
 )
 
 // key identifies a flow independent of direction: the (address, port)
 // endpoint that sorts lower is always lo. It is a comparable value of fixed
 // size, so lookups compare it with == and never allocate.
 type key struct {
-	lo, hi         [16]byte // addresses; IPv4 in the last 4 bytes
+	lo, hi         ip16 // addresses; IPv4 in the last 4 bytes
 	loPort, hiPort uint16
 	proto          uint8
 	v6             uint8 // 1 for IPv6, 0 for IPv4: keeps ::ffff:a.b.c.d apart from a.b.c.d
 }
 
-// makeKey builds the normalised key of p and reports whether p's source is
-// the lo endpoint.
-func makeKey(p *addrPorts) (k key, srcIsLo bool) {
-	s, d := p.src, p.dst
-	srcIsLo = cmp16(&s, &d) < 0 || (s == d && p.sport <= p.dport)
+// makeKey sets k to the normalised key of p and reports whether p's source
+// is the lo endpoint. It writes in place, 8 bytes at a time from words:
+// copying a struct or a [16]byte that was just written in pieces makes the
+// CPU wait for the pieces to retire (see addrPorts).
+func makeKey(p *addrPorts, k *key) (srcIsLo bool) {
+	srcIsLo = p.sh < p.dh || p.sh == p.dh && (p.sl < p.dl || p.sl == p.dl && p.sport <= p.dport)
 	if srcIsLo {
-		k.lo, k.hi, k.loPort, k.hiPort = s, d, p.sport, p.dport
+		k.lo.set(p.sh, p.sl)
+		k.hi.set(p.dh, p.dl)
+		k.loPort, k.hiPort = p.sport, p.dport
 	} else {
-		k.lo, k.hi, k.loPort, k.hiPort = d, s, p.dport, p.sport
+		k.lo.set(p.dh, p.dl)
+		k.hi.set(p.sh, p.sl)
+		k.loPort, k.hiPort = p.dport, p.sport
 	}
 	k.proto = p.proto
 	k.v6 = p.v6
-	return k, srcIsLo
+	return srcIsLo
 }
 
-// addrPorts is the part of a packet a key is made of, with the addresses
-// already in their 16-byte form.
+// addrPorts is the part of a packet a key is made of, the addresses as
+// big-endian words (ipword.Of). Words and not As16's [16]byte: the
+// compiler copies a [16]byte through the stack with a 16-byte load that
+// the two 8-byte stores before it cannot forward to, so the load waits
+// until they retire, after every older instruction including the previous
+// packet's cache miss. Packets then stop overlapping their misses.
 type addrPorts struct {
-	src, dst     [16]byte
-	sport, dport uint16
-	proto        uint8
-	v6           uint8
+	sh, sl, dh, dl uint64 // source and destination address words
+	sport, dport   uint16
+	proto          uint8
+	v6             uint8
+}
+
+// fill sets the addresses, family and protocol of p (not the ports), in
+// place for the same reason.
+func (ap *addrPorts) fill(p *capture.Packet) {
+	ap.sh, ap.sl = ipword.Of(p.Src)
+	ap.dh, ap.dl = ipword.Of(p.Dst)
+	if !p.Src.Is4() {
+		ap.v6 = 1 // from the address itself, so A() and B() give back exactly p.Src and p.Dst
+	}
+	ap.proto = p.Proto
+}
+
+// ip16 is a stored address: 16 bytes, big-endian (as As16 gives it; IPv4
+// in the last four), read and written 8 bytes at a time.
+type ip16 [16]byte
+
+func (a *ip16) set(hi, lo uint64) {
+	binary.BigEndian.PutUint64(a[:8], hi)
+	binary.BigEndian.PutUint64(a[8:], lo)
+}
+
+func (a *ip16) words() (hi, lo uint64) {
+	return binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+}
+
+// copyFrom copies o 8 bytes at a time (see addrPorts for why not *a = *o).
+func (a *ip16) copyFrom(o *ip16) { a.set(o.words()) }
+
+// addr is the address as a netip.Addr, without allocating.
+func (a *ip16) addr(v6 uint8) netip.Addr {
+	hi, lo := a.words()
+	if v6 == 0 {
+		return ipword.From4(lo)
+	}
+	return ipword.From16(hi, lo)
 }
 
 // cmp16 orders two addresses as big-endian 128-bit numbers.
-func cmp16(a, b *[16]byte) int {
-	ah, bh := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(b[:8])
-	if ah != bh {
-		if ah < bh {
-			return -1
-		}
-		return 1
-	}
-	al, bl := binary.BigEndian.Uint64(a[8:]), binary.BigEndian.Uint64(b[8:])
+func cmp16(a, b *ip16) int {
+	ah, al := a.words()
+	bh, bl := b.words()
 	switch {
-	case al < bl:
+	case ah < bh || ah == bh && al < bl:
 		return -1
-	case al > bl:
-		return 1
+	case ah == bh && al == bl:
+		return 0
 	}
-	return 0
+	return 1
 }
 
-// addrOf turns a stored address back into a netip.Addr without allocating.
-func addrOf(b *[16]byte, v6 uint8) netip.Addr {
-	if v6 == 0 {
-		return netip.AddrFrom4([4]byte(b[12:16]))
-	}
-	return netip.AddrFrom16(*b)
-}
-
-// bytesOf is the stored form of a: IPv4 in the last four bytes (as As16 gives it).
-func bytesOf(a netip.Addr) (b [16]byte, v6 uint8) {
+// ipOf is the stored form of a and its family (1: IPv6).
+func ipOf(a netip.Addr) (b ip16, v6 uint8) {
+	b.set(ipword.Of(a))
 	if a.Is4() {
-		return a.As16(), 0
+		return b, 0
 	}
-	return a.As16(), 1
+	return b, 1
 }
 
 // Hashing: a wyhash-style multiply-fold with a per-table random seed, so an
@@ -90,10 +125,13 @@ func mix(a, b uint64) uint64 {
 	return hi ^ lo
 }
 
-// hash16 hashes one address.
-func hash16(seed uint64, a *[16]byte, v6 uint8) uint64 {
-	x := binary.LittleEndian.Uint64(a[:8])
-	y := binary.LittleEndian.Uint64(a[8:])
+// hash16 hashes one stored address.
+func hash16(seed uint64, a *ip16, v6 uint8) uint64 {
+	return hashWords(seed, binary.LittleEndian.Uint64(a[:8]), binary.LittleEndian.Uint64(a[8:]), v6)
+}
+
+// hashWords hashes an address given as two words (any fixed byte order).
+func hashWords(seed, x, y uint64, v6 uint8) uint64 {
 	h := mix(x^hk1^seed, y^hk2^uint64(v6))
 	return mix(h^hk3, seed^hk4)
 }
@@ -104,6 +142,14 @@ func (k *key) hash(seed uint64) uint64 {
 	h2 := mix(binary.LittleEndian.Uint64(k.hi[:8])^hk3^seed, binary.LittleEndian.Uint64(k.hi[8:])^hk4)
 	x := uint64(k.loPort) | uint64(k.hiPort)<<16 | uint64(k.proto)<<32 | uint64(k.v6)<<40
 	return mix(h^h2^hk2, x^hk1^seed)
+}
+
+// copyFrom sets k to o, 8 bytes at a time (see addrPorts for why not
+// *k = *o).
+func (k *key) copyFrom(o *key) {
+	k.lo.copyFrom(&o.lo)
+	k.hi.copyFrom(&o.hi)
+	k.loPort, k.hiPort, k.proto, k.v6 = o.loPort, o.hiPort, o.proto, o.v6
 }
 
 // eq compares two keys field by field: inlined, unlike the runtime's

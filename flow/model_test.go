@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"canopy/internal/ipword"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -43,7 +44,8 @@ type model struct {
 
 func modelKeyOf(p *capture.Packet) (modelKey, bool) {
 	s, d := netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)
-	ab, bb := p.Src.As16(), p.Dst.As16()
+	ab, _ := ipOf(p.Src)
+	bb, _ := ipOf(p.Dst)
 	srcIsLo := cmp16(&ab, &bb) < 0 || (ab == bb && p.SrcPort <= p.DstPort)
 	if srcIsLo {
 		return modelKey{p.Proto, s, d}, true
@@ -140,11 +142,14 @@ func (mf *modelFlow) lastSeen() int64 {
 
 // lookupKey finds the live flow of m's tuple in tb (nil if none).
 func (tb *Table) lookupModel(mk modelKey) *Flow {
-	ap := addrPorts{src: mk.lo.Addr().As16(), dst: mk.hi.Addr().As16(), sport: mk.lo.Port(), dport: mk.hi.Port(), proto: mk.proto}
+	ap := addrPorts{sport: mk.lo.Port(), dport: mk.hi.Port(), proto: mk.proto}
+	ap.sh, ap.sl = ipword.Of(mk.lo.Addr())
+	ap.dh, ap.dl = ipword.Of(mk.hi.Addr())
 	if mk.lo.Addr().Is6() {
 		ap.v6 = 1
 	}
-	k, _ := makeKey(&ap)
+	var k key
+	makeKey(&ap, &k)
 	for i := tb.heads[k.hash(tb.seed)&tb.mask]; i != 0; i = tb.flows[i].next {
 		if tb.flows[i].key.eq(&k) {
 			return &tb.flows[i]

@@ -41,12 +41,11 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 	var has, found uint32 // bit j: ps[j] has a flow; its slot is fetched
 	n := min(len(ps), PrefetchMax)
 	for j := range n {
-		k, ok := flowKey(&ps[j])
-		if !ok {
+		k := &ks[j]
+		if !flowKey(&ps[j], k) {
 			continue
 		}
-		ks[j] = k
-		if j > 0 && has&(1<<(j-1)) != 0 && ks[j-1].eq(&k) {
+		if j > 0 && has&(1<<(j-1)) != 0 && ks[j-1].eq(k) {
 			continue // a train: the previous packet's flow, fetched already
 		}
 		h := k.hash(t.seed)
@@ -91,20 +90,15 @@ func (t *Table) touchRest(i uint32) {
 	touch3(unsafe.Add(f, 64), unsafe.Add(f, 128), unsafe.Add(f, 128))
 }
 
-// flowKey is the key Update files p under, and false for packets that have
-// no flow.
-func flowKey(p *capture.Packet) (key, bool) {
+// flowKey sets k to the key Update files p under, and reports false (k
+// untouched) for packets that have no flow.
+func flowKey(p *capture.Packet, k *key) bool {
 	if (p.IPVersion != 4 && p.IPVersion != 6) || !p.Src.IsValid() || p.Src.Is4() != p.Dst.Is4() || !(p.IsTCP() || p.IsUDP()) {
-		return key{}, false
+		return false
 	}
 	var ap addrPorts
-	ap.src = p.Src.As16()
-	ap.dst = p.Dst.As16()
-	if !p.Src.Is4() {
-		ap.v6 = 1
-	}
-	ap.proto = p.Proto
+	ap.fill(p)
 	ap.sport, ap.dport = p.SrcPort, p.DstPort
-	k, _ := makeKey(&ap)
-	return k, true
+	makeKey(&ap, k)
+	return true
 }

@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"encoding/binary"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -9,6 +8,7 @@ import (
 	"unsafe"
 
 	"canopy/capture"
+	"canopy/internal/hugepage"
 )
 
 // Table is one shard of the flow table, owned by one capture worker. It is
@@ -241,20 +241,16 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 		return nil, AtoB, false
 	}
 	var ap addrPorts
-	ap.src = p.Src.As16()
-	ap.dst = p.Dst.As16()
-	if !p.Src.Is4() {
-		ap.v6 = 1 // from the address itself, so A() and B() give back exactly p.Src and p.Dst
-	}
-	ap.proto = p.Proto
+	ap.fill(p)
 	tcp := p.IsTCP()
 	if !tcp && !p.IsUDP() {
-		b.add(&ap.src, &ap.dst, ap.v6, p.DstPort, p.Proto, size, false, false)
+		b.add(&ap, p.DstPort, p.Proto, size, false, false)
 		return nil, AtoB, false
 	}
 	ap.sport, ap.dport = p.SrcPort, p.DstPort
 
-	k, srcIsLo := makeKey(&ap)
+	var k key
+	srcIsLo := makeKey(&ap, &k)
 	h := k.hash(t.seed)
 	// About half the flows live in one of their two home slots, so look
 	// there first; the chain head is loaded up front so these independent
@@ -312,7 +308,7 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	if created {
 		b.newFlows++
 	}
-	b.add(&ap.src, &ap.dst, ap.v6, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
+	b.add(&ap, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
 	return f, dir, created
 }
 
@@ -392,7 +388,8 @@ func (t *Table) create(k *key, h uint64, srcIsLo bool, p *capture.Packet) *Flow 
 	f := &t.flows[i]
 	gen := f.gen + 1
 	b := h & t.mask
-	*f = Flow{key: *k, gen: gen, bits: bitInUse, next: t.heads[b]}
+	*f = Flow{gen: gen, bits: bitInUse, next: t.heads[b]}
+	f.key.copyFrom(k)
 	if aIsLo(srcIsLo, p) {
 		f.bits |= bitAIsLo
 	}
@@ -585,14 +582,14 @@ func (t *Table) unlink(f *Flow) {
 }
 
 // epAddr is the address of the key's side s (0 lo, 1 hi).
-func (f *Flow) epAddr(s int) *[16]byte {
+func (f *Flow) epAddr(s int) *ip16 {
 	if s == 0 {
 		return &f.key.lo
 	}
 	return &f.key.hi
 }
 
-func (t *Table) epBucket(a *[16]byte, v6 uint8) uint64 {
+func (t *Table) epBucket(a *ip16, v6 uint8) uint64 {
 	return hash16(t.seed, a, v6) & t.epMask
 }
 
@@ -722,7 +719,7 @@ func (t *Table) forEachByAddr(p netip.Prefix, host int, fn func(*Flow) bool) {
 	m := matcherOf(p)
 	a := p.Addr()
 	for n := uint64(0); n < uint64(1)<<host; n++ {
-		ab, v6 := bytesOf(a)
+		ab, v6 := ipOf(a)
 		for ref := t.epHeads[t.epBucket(&ab, v6)]; ref != 0; {
 			f := &t.flows[ref>>1]
 			s := int(ref & 1)
@@ -768,7 +765,7 @@ type prefixMatcher struct {
 // matches the stored (v4-mapped) form of IPv4 addresses only, and an IPv6
 // prefix IPv6 addresses only, as netip.Prefix.Contains does.
 func matcherOf(p netip.Prefix) prefixMatcher {
-	a, v6 := bytesOf(p.Addr())
+	a, v6 := ipOf(p.Addr())
 	n := p.Bits()
 	if v6 == 0 {
 		n += 96
@@ -783,13 +780,14 @@ func matcherOf(p netip.Prefix) prefixMatcher {
 	case n > 0:
 		m.mhi = ^uint64(0) << (64 - n)
 	}
-	m.hi = binary.BigEndian.Uint64(a[:8]) & m.mhi
-	m.lo = binary.BigEndian.Uint64(a[8:]) & m.mlo
+	hi, lo := a.words()
+	m.hi, m.lo = hi&m.mhi, lo&m.mlo
 	return m
 }
 
-func (m *prefixMatcher) contains(b *[16]byte, v6 uint8) bool {
-	return v6 == m.v6 && binary.BigEndian.Uint64(b[:8])&m.mhi == m.hi && binary.BigEndian.Uint64(b[8:])&m.mlo == m.lo
+func (m *prefixMatcher) contains(b *ip16, v6 uint8) bool {
+	hi, lo := b.words()
+	return v6 == m.v6 && hi&m.mhi == m.hi && lo&m.mlo == m.lo
 }
 
 // Info returns a copy of f for the drill-down view and the API (the zero
@@ -861,4 +859,16 @@ func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 	t.bucket = fresh
 	t.epoch = fresh.epoch // a put-back bucket keeps its own epoch: its flows are not counted twice
 	return old
+}
+
+// hugePages lets a benchmark measure the table without the THP hint.
+var hugePages = true
+
+// adviseHuge asks for transparent huge pages for one of the table's arrays
+// before it is written: with 4 KiB pages every random flow lookup also
+// misses the TLB.
+func adviseHuge[T any](s []T) {
+	if hugePages {
+		hugepage.Advise(s)
+	}
 }

@@ -947,11 +947,11 @@ func TestPrefixMatcherAgreesWithNetip(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := matcherOf(p)
-		ab, v6 := bytesOf(a)
+		ab, v6 := ipOf(a)
 		if got, want := m.contains(&ab, v6), p.Contains(a); got != want {
 			t.Fatalf("%v contains %v: matcher %v, netip %v", p, a, got, want)
 		}
-		if got := m.contains(func() *[16]byte { x, _ := bytesOf(pa); return &x }(), func() uint8 { _, v := bytesOf(pa); return v }()); !got {
+		if got := m.contains(func() *ip16 { x, _ := ipOf(pa); return &x }(), func() uint8 { _, v := ipOf(pa); return v }()); !got {
 			t.Fatalf("%v does not contain its own address", p)
 		}
 	}
