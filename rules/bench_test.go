@@ -68,7 +68,23 @@ func benchSet(ps []netip.Prefix) *Set {
 	}
 	b := buildBase(v4, v6)
 	b.adopt()
-	return &Set{base: b, ov: &overlay{}, young: &overlay{}, plain: true, allow: buildBase(nil, nil), n: len(ps)}
+	// An allowlist like a sensor's: its own addresses (always implicitly
+	// allowlisted, so every Match checks the allowlist first) and a
+	// partner's network.
+	var a4, a6 []rule
+	for i, p := range []string{"192.0.2.10/32", "192.0.2.11/32", "198.51.100.0/24", "2001:db8:a::10/128", "2001:db8:b::/48"} {
+		pf := netip.MustParsePrefix(p)
+		k, is4 := addrKey(pf.Addr())
+		r := rule{first: k, id: uint64(1<<40 + i), rec: new(record), bits: uint8(pf.Bits()), act: actBlock}
+		if is4 {
+			a4 = append(a4, r)
+		} else {
+			a6 = append(a6, r)
+		}
+	}
+	allow := buildBase(a4, a6)
+	allow.adopt()
+	return &Set{base: b, ov: &overlay{}, young: &overlay{}, plain: true, allow: allow, hasAllow: true, n: len(ps)}
 }
 
 // probes returns addresses half of which hit a ban.
@@ -140,6 +156,42 @@ func BenchmarkMatch(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// BenchmarkMatchMiss is BenchmarkMatch with probes no ban covers (bar the
+// odd random hit on a /24 or /48): the common case for a sensor, where
+// most new flows are not banned, and the one that always costs two
+// lookups (a full-length src match skips the dst lookup).
+func BenchmarkMatchMiss(b *testing.B) {
+	for _, fam := range []string{"v4", "v6"} {
+		b.Run(fam+"/1000000", func(b *testing.B) {
+			v6 := fam == "v6"
+			set, ps := cachedSet(1_000_000, v6)
+			pr := probes(ps, v6, 1<<17)
+			miss := make([]netip.Addr, 0, 1<<16)
+			for i := 1; i < len(pr) && len(miss) < 1<<16; i += 2 {
+				miss = append(miss, pr[i]) // the odd probes are random addresses
+			}
+			other := netip.MustParseAddr("192.0.2.1")
+			if v6 {
+				other = netip.MustParseAddr("3fff::1")
+			}
+			runtime.GC()
+			b.ReportAllocs()
+			b.ResetTimer()
+			var hits int
+			cpu0 := cpuTime()
+			for i := 0; b.Loop(); i++ {
+				if set.Match(miss[i&(1<<16-1)], other, 6, 40000, 443).Matched() {
+					hits++
+				}
+			}
+			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+			if hits > b.N/100 {
+				b.Fatalf("%d of %d probes matched: not a miss benchmark", hits, b.N)
+			}
+		})
 	}
 }
 

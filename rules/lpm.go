@@ -33,16 +33,19 @@ import (
 // far bigger than the caches, and a random lookup then costs as many
 // dependent misses as it has levels. Here the counter shares the line the
 // hit already read, so counting adds no access; what a Match costs beyond
-// the miss is mostly instructions, which is why the hot path (tab4.find,
-// tab6.find) has no calls, no tombstone checks and no data-dependent
-// branches before the block is read. Tried and measured slower on this
-// hardware: a branchless binary search over 16 fences (a chain of
-// dependent loads), and bucket shifts of 1 and 2 (a bigger index that
-// falls out of L2). The blocks are moved onto transparent huge pages once
-// written (package hugepage), so the misses do not also miss the TLB, and
-// addresses become keys without a trip through As16 (package ipword), so
-// consecutive Matches overlap their misses. The measured lookup and
-// build costs are in the root BENCHMARKS.md (go run ./bench).
+// the miss is mostly instructions: the fewer there are, the sooner the
+// next Match's miss starts while this one's is outstanding. So the hot path
+// (tab4.find, tab6.find) has no calls, no tombstone checks and no
+// data-dependent branches before the block is read, returns two registers,
+// and Match skips the dst lookup after a full-length src match. A bucket's
+// (at most 8) fences are counted by a branchless binary search; over 16
+// fences that measured slower, as did bucket shifts of 1 and 2 (a bigger
+// index that falls out of L2). The blocks are moved onto transparent huge
+// pages once written (package hugepage), so the misses do not also miss
+// the TLB, and addresses become keys without a trip through As16 (package
+// ipword), which used to make every Match wait for the previous one's
+// miss. The measured lookup and build costs are in the root BENCHMARKS.md
+// (go run ./bench).
 
 // u128 is an IPv6 address (or an IPv4 address in lo) as a number.
 type u128 struct{ hi, lo uint64 }
@@ -179,37 +182,46 @@ func (t *tab4) bucket(a uint32) uint32 {
 }
 
 // find is the most specific rule covering a, for a Set with no tombstones:
-// the hot path, kept in one function. The last rule starting at or before a
-// is the answer or lies inside it; when it does not cover a, walk goes out
+// its index p and prefix length n, or n = -1 for none. It is the hot path,
+// kept in one function and returning two registers rather than a hit,
+// which the caller would copy through the stack: a Match's loads should
+// be done before the next Match starts, so that consecutive Matches
+// overlap their cache misses. The last rule starting at or before a is
+// the answer or lies inside it; when it does not cover a, walk goes out
 // through the enclosing rules.
-func (t *tab4) find(a uint32) hit {
+func (t *tab4) find(a uint32) (p, n int32) {
 	b := t.bucket(a)
 	lo, hi := t.idx[b], t.idx[b+1]
 	var j int
 	if hi-lo <= fenceScan {
-		// Counted without a branch, as in tab6.block.
 		f := (*[fenceScan]uint32)(t.fence[lo : lo+fenceScan])
-		c := le32(f[0], a) + le32(f[1], a) + le32(f[2], a) + le32(f[3], a) +
-			le32(f[4], a) + le32(f[5], a) + le32(f[6], a) + le32(f[7], a)
+		// How many of the bucket's sorted fences are <= a: a binary
+		// search without branches (a random key costs no misprediction),
+		// four loads from 32 bytes. Written out: as a function it is over
+		// the inliner's budget.
+		c := le32(f[3], a) << 2
+		c += le32(f[(c+1)&7], a) << 1
+		c += le32(f[c&7], a)
+		c += le32(f[c&7], a)
 		j = int(lo+min(c, hi-lo)) - 1
 	} else {
 		j = t.search(a, lo, hi)
 	}
 	if j < 0 {
-		return hit{bits: -1}
+		return -1, -1
 	}
 	bl := &t.blks[j]
 	// first[0] <= a: that is how block j was chosen.
 	c := le32(bl.first[1], a) + le32(bl.first[2], a) + le32(bl.first[3], a) + le32(bl.first[4], a)
-	p := min(j*blk4N+int(c), t.n-1) // the last block's pads never count
-	s := p - j*blk4N
-	if n := bl.bits[s]; (a^bl.first[s])&mask4[n&63] == 0 {
-		return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+	q := min(j*blk4N+int(c), t.n-1) // the last block's pads never count
+	s := q - j*blk4N
+	if bits := bl.bits[s]; (a^bl.first[s])&mask4[bits&63] == 0 {
+		return int32(q), int32(bits)
 	}
 	if bl.flags[s]&flagParent == 0 {
-		return hit{bits: -1}
+		return -1, -1
 	}
-	return t.walk(a, int(t.parent[p]), nil, nil)
+	return t.walk(a, int(t.parent[q]), nil, nil)
 }
 
 // mask4[n] is the netmask of an IPv4 /n (0 <= n <= 32).
@@ -247,25 +259,41 @@ func (t *tab4) search(a, lo, hi uint32) int {
 
 // lookup is find for a Set with tombstones: the most specific rule
 // covering a whose ID neither list holds.
-func (t *tab4) lookup(a uint32, tomb, tomb2 []uint64) hit {
-	h := t.find(a)
-	if h.n == nil || live(h.id, tomb, tomb2) {
-		return h
+func (t *tab4) lookup(a uint32, tomb, tomb2 []uint64) (p, n int32) {
+	p, n = t.find(a)
+	if n >= 0 && !live(t.blks[p/blk4N].id[p%blk4N], tomb, tomb2) {
+		p, n = t.walk(a, int(t.parent[p]), tomb, tomb2)
 	}
-	return t.walk(a, int(t.parent[h.p]), tomb, tomb2)
+	return p, n
+}
+
+// count adds a hit to rule p and returns its ID and action.
+func (t *tab4) count(p int32) (uint64, actCode) {
+	bl, s := &t.blks[p/blk4N], p%blk4N
+	bl.n[s].Add(1)
+	return bl.id[s], actCode(bl.flags[s] & flagAct)
+}
+
+// hit is the full result for rule p of prefix length n (n < 0: none).
+func (t *tab4) hit(p, n int32) hit {
+	if n < 0 {
+		return hit{bits: -1}
+	}
+	bl, s := &t.blks[p/blk4N], p%blk4N
+	return hit{n: &bl.n[s], id: bl.id[s], p: p, bits: n, act: actCode(bl.flags[s] & flagAct)}
 }
 
 // walk goes out from rule p through its enclosing rules to the first that
 // covers a and is live.
-func (t *tab4) walk(a uint32, p int, tomb, tomb2 []uint64) hit {
+func (t *tab4) walk(a uint32, p int, tomb, tomb2 []uint64) (int32, int32) {
 	for p >= 0 {
 		bl, s := &t.blks[p/blk4N], p%blk4N
 		if n := bl.bits[s]; (a^bl.first[s])&mask4[n&63] == 0 && live(bl.id[s], tomb, tomb2) {
-			return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+			return int32(p), int32(n)
 		}
 		p = int(t.parent[p])
 	}
-	return hit{bits: -1}
+	return -1, -1
 }
 
 func (t *tab4) rule(i int) rule {
@@ -354,22 +382,22 @@ func (t *tab6) key(a u128) uint32 {
 func (bl *blk6) first(s int) u128 { return u128{bl.hi[s], bl.lo[s]} }
 
 // find is tab4.find for IPv6.
-func (t *tab6) find(a u128) hit {
+func (t *tab6) find(a u128) (p, n int32) {
 	j := t.block(a)
 	if j < 0 {
-		return hit{bits: -1}
+		return -1, -1
 	}
 	bl := &t.blks[j]
 	c := le128(bl.hi[1], bl.lo[1], a) + le128(bl.hi[2], bl.lo[2], a)
-	p := min(j*blk6N+c, t.n-1)
-	s := p - j*blk6N
-	if n := bl.bits[s]; covers6(bl.hi[s], bl.lo[s], n, a) {
-		return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+	q := min(j*blk6N+c, t.n-1)
+	s := q - j*blk6N
+	if bits := bl.bits[s]; covers6(bl.hi[s], bl.lo[s], bits, a) {
+		return int32(q), int32(bits)
 	}
 	if bl.flags[s]&flagParent == 0 {
-		return hit{bits: -1}
+		return -1, -1
 	}
-	return t.walk(a, int(t.parent[p]), nil, nil)
+	return t.walk(a, int(t.parent[q]), nil, nil)
 }
 
 // le128 is 1 if (hi, lo) <= a, else 0, without a branch.
@@ -399,11 +427,12 @@ func (t *tab6) block(a u128) int {
 	lo, hi := t.idx[b], t.idx[b+1]
 	var j int
 	if hi-lo <= fenceScan {
-		// Counted without a branch: the counts are independent, so a
-		// random key costs no misprediction and no chain of loads.
 		f := (*[fenceScan]uint32)(t.fence[lo : lo+fenceScan])
-		c := le32(f[0], key) + le32(f[1], key) + le32(f[2], key) + le32(f[3], key) +
-			le32(f[4], key) + le32(f[5], key) + le32(f[6], key) + le32(f[7], key)
+		// Counted as in tab4.find.
+		c := le32(f[3], key) << 2
+		c += le32(f[(c+1)&7], key) << 1
+		c += le32(f[c&7], key)
+		c += le32(f[c&7], key)
 		j = int(lo+min(c, hi-lo)) - 1
 	} else {
 		j = t.search(key, lo, hi)
@@ -451,23 +480,37 @@ func (t *tab6) settle(a u128, key uint32, j int) int {
 	return lo - 1
 }
 
-func (t *tab6) lookup(a u128, tomb, tomb2 []uint64) hit {
-	h := t.find(a)
-	if h.n == nil || live(h.id, tomb, tomb2) {
-		return h
+func (t *tab6) lookup(a u128, tomb, tomb2 []uint64) (p, n int32) {
+	p, n = t.find(a)
+	if n >= 0 && !live(t.blks[p/blk6N].id[p%blk6N], tomb, tomb2) {
+		p, n = t.walk(a, int(t.parent[p]), tomb, tomb2)
 	}
-	return t.walk(a, int(t.parent[h.p]), tomb, tomb2)
+	return p, n
 }
 
-func (t *tab6) walk(a u128, p int, tomb, tomb2 []uint64) hit {
+func (t *tab6) count(p int32) (uint64, actCode) {
+	bl, s := &t.blks[p/blk6N], p%blk6N
+	bl.n[s].Add(1)
+	return bl.id[s], actCode(bl.flags[s] & flagAct)
+}
+
+func (t *tab6) hit(p, n int32) hit {
+	if n < 0 {
+		return hit{bits: -1}
+	}
+	bl, s := &t.blks[p/blk6N], p%blk6N
+	return hit{n: &bl.n[s], id: bl.id[s], p: p, bits: n, act: actCode(bl.flags[s] & flagAct)}
+}
+
+func (t *tab6) walk(a u128, p int, tomb, tomb2 []uint64) (int32, int32) {
 	for p >= 0 {
 		bl, s := &t.blks[p/blk6N], p%blk6N
 		if n := bl.bits[s]; covers6(bl.hi[s], bl.lo[s], n, a) && live(bl.id[s], tomb, tomb2) {
-			return hit{n: &bl.n[s], id: bl.id[s], p: int32(p), bits: int32(n), act: actCode(bl.flags[s] & flagAct)}
+			return int32(p), int32(n)
 		}
 		p = int(t.parent[p])
 	}
-	return hit{bits: -1}
+	return -1, -1
 }
 
 func (t *tab6) rule(i int) rule {

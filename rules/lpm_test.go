@@ -338,7 +338,8 @@ func TestOverlayAndTombstones(t *testing.T) {
 	check := func(s *Set, a netip.Addr) {
 		t.Helper()
 		k, is4 := addrKey(a)
-		h := s.lookupBan(k, is4)
+		p, n, r := s.lookupBan(k, is4)
+		h := s.banHit(p, n, r, !is4)
 		want := -1
 		if w := bruteLPM(liveP, a); w >= 0 {
 			want = liveIdx[w]
@@ -371,4 +372,125 @@ func TestBlockSize(t *testing.T) {
 	if n := unsafe.Sizeof(blk6{}); n != 128 {
 		t.Fatalf("blk6 is %d bytes, want 128", n)
 	}
+}
+
+// TestMatchSrcWinsTies pins how Match chooses between a src and a dst
+// ban, including the shortcut that skips the dst lookup after a
+// full-length src match: the longer prefix wins, src wins a tie, and a
+// v4 /32 src does not hide a longer IPv6 dst.
+func TestMatchSrcWinsTies(t *testing.T) {
+	ps := []netip.Prefix{
+		netip.MustParsePrefix("10.0.0.1/32"),       // 1
+		netip.MustParsePrefix("10.0.0.2/32"),       // 2
+		netip.MustParsePrefix("10.1.0.0/24"),       // 3
+		netip.MustParsePrefix("2001:db8::1/128"),   // 4
+		netip.MustParsePrefix("2001:db8::2/128"),   // 5
+		netip.MustParsePrefix("2001:db8:1::/64"),   // 6
+		netip.MustParsePrefix("2001:db8:5::/48"),   // 7
+		netip.MustParsePrefix("2001:db8:6::/127"),  // 8
+		netip.MustParsePrefix("2001:db8:6::1/128"), // 9
+	}
+	set := benchSet(ps)
+	for _, c := range []struct {
+		src, dst string
+		want     uint64
+	}{
+		{"10.0.0.1", "10.0.0.2", 1},           // /32 tie: src
+		{"10.0.0.2", "10.0.0.1", 2},           // /32 tie: src
+		{"10.1.0.9", "10.0.0.2", 2},           // /24 src, /32 dst: dst
+		{"10.0.0.2", "10.1.0.9", 2},           // /32 src, /24 dst: src
+		{"10.9.9.9", "10.0.0.1", 1},           // no src ban: dst
+		{"2001:db8::1", "2001:db8::2", 4},     // /128 tie: src
+		{"2001:db8:1::7", "2001:db8::2", 5},   // /64 src, /128 dst: dst
+		{"10.0.0.1", "2001:db8:5::1", 7},      // v4 /32 src, v6 /48 dst: the longer
+		{"2001:db8:6::", "2001:db8:6::1", 9},  // /127 src, /128 dst: dst
+		{"2001:db8:6::1", "2001:db8:6::", 9},  // /128 src: src, without looking at dst
+		{"2001:db8:9::1", "2001:db8:9::2", 0}, // nothing
+		{"::ffff:10.0.0.2", "10.0.0.1", 2},    // IPv4-mapped src is IPv4
+	} {
+		v := set.Match(netip.MustParseAddr(c.src), netip.MustParseAddr(c.dst), 6, 1, 2)
+		if v.RuleID != c.want {
+			t.Errorf("Match(%s, %s) = rule %d, want %d", c.src, c.dst, v.RuleID, c.want)
+		}
+	}
+}
+
+// TestFewRulesAgainstBruteForce checks the linear scan short tables (the
+// allowlist) use, with its 16-bit prefilter, against the reference and
+// against the full lookup on the same rules.
+func TestFewRulesAgainstBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	for round := range 300 {
+		var ps []netip.Prefix
+		seen := map[netip.Prefix]bool{}
+		for len(ps) < 1+round%fewMax {
+			var p netip.Prefix
+			switch rng.IntN(3) {
+			case 0:
+				p = randPrefix4(rng, 0)
+			case 1:
+				p = randPrefix6(rng, 0)
+			default: // wide prefixes: the prefilter sets many bits
+				p = netip.PrefixFrom(randAddr4(rng), rng.IntN(17)).Masked()
+			}
+			if !seen[p] {
+				seen[p] = true
+				ps = append(ps, p)
+			}
+		}
+		var v4, v6 []rule
+		for i, p := range ps {
+			k, is4 := addrKey(p.Addr())
+			r := rule{first: k, id: uint64(i + 1), rec: new(record), bits: uint8(p.Bits()), act: actBlock}
+			if is4 {
+				v4 = append(v4, r)
+			} else {
+				v6 = append(v6, r)
+			}
+		}
+		b := buildBase(v4, v6)
+		if !b.few {
+			t.Fatalf("%d rules did not make a short table", len(ps))
+		}
+		for range 200 {
+			a := randAddr4(rng)
+			if rng.IntN(2) == 0 {
+				a = randAddr6(rng)
+			}
+			k, is4 := addrKey(a)
+			p, n := b.find(k, is4)
+			var id uint64
+			if n >= 0 {
+				if is4 {
+					id = b.v4.hit(p, n).id
+				} else {
+					id = b.v6.hit(p, n).id
+				}
+			}
+			want := uint64(0)
+			if w := bruteLPM(ps, a); w >= 0 {
+				want = uint64(w + 1)
+			}
+			if id != want {
+				t.Fatalf("round %d: find(%v) = rule %d (/%d), want %d; rules %v", round, a, id, n, want, ps)
+			}
+			if full := b.lookup(k, is4, nil, nil); full.id != want {
+				t.Fatalf("round %d: lookup(%v) = rule %d, want %d", round, a, full.id, want)
+			}
+		}
+	}
+}
+
+// banHit (for tests) is the full result of lookupBan's (p, n, r) for an address of
+// the given family.
+func (s *Set) banHit(p, n int32, r *rule, v6 bool) hit {
+	switch {
+	case n < 0:
+		return hit{bits: -1}
+	case r != nil:
+		return hit{n: &r.rec.ovHits, id: r.id, p: -1, bits: n, act: r.act}
+	case v6:
+		return s.base.v6.hit(p, n)
+	}
+	return s.base.v4.hit(p, n)
 }

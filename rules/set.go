@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"math/bits"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -37,8 +38,11 @@ type rule struct {
 // base is the bulk of the ban set, compiled in the background; immutable
 // (but for the hit counters in its blocks).
 type base struct {
-	v4 tab4
-	v6 tab6
+	v4         tab4
+	v6         tab6
+	few        bool             // both families have at most fewMax rules: find scans few4, few6
+	few4, few6 []fewRule        // the rules, most specific first
+	top4, top6 *[1 << 10]uint64 // first 16 address bits any rule covers (see topBits)
 }
 
 // ovBucket holds overlay rules of one prefix length, sorted by first address.
@@ -120,40 +124,58 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 			return v
 		}
 	}
-	best := hit{bits: -1}
+	// Each side's lookup gives registers (a base rule index or an overlay
+	// rule, and a length); only the winner is read further, and never
+	// through a hit struct: building one on the stack and copying it makes
+	// the CPU wait for this Match's miss before the next can start.
+	p, n, r, v6 := int32(-1), int32(-1), (*rule)(nil), false
 	if s.plain {
 		// The hot path: no overlay, no tombstones, the base alone.
 		if sv {
 			if s4 {
-				best = s.base.v4.find(uint32(sk.lo))
+				p, n = s.base.v4.find(uint32(sk.lo))
 			} else {
-				best = s.base.v6.find(sk)
+				p, n = s.base.v6.find(sk)
+				v6 = true
 			}
 		}
-		if dv {
-			var h hit
+		// A src match of full length cannot be beaten (src wins a tie),
+		// so a banned host's packet costs one lookup, not two.
+		if dv && n != 128 && !(n == 32 && d4) {
+			var dp, dn int32
 			if d4 {
-				h = s.base.v4.find(uint32(dk.lo))
+				dp, dn = s.base.v4.find(uint32(dk.lo))
 			} else {
-				h = s.base.v6.find(dk)
+				dp, dn = s.base.v6.find(dk)
 			}
-			if h.bits > best.bits {
-				best = h
+			if dn > n {
+				p, n, v6 = dp, dn, !d4
 			}
 		}
 	} else {
 		if sv {
-			best = s.lookupBan(sk, s4)
+			p, n, r = s.lookupBan(sk, s4)
+			v6 = !s4
 		}
 		if dv {
-			if h := s.lookupBan(dk, d4); h.bits > best.bits {
-				best = h
+			if dp, dn, dr := s.lookupBan(dk, d4); dn > n {
+				p, n, r, v6 = dp, dn, dr, !d4
 			}
 		}
 	}
-	if best.n != nil {
-		best.n.Add(1)
-		return Verdict{Action: actions[best.act], RuleID: best.id}
+	if n >= 0 {
+		var id uint64
+		var act actCode
+		switch {
+		case r != nil:
+			r.rec.ovHits.Add(1)
+			id, act = r.id, r.act
+		case v6:
+			id, act = s.base.v6.count(p)
+		default:
+			id, act = s.base.v4.count(p)
+		}
+		return Verdict{Action: actions[act], RuleID: id}
 	}
 	if len(s.acls) > 0 && sv && dv {
 		return s.matchACL(src.Unmap(), dst.Unmap(), proto, sport, dport)
@@ -162,71 +184,126 @@ func (s *Set) Match(src, dst netip.Addr, proto uint8, sport, dport uint16) Verdi
 }
 
 // allowed is the allowlist verdict for src or dst, if either is covered.
+// Every Match in production comes here first (the sensor's own addresses
+// are always allowlisted), so it looks up like the hot path does.
 func (s *Set) allowed(sk u128, s4, sv bool, dk u128, d4, dv bool) (Verdict, bool) {
 	if sv {
-		if h := s.allow.lookup(sk, s4, nil, nil); h.n != nil {
-			h.n.Add(1)
-			return Verdict{Allowlisted: true, RuleID: h.id}, true
+		if p, n := s.allow.find(sk, s4); n >= 0 {
+			return s.allow.credit(p, s4), true
 		}
 	}
 	if dv {
-		if h := s.allow.lookup(dk, d4, nil, nil); h.n != nil {
-			h.n.Add(1)
-			return Verdict{Allowlisted: true, RuleID: h.id}, true
+		if p, n := s.allow.find(dk, d4); n >= 0 {
+			return s.allow.credit(p, d4), true
 		}
 	}
 	return Verdict{}, false
 }
 
-// lookupBan is the most specific live ban covering one address, from the
-// base or either overlay layer. A rule is live unless a newer layer
-// tombstoned its ID (removed it, or replaced it with a new version).
-func (s *Set) lookupBan(k u128, is4 bool) hit {
-	h := s.base.lookup(k, is4, s.ov.tomb, s.young.tomb)
-	h = s.ov.lookup(k, is4, h, s.young.tomb)
-	return s.young.lookup(k, is4, h, nil)
+// find is the most specific rule of b covering k (b without tombstones).
+// A short table (the allowlist, usually: the sensor's own addresses and a
+// partner or two, checked before every Match) is scanned rule by rule: a
+// few masked compares are far fewer instructions than the bucket, fence
+// and block walk, and every instruction a Match saves lets the next
+// Match's cache miss start sooner.
+func (b *base) find(k u128, is4 bool) (p, n int32) {
+	if b.few {
+		rs, top, t := b.few6, b.top6, k.hi>>48
+		if is4 {
+			rs, top, t = b.few4, b.top4, k.lo>>16&0xffff
+		}
+		if top[t>>6]&(1<<(t&63)) == 0 {
+			return -1, -1
+		}
+		for i := range rs {
+			if r := &rs[i]; k.and(r.mask) == r.first {
+				return r.p, r.bits
+			}
+		}
+		return -1, -1
+	}
+	if is4 {
+		return b.v4.find(uint32(k.lo))
+	}
+	return b.v6.find(k)
 }
 
-// lookup returns the longest live rule of ov covering k if it is more
-// specific than h, else h. newer is the tombstone list of the layers above.
-func (ov *overlay) lookup(k u128, is4 bool, h hit, newer []uint64) hit {
+// credit counts a hit on allowlist rule p and returns its verdict.
+func (b *base) credit(p int32, is4 bool) Verdict {
+	var id uint64
+	if is4 {
+		id, _ = b.v4.count(p)
+	} else {
+		id, _ = b.v6.count(p)
+	}
+	return Verdict{Allowlisted: true, RuleID: id}
+}
+
+// lookupBan is the most specific live ban covering one address, from the
+// base or either overlay layer: base rule p (r nil) or overlay rule r, of
+// prefix length n (-1: none). A rule is live unless a newer layer
+// tombstoned its ID (removed it, or replaced it with a new version).
+// Registers rather than a hit, for the reason tab4.find gives.
+func (s *Set) lookupBan(k u128, is4 bool) (p, n int32, r *rule) {
+	if is4 {
+		p, n = s.base.v4.lookup(uint32(k.lo), s.ov.tomb, s.young.tomb)
+	} else {
+		p, n = s.base.v6.lookup(k, s.ov.tomb, s.young.tomb)
+	}
+	if or, on := s.ov.lookup(k, is4, n, s.young.tomb); or != nil {
+		r, n = or, on
+	}
+	if yr, yn := s.young.lookup(k, is4, n, nil); yr != nil {
+		r, n = yr, yn
+	}
+	return p, n, r
+}
+
+// lookup returns the longest live rule of ov covering k and its length if
+// it is longer than n, else nil. newer is the tombstone list of the layers
+// above.
+func (ov *overlay) lookup(k u128, is4 bool, n int32, newer []uint64) (*rule, int32) {
 	bk := ov.v6
 	if is4 {
 		bk = ov.v4
 	}
 	for i := range bk {
 		b := &bk[i]
-		if int32(b.bits) <= h.bits {
+		if int32(b.bits) <= n {
 			break // buckets are sorted longest first
 		}
 		if r := b.find(k, is4); r != nil && (len(newer) == 0 || !hasID(newer, r.id)) {
-			return hit{n: &r.rec.ovHits, id: r.id, p: -1, bits: int32(b.bits), act: r.act}
+			return r, int32(b.bits)
 		}
 	}
-	return h
+	return nil, n
 }
 
 // lookup is the most specific rule of b covering k that neither tombstone
 // list removed.
 func (b *base) lookup(k u128, is4 bool, tomb, tomb2 []uint64) hit {
 	if is4 {
-		return b.v4.lookup(uint32(k.lo), tomb, tomb2)
+		return b.v4.hit(b.v4.lookup(uint32(k.lo), tomb, tomb2))
 	}
-	return b.v6.lookup(k, tomb, tomb2)
+	return b.v6.hit(b.v6.lookup(k, tomb, tomb2))
 }
 
-// hasID reports whether sorted ids holds id.
+// hasID reports whether sorted ids holds id. Between folds every Match
+// asks this of up to foldAt tombstones; a binary search without branches
+// keeps a random id from costing a misprediction per step.
 func hasID(ids []uint64, id uint64) bool {
-	lo, hi := 0, len(ids)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if ids[m] < id {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+	if len(ids) == 0 {
+		return false
 	}
-	return lo < len(ids) && ids[lo] == id
+	base, n := 0, len(ids)
+	for n > 1 {
+		half := n >> 1
+		if ids[base+half-1] < id {
+			base += half
+		}
+		n -= half
+	}
+	return ids[base] == id
 }
 
 // find is the rule of this bucket whose prefix covers k.
@@ -237,17 +314,21 @@ func (b *ovBucket) find(k u128, is4 bool) *rule {
 	}
 	key := k.and(mask128(int(b.bits), width))
 	rs := b.rules
-	lo, hi := 0, len(rs)
-	for lo < hi {
-		m := int(uint(lo+hi) >> 1)
-		if rs[m].first.less(key) {
-			lo = m + 1
-		} else {
-			hi = m
-		}
+	if len(rs) == 0 {
+		return nil
 	}
-	if lo < len(rs) && rs[lo].first == key {
-		return &rs[lo]
+	// The first rule not below key, found without branches (see hasID).
+	base, n := 0, len(rs)
+	for n > 1 {
+		half := n >> 1
+		f := &rs[base+half-1].first
+		_, br := bits.Sub64(f.lo, key.lo, 0)
+		_, br = bits.Sub64(f.hi, key.hi, br) // br: f < key
+		base += half & -int(br)
+		n -= half
+	}
+	if rs[base].first == key {
+		return &rs[base]
 	}
 	return nil
 }
@@ -302,7 +383,53 @@ func inAny(ps []netip.Prefix, a netip.Addr) bool {
 func buildBase(v4, v6 []rule) *base {
 	slices.SortFunc(v4, cmpRule)
 	slices.SortFunc(v6, cmpRule)
-	return &base{v4: buildTab4(v4), v6: buildTab6(v6)}
+	b := &base{v4: buildTab4(v4), v6: buildTab6(v6)}
+	if len(v4) <= fewMax && len(v6) <= fewMax {
+		b.few = true
+		b.few4, b.few6 = fewRules(v4, 32), fewRules(v6, 128)
+		b.top4, b.top6 = topBits(v4, 32), topBits(v6, 128)
+	}
+	return b
+}
+
+// topBits marks the first 16 bits of every address rs cover: a clear bit
+// proves no rule covers an address, in two instructions.
+func topBits(rs []rule, width int) *[1 << 10]uint64 {
+	var m [1 << 10]uint64
+	for _, r := range rs {
+		top := func(a u128) uint64 {
+			if width == 32 {
+				return a.lo >> 16 & 0xffff
+			}
+			return a.hi >> 48
+		}
+		first, last := top(r.first), top(r.first.or(hostMask(int(r.bits), width)))
+		for t := first; t <= last; t++ {
+			m[t>>6] |= 1 << (t & 63)
+		}
+	}
+	return &m
+}
+
+// fewMax is the most rules per family a table may have for find to scan
+// them one by one.
+const fewMax = 16
+
+// fewRule is one rule of a short table, for a linear scan.
+type fewRule struct {
+	first, mask u128
+	p, bits     int32
+}
+
+// fewRules lists rs (sorted by cmpRule, so rs[i] is rule i of its table)
+// most specific first.
+func fewRules(rs []rule, width int) []fewRule {
+	out := make([]fewRule, len(rs))
+	for i, r := range rs {
+		out[i] = fewRule{first: r.first, mask: mask128(int(r.bits), width), p: int32(i), bits: int32(r.bits)}
+	}
+	slices.SortStableFunc(out, func(a, b fewRule) int { return int(b.bits - a.bits) })
+	return out
 }
 
 // adopt points every record of b at its counter in b, retiring the count
