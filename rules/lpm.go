@@ -25,7 +25,9 @@ import (
 // on the top bits narrows the fences to a few, counted without a branch.
 // Index and fences are about 1/30 of the blocks' size, so they mostly stay in L2
 // and a lookup costs one miss: the block, whose two lines the L2 spatial
-// prefetcher fetches together.
+// prefetcher fetches together. Before any of that, a presence bitmap (see
+// presence) turns most lookups of unbanned addresses, the common case,
+// away with one load.
 //
 // Why this layout: the earlier one flattened the prefixes into disjoint
 // intervals (bucket index → interval → rule: three dependent misses), and
@@ -168,6 +170,7 @@ type tab4 struct {
 	cp     uint8
 	k      uint8
 	last   uint32 // number of buckets - 1
+	presence
 }
 
 func (t *tab4) bucket(a uint32) uint32 {
@@ -190,7 +193,14 @@ func (t *tab4) bucket(a uint32) uint32 {
 // the answer or lies inside it; when it does not cover a, walk goes out
 // through the enclosing rules.
 func (t *tab4) find(a uint32) (p, n int32) {
-	b := t.bucket(a)
+	if a&t.cpMask != t.cpVal {
+		return -1, -1 // outside the span all the rules lie in
+	}
+	x := uint64(a) << (t.cp & 63) & 0xffffffff // the bits after cp, at the top
+	if !t.may(uint32(x)) {
+		return -1, -1
+	}
+	b := uint32(x >> ((32 - t.k) & 63))
 	lo, hi := t.idx[b], t.idx[b+1]
 	var j int
 	if hi-lo <= fenceScan {
@@ -347,6 +357,12 @@ func buildTab4(rs []rule) tab4 {
 		t.idx[b] = uint32(j)
 	}
 	t.idx[t.last+1] = uint32(nb)
+	t.presence = newPresence(len(rs), 32-cp)
+	for i := range rs {
+		f := uint32(rs[i].first.lo)
+		l := f | uint32(hostMask(int(rs[i].bits), 32).lo)
+		t.mark(uint32(uint64(f)<<(cp&63)), uint32(uint64(l)<<(cp&63)))
+	}
 	return t
 }
 
@@ -365,6 +381,7 @@ type tab6 struct {
 	cp     uint8
 	k      uint8
 	last   uint32
+	presence
 }
 
 // key is the 32 bits of a after the cp bits. The masked shifts never
@@ -383,7 +400,14 @@ func (bl *blk6) first(s int) u128 { return u128{bl.hi[s], bl.lo[s]} }
 
 // find is tab4.find for IPv6.
 func (t *tab6) find(a u128) (p, n int32) {
-	j := t.block(a)
+	if a.and(t.cpMask) != t.cpVal {
+		return -1, -1 // outside the span all the rules lie in
+	}
+	key := t.key(a)
+	if !t.may(key) {
+		return -1, -1
+	}
+	j := t.block(a, key)
 	if j < 0 {
 		return -1, -1
 	}
@@ -413,16 +437,9 @@ func covers6(hi, lo uint64, n uint8, a u128) bool {
 	return (a.hi^hi)&m.hi|(a.lo^lo)&m.lo == 0
 }
 
-// block is the last block whose first rule starts at or before a, -1 for
-// none.
-func (t *tab6) block(a u128) int {
-	if m := a.and(t.cpMask); m != t.cpVal {
-		if m.less(t.cpVal) {
-			return -1
-		}
-		return len(t.blks) - 1
-	}
-	key := t.key(a)
+// block is the last block whose first rule starts at or before a (whose
+// key is key, and which lies in the rules' span), -1 for none.
+func (t *tab6) block(a u128, key uint32) int {
 	b := uint64(key) >> ((32 - t.k) & 63)
 	lo, hi := t.idx[b], t.idx[b+1]
 	var j int
@@ -564,7 +581,47 @@ func buildTab6(rs []rule) tab6 {
 		t.idx[b] = uint32(j)
 	}
 	t.idx[t.last+1] = uint32(nb)
+	t.presence = newPresence(len(rs), 128-cp)
+	for i := range rs {
+		l := rs[i].first.or(hostMask(int(rs[i].bits), 128))
+		t.mark(t.key(rs[i].first), t.key(l))
+	}
 	return t
+}
+
+// presence is a bitmap over the first bits (after the shared prefix) of
+// every address a table's rules cover: a lookup for an address whose bit
+// is clear is a miss without touching the index, the fences or a block.
+// With a million bans the bitmap is 2 MiB (24 bits: about one bit in
+// fifteen set) and mostly stays in cache, while the blocks do not: most
+// lookups are for unbanned addresses, and this answers them with one
+// load. A set bit says nothing; the lookup then goes on as usual.
+type presence struct {
+	pre   []uint64
+	preSh uint8 // a 32-bit key (the address bits after cp) >> preSh is its bit
+}
+
+// newPresence sizes the bitmap for n rules whose addresses have free bits
+// after the shared prefix: 16 bits per rule, between 2^6 and 2^24 bits.
+func newPresence(n, free int) presence {
+	w := min(max(bits.Len(uint(n))+4, 6), 24, max(free, 6))
+	return presence{pre: make([]uint64, 1<<(w-6)), preSh: uint8(32 - w)}
+}
+
+// may reports whether some rule may cover an address with key x.
+func (p *presence) may(x uint32) bool {
+	c := x >> (p.preSh & 31)
+	return p.pre[(c>>6)&uint32(len(p.pre)-1)]&(1<<(c&63)) != 0
+}
+
+// mark sets the bits of keys first..last.
+func (p *presence) mark(first, last uint32) {
+	for c := first >> p.preSh; c <= last>>p.preSh; c++ {
+		p.pre[c>>6] |= 1 << (c & 63)
+		if c == ^uint32(0) {
+			break
+		}
+	}
 }
 
 // parents returns, for rules sorted by cmpRule (CIDRs are nested or
