@@ -595,7 +595,10 @@ func buildTab6(rs []rule) tab6 {
 // With a million bans the bitmap is 2 MiB (24 bits: about one bit in
 // fifteen set) and mostly stays in cache, while the blocks do not: most
 // lookups are for unbanned addresses, and this answers them with one
-// load. A set bit says nothing; the lookup then goes on as usual.
+// load. A set bit says nothing; the lookup then goes on as usual. Tried
+// and measured worse (same-process A/B, 1M bans): 2^22 and 2^23 bits (a
+// miss 39 and 34 ns instead of 31), and reading the fences before the
+// bitmap so a hit's loads overlap it (a hit 4% faster, a miss 40% slower).
 type presence struct {
 	pre   []uint64
 	preSh uint8 // a 32-bit key (the address bits after cp) >> preSh is its bit
