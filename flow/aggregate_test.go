@@ -1,7 +1,9 @@
 package flow
 
 import (
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 	"time"
@@ -439,4 +441,88 @@ func TestTiesRankByKeyStably(t *testing.T) {
 		ByPair.String() != "pair" || TalkerKind(9).String() != "?" || AtoB.Reverse() != BtoA || BtoA.String() != "b>a" {
 		t.Fatal("names")
 	}
+}
+
+// TestRowCacheCountsLikeFullLookups plays the same traffic through a table
+// with the talker row cache and one without, and requires every talker
+// row (packets, bytes, distinct flows) to agree, bucket by bucket. The
+// traffic reuses slots the ways that could make a cache entry stale: a
+// 5-tuple restarted by RST then SYN (same slot, new generation), flows
+// that expire and give their slot to another, buckets swapped and reset,
+// and more keys than MaxTalkers (rows go to "other").
+func TestRowCacheCountsLikeFullLookups(t *testing.T) {
+	defer func() { rowCacheOn = true }()
+	run := func(cached bool) []map[string][3]uint64 {
+		rowCacheOn = cached
+		tb := NewTable(Config{MaxFlows: 4096, MaxTalkers: 64, IdleEstablished: 2 * time.Second, IdleUDP: time.Second})
+		tb.seed, tb.rng = 1, 2 // both runs place and expire flows alike
+		rng := rand.New(rand.NewPCG(3, 4))
+		var out []map[string][3]uint64
+		spare := NewBucket(64)
+		ts := t0
+		for n := range 40000 {
+			ts += int64(time.Millisecond) / 4
+			c := rng.IntN(300)
+			cli := fmt.Sprintf("10.0.%d.%d", c/200, c%200)
+			srv := fmt.Sprintf("192.0.2.%d", c%7)
+			var p *capture.Packet
+			switch r := rng.IntN(20); {
+			case r == 0:
+				p = pk(cli, uint16(1000+c), srv, 80, rst, 1, 0, 0, ts)
+			case r == 1:
+				p = pk(cli, uint16(1000+c), srv, 80, syn, uint32(n), 0, 0, ts)
+			case r < 11:
+				p = pk(cli, uint16(1000+c), srv, 80, psh, 1, 1, uint16(rng.IntN(1400)), ts)
+			default:
+				p = pk(srv, 80, cli, uint16(1000+c), psh, 1, 1, uint16(rng.IntN(1400)), ts)
+			}
+			if rng.IntN(10) == 0 {
+				p.Proto = capture.ProtoUDP
+			}
+			tb.Update(p)
+			if n%997 == 0 {
+				tb.Expire(ts)
+			}
+			if n%3001 == 3000 {
+				b := tb.SwapBucket(spare)
+				out = append(out, talkerRows(b))
+				b.Reset()
+				spare = b
+			}
+		}
+		return append(out, talkerRows(tb.SwapBucket(nil)))
+	}
+	with, without := run(true), run(false)
+	if len(with) != len(without) {
+		t.Fatalf("%d buckets with the cache, %d without", len(with), len(without))
+	}
+	for i := range with {
+		if len(with[i]) < 10 {
+			t.Fatalf("bucket %d has only %d rows: the traffic does not exercise the maps", i, len(with[i]))
+		}
+		for k, v := range without[i] {
+			if with[i][k] != v {
+				t.Errorf("bucket %d row %s: with the cache %v, without %v", i, k, with[i][k], v)
+			}
+		}
+		for k := range with[i] {
+			if _, ok := without[i][k]; !ok {
+				t.Errorf("bucket %d row %s only with the cache", i, k)
+			}
+		}
+	}
+}
+
+// talkerRows is every row of b, "other" included, as kind/key → (pkts,
+// bytes, flows).
+func talkerRows(b *Bucket) map[string][3]uint64 {
+	out := map[string][3]uint64{}
+	for k := range b.maps {
+		m := &b.maps[k]
+		for _, r := range m.rows {
+			out[fmt.Sprintf("%d/%v>%v:%d/%d", k, r.key.a.addr(r.key.v6), r.key.b.addr(r.key.v6), r.key.port, r.key.proto)] = [3]uint64{r.pkts, r.bytes, uint64(r.flows)}
+		}
+		out[fmt.Sprintf("%d/other", k)] = [3]uint64{m.other.pkts, m.other.bytes, uint64(m.other.flows)}
+	}
+	return out
 }

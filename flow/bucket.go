@@ -43,25 +43,35 @@ func newTalkerMap(n int) talkerMap {
 }
 
 // add counts one packet of size bytes for k (hash h); countFlow adds one
-// to the distinct-flow count.
-func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) {
-	var r *talkerRow
+// to the distinct-flow count. It returns the row it counted into (-1:
+// other), for bump.
+func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int32 {
+	row := int32(-1)
 	for s := h & m.mask; ; s = (s + 1) & m.mask {
 		i := m.index[s]
 		if i == 0 {
 			if len(m.rows) == cap(m.rows) {
-				r = &m.other
 				break
 			}
 			m.rows = append(m.rows, talkerRow{key: *k, slot: uint32(s)})
 			m.index[s] = uint32(len(m.rows))
-			r = &m.rows[len(m.rows)-1]
+			row = int32(len(m.rows) - 1)
 			break
 		}
 		if m.rows[i-1].key.eq(k) {
-			r = &m.rows[i-1]
+			row = int32(i - 1)
 			break
 		}
+	}
+	m.bump(row, size, countFlow)
+	return row
+}
+
+// bump counts one packet into row (-1: other).
+func (m *talkerMap) bump(row int32, size uint64, countFlow bool) {
+	r := &m.other
+	if row >= 0 {
+		r = &m.rows[row]
 	}
 	r.pkts++
 	r.bytes += size
@@ -90,7 +100,31 @@ type Bucket struct {
 	newFlows uint64 // flows created
 	evicted  uint64 // flows evicted because the table was full
 	epoch    uint16 // the installing table's epoch; a put-back keeps it
+	resets   uint32 // Reset calls: rowCache entries from before one are stale
+	rc       [rowCacheSize]rowCache
 }
+
+// rowCache remembers which rows a flow direction's packets were counted
+// into in this bucket, so its next packets in the same second (a TCP
+// burst) skip the four hashes and probes: talker accounting was the
+// largest part of Update's cost with the flow in cache. Entries are
+// direct-mapped by slot and direction. A direction's first packet in a
+// bucket always goes the long way and refreshes its entry, so an entry
+// found for a later packet was written by the same flow in this bucket;
+// the generation and resets checks are a second guard against a stale
+// one. TestRowCacheCountsLikeFullLookups compares every row with and
+// without the cache.
+type rowCache struct {
+	slot, gen uint32
+	resets    uint32
+	dir       Dir
+	rows      [NumKinds]int32
+}
+
+const rowCacheSize = 512 // a power of two
+
+// rowCacheOn lets a test compare counts made with and without the cache.
+var rowCacheOn = true
 
 // NewBucket returns an empty bucket holding up to maxTalkers keys of each
 // kind (0 or less: DefaultMaxTalkers). Make all buckets of a table with
@@ -109,6 +143,7 @@ func NewBucket(maxTalkers int) *Bucket {
 
 // Reset clears b for reuse without freeing its memory.
 func (b *Bucket) Reset() {
+	b.resets++
 	for k := range b.maps {
 		b.maps[k].reset()
 	}
@@ -153,19 +188,34 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // the flow's first packet in this direction in this bucket (counts a flow
 // for source, destination and pair); countFlow says it is the flow's first
 // packet at all in this bucket (counts it for the port).
-func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
+func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) (rows [NumKinds]int32) {
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
 	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
 	k := talkerKey{v6: ap.v6}
 	k.a.set(ap.sh, ap.sl)
-	b.maps[BySrc].add(&k, hs, size, countDir)
+	rows[BySrc] = b.maps[BySrc].add(&k, hs, size, countDir)
 	k.a.set(ap.dh, ap.dl)
-	b.maps[ByDst].add(&k, hd, size, countDir)
+	rows[ByDst] = b.maps[ByDst].add(&k, hd, size, countDir)
 	k.a.set(ap.sh, ap.sl)
 	k.b.set(ap.dh, ap.dl)
-	b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
+	rows[ByPair] = b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
 	k = talkerKey{port: port, proto: proto}
-	b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)
+	rows[ByPort] = b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)
+	return rows
+}
+
+// addFlow is add for a packet of a flow (slot and generation gen) going
+// in direction dir, through the row cache.
+func (b *Bucket) addFlow(slot, gen uint32, dir Dir, ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
+	e := &b.rc[(slot<<1|uint32(dir))&(rowCacheSize-1)]
+	if rowCacheOn && e.slot == slot && e.gen == gen && e.dir == dir && e.resets == b.resets && !countDir && !countFlow {
+		for k := range e.rows {
+			b.maps[k].bump(e.rows[k], size, false)
+		}
+		return
+	}
+	e.rows = b.add(ap, port, proto, size, countDir, countFlow)
+	e.slot, e.gen, e.dir, e.resets = slot, gen, dir, b.resets
 }
 
 // eq compares two talker keys without the runtime's memequal call.

@@ -308,7 +308,7 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	if created {
 		b.newFlows++
 	}
-	b.add(&ap, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
+	b.addFlow(t.slotOf(f), f.gen, dir, &ap, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
 	return f, dir, created
 }
 
