@@ -27,11 +27,23 @@ type talkerRow struct {
 // talkerKey to a row. It never allocates after NewBucket and is cleared in
 // time proportional to the rows used. Keys beyond capacity go to other.
 type talkerMap struct {
-	index []uint32    // slot → row index + 1; 0 empty. Twice the rows, so probes stay short.
+	// index: slot → row index + 1 (0: empty) in the low indexRowBits,
+	// and a tag from the key's hash above them, so a probe passes over
+	// another key's slot without reading its row: with the map full (a
+	// flood of sources) most keys are absent, and each row read was a
+	// cache miss. Twice the rows, so probes stay short.
+	index []uint32
 	rows  []talkerRow // len = rows in use, cap = capacity
 	mask  uint64
 	other talkerRow // everything that did not fit
 }
+
+// The index packs a row number (up to maxMaxTalkers, plus one) and a tag.
+const (
+	indexRowBits = 17
+	indexRowMask = 1<<indexRowBits - 1
+	indexTagBits = 32 - indexRowBits
+)
 
 func newTalkerMap(n int) talkerMap {
 	size := 1 << bits.Len(uint(2*n-1))
@@ -47,19 +59,20 @@ func newTalkerMap(n int) talkerMap {
 // other), for bump.
 func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int32 {
 	row := int32(-1)
+	tag := uint32(h>>(64-indexTagBits)) << indexRowBits
 	for s := h & m.mask; ; s = (s + 1) & m.mask {
-		i := m.index[s]
-		if i == 0 {
+		e := m.index[s]
+		if e == 0 {
 			if len(m.rows) == cap(m.rows) {
 				break
 			}
 			m.rows = append(m.rows, talkerRow{key: *k, slot: uint32(s)})
-			m.index[s] = uint32(len(m.rows))
+			m.index[s] = tag | uint32(len(m.rows))
 			row = int32(len(m.rows) - 1)
 			break
 		}
-		if m.rows[i-1].key.eq(k) {
-			row = int32(i - 1)
+		if e&^indexRowMask == tag && m.rows[e&indexRowMask-1].key.eq(k) {
+			row = int32(e&indexRowMask - 1)
 			break
 		}
 	}
