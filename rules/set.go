@@ -49,6 +49,17 @@ type base struct {
 type ovBucket struct {
 	bits  uint8
 	rules []rule
+	// seen has the bit ovHash(first) set for every rule: most addresses
+	// a Match looks up are in no overlay rule, and a clear bit says so
+	// in one load instead of a binary search (a dozen dependent loads at
+	// foldAt rules, for src and dst, in every bucket).
+	seen []uint64
+}
+
+// ovHash picks a rule's (or a masked address's) bit in ovBucket.seen.
+func ovHash(a u128, mask int) int {
+	hi, lo := bits.Mul64(a.hi^0x9e3779b97f4a7c15, a.lo^0xc2b2ae3d27d4eb4f)
+	return int(hi^lo) & mask
 }
 
 // overlay holds bans added or removed since base was compiled: additions
@@ -317,6 +328,9 @@ func (b *ovBucket) find(k u128, is4 bool) *rule {
 	if len(rs) == 0 {
 		return nil
 	}
+	if h := ovHash(key, len(b.seen)*64-1); b.seen[h>>6]&(1<<(h&63)) == 0 {
+		return nil
+	}
 	// The first rule not below key, found without branches (see hasID).
 	base, n := 0, len(rs)
 	for n > 1 {
@@ -579,7 +593,12 @@ func bucketize(rs []rule) []ovBucket {
 		for j < len(rs) && rs[j].bits == rs[i].bits {
 			j++
 		}
-		out = append(out, ovBucket{bits: rs[i].bits, rules: rs[i:j:j]})
+		seen := make([]uint64, max(1, 1<<bits.Len(uint(j-i))/8)) // >= 8 bits per rule
+		for _, r := range rs[i:j] {
+			h := ovHash(r.first, len(seen)*64-1)
+			seen[h>>6] |= 1 << (h & 63)
+		}
+		out = append(out, ovBucket{bits: rs[i].bits, rules: rs[i:j:j], seen: seen})
 		i = j
 	}
 	return out
