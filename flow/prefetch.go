@@ -26,12 +26,13 @@ const prefetchMinFlows = 1 << 15
 //
 // Prefetches are hints the CPU works on while the code goes on, but only
 // about a dozen misses can be outstanding at once, so it asks for the lines
-// that will be read and no more, in three passes over the batch: (1) hash
-// each key and fetch the hash head and the key line of both home slots;
-// (2) for a packet whose flow is at a home (its key is in by now) fetch
-// the flow's other two lines, else fetch the key line of the chain's first
-// flow; (3) if that is the flow, fetch its other two lines. Flows further
-// down a chain are left to Update.
+// that will be read and no more, in passes over the batch: (1) hash each
+// key and fetch the hash head and the key line of both home slots; (2) for
+// a packet whose flow is at a home (its key is in by now) fetch the flow's
+// other two lines, else fetch the key line of the chain's first flow;
+// (3, 4) if that is the flow, fetch its other two lines, else the next
+// link's key line; (5) the same for the third link. Flows further down a
+// chain (rare: a chain averages under two flows) are left to Update.
 func (t *Table) Prefetch(ps []capture.Packet) {
 	if t.live < t.prefetchMin {
 		return
@@ -72,11 +73,34 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			}
 		}
 	}
+	// Down the chain, one link per pass: by the time a pass reads a link,
+	// the previous pass's prefetch of it has had the rest of the batch to
+	// land.
+	var cur [PrefetchMax]uint32 // the chain slot whose key line was fetched last
 	for j := range n {
-		if has&^found&(1<<j) == 0 {
-			continue
+		if has&^found&(1<<j) != 0 {
+			cur[j] = t.heads[hs[j]&t.mask]
 		}
-		if i := t.heads[hs[j]&t.mask]; i != 0 && t.flows[i].key.eq(&ks[j]) {
+	}
+	for range 2 {
+		for j := range n {
+			i := cur[j]
+			if i == 0 {
+				continue
+			}
+			if t.flows[i].key.eq(&ks[j]) {
+				t.touchRest(i)
+				cur[j] = 0
+				continue
+			}
+			cur[j] = t.flows[i].next
+			if c := cur[j]; c != 0 {
+				touch3(unsafe.Pointer(&t.flows[c]), unsafe.Pointer(&t.flows[c]), unsafe.Pointer(&t.flows[c]))
+			}
+		}
+	}
+	for j := range n {
+		if i := cur[j]; i != 0 && t.flows[i].key.eq(&ks[j]) {
 			t.touchRest(i)
 		}
 	}
