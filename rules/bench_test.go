@@ -55,11 +55,23 @@ func benchPrefixes(n int, v6 bool, seed uint64) []netip.Prefix {
 
 // benchSet compiles prefixes straight into a Set (no store), as a fold does.
 func benchSet(ps []netip.Prefix) *Set {
+	// An allowlist like a sensor's: its own addresses (always implicitly
+	// allowlisted, so every Match checks the allowlist first) and a
+	// partner's network.
+	var allow []netip.Prefix
+	for _, p := range []string{"192.0.2.10/32", "192.0.2.11/32", "198.51.100.0/24", "2001:db8:a::10/128", "2001:db8:b::/48"} {
+		allow = append(allow, netip.MustParsePrefix(p))
+	}
+	return &Set{base: baseOf(ps, 1), ov: &overlay{}, young: &overlay{}, plain: true, allow: baseOf(allow, 1<<40), hasAllow: true, n: len(ps)}
+}
+
+// baseOf compiles ps into a base, as block rules with IDs id0, id0+1, ….
+func baseOf(ps []netip.Prefix, id0 uint64) *base {
 	var v4, v6 []rule
 	recs := make([]record, len(ps))
 	for i, p := range ps {
 		k, is4 := addrKey(p.Addr())
-		r := rule{first: k, id: uint64(i + 1), rec: &recs[i], bits: uint8(p.Bits()), act: actBlock}
+		r := rule{first: k, id: id0 + uint64(i), rec: &recs[i], bits: uint8(p.Bits()), act: actBlock}
 		if is4 {
 			v4 = append(v4, r)
 		} else {
@@ -68,23 +80,7 @@ func benchSet(ps []netip.Prefix) *Set {
 	}
 	b := buildBase(v4, v6)
 	b.adopt()
-	// An allowlist like a sensor's: its own addresses (always implicitly
-	// allowlisted, so every Match checks the allowlist first) and a
-	// partner's network.
-	var a4, a6 []rule
-	for i, p := range []string{"192.0.2.10/32", "192.0.2.11/32", "198.51.100.0/24", "2001:db8:a::10/128", "2001:db8:b::/48"} {
-		pf := netip.MustParsePrefix(p)
-		k, is4 := addrKey(pf.Addr())
-		r := rule{first: k, id: uint64(1<<40 + i), rec: new(record), bits: uint8(pf.Bits()), act: actBlock}
-		if is4 {
-			a4 = append(a4, r)
-		} else {
-			a6 = append(a6, r)
-		}
-	}
-	allow := buildBase(a4, a6)
-	allow.adopt()
-	return &Set{base: b, ov: &overlay{}, young: &overlay{}, plain: true, allow: allow, hasAllow: true, n: len(ps)}
+	return b
 }
 
 // probes returns addresses half of which hit a ban.
@@ -135,23 +131,7 @@ func BenchmarkMatch(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/%d", fam, n), func(b *testing.B) {
 				v6 := fam == "v6"
 				set, ps := cachedSet(n, v6)
-				pr := probes(ps, v6, 1<<16)
-				other := netip.MustParseAddr("192.0.2.1")
-				if v6 {
-					other = netip.MustParseAddr("3fff::1")
-				}
-				runtime.GC() // a concurrent mark of the freshly built set would skew the first sizes
-				b.ReportAllocs()
-				b.ResetTimer()
-				var hits int
-				cpu0 := cpuTime()
-				for i := 0; b.Loop(); i++ {
-					if set.Match(pr[i&(1<<16-1)], other, 6, 40000, 443).Matched() {
-						hits++
-					}
-				}
-				b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-				if hits == 0 {
+				if hits := matchLoop(b, set, probes(ps, v6, 1<<16), v6); hits == 0 {
 					b.Fatal("no probe matched")
 				}
 			})
@@ -173,26 +153,31 @@ func BenchmarkMatchMiss(b *testing.B) {
 			for i := 1; i < len(pr) && len(miss) < 1<<16; i += 2 {
 				miss = append(miss, pr[i]) // the odd probes are random addresses
 			}
-			other := netip.MustParseAddr("192.0.2.1")
-			if v6 {
-				other = netip.MustParseAddr("3fff::1")
-			}
-			runtime.GC()
-			b.ReportAllocs()
-			b.ResetTimer()
-			var hits int
-			cpu0 := cpuTime()
-			for i := 0; b.Loop(); i++ {
-				if set.Match(miss[i&(1<<16-1)], other, 6, 40000, 443).Matched() {
-					hits++
-				}
-			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
-			if hits > b.N/100 {
+			if hits := matchLoop(b, set, miss, v6); hits > b.N/100 {
 				b.Fatalf("%d of %d probes matched: not a miss benchmark", hits, b.N)
 			}
 		})
 	}
+}
+
+// matchLoop times Match of each of the 1<<16 srcs in turn against an
+// unbanned server address, and returns how many matched.
+func matchLoop(b *testing.B, set *Set, srcs []netip.Addr, v6 bool) (hits int) {
+	other := netip.MustParseAddr("192.0.2.1")
+	if v6 {
+		other = netip.MustParseAddr("3fff::1")
+	}
+	runtime.GC() // a concurrent mark of the freshly built set would skew the first sizes
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	for i := 0; b.Loop(); i++ {
+		if set.Match(srcs[i&(1<<16-1)], other, 6, 40000, 443).Matched() {
+			hits++
+		}
+	}
+	b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
+	return hits
 }
 
 // BenchmarkMatchWithOverlay measures a lookup while the overlay holds a

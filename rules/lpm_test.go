@@ -438,17 +438,7 @@ func TestFewRulesAgainstBruteForce(t *testing.T) {
 				ps = append(ps, p)
 			}
 		}
-		var v4, v6 []rule
-		for i, p := range ps {
-			k, is4 := addrKey(p.Addr())
-			r := rule{first: k, id: uint64(i + 1), rec: new(record), bits: uint8(p.Bits()), act: actBlock}
-			if is4 {
-				v4 = append(v4, r)
-			} else {
-				v6 = append(v6, r)
-			}
-		}
-		b := buildBase(v4, v6)
+		b := baseOf(ps, 1)
 		if !b.few {
 			t.Fatalf("%d rules did not make a short table", len(ps))
 		}
