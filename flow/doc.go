@@ -20,5 +20,11 @@
 // Speed: with a million flows nearly every packet's flow is a cache miss.
 // Table.Prefetch lets a caller with a batch of packets (the sensor with a
 // capture block) put those misses in flight together before it updates
-// them one by one.
+// them one by one. For the misses to overlap, nothing a packet's Update
+// computes may wait on the previous packet's miss: keys are built in place
+// from address words (internal/ipword), never by copying a [16]byte or a
+// struct that was just written in pieces, because the CPU cannot forward
+// such a copy from the stores before it and makes it wait until they
+// retire. Talker accounting, the largest part of an in-cache Update, is
+// skipped for a burst's later packets by the Bucket's row cache.
 package flow
