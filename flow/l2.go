@@ -32,10 +32,6 @@ func (a *L2) sameAs(p *capture.Packet) bool {
 	return true
 }
 
-func (a *L2) eq(b *L2) bool {
-	return a.SrcMAC == b.SrcMAC && a.DstMAC == b.DstMAC && a.VLANs == b.VLANs && a.NumVLANs == b.NumVLANs
-}
-
 // l2Entry is one dictionary entry: a tuple and how many flow directions
 // refer to it.
 type l2Entry struct {
@@ -77,19 +73,30 @@ func newL2Dict(n int, seed uint64) l2Dict {
 }
 
 func (d *l2Dict) hash(l *L2) uint64 {
-	a := uint64(binary.LittleEndian.Uint32(l.SrcMAC[:4])) | uint64(binary.LittleEndian.Uint16(l.SrcMAC[4:]))<<32 |
-		uint64(binary.LittleEndian.Uint16(l.DstMAC[:2]))<<48
-	b := uint64(binary.LittleEndian.Uint32(l.DstMAC[2:])) | uint64(l.NumVLANs)<<32
-	c := uint64(l.VLANs[0].TPID) | uint64(l.VLANs[0].TCI)<<16 | uint64(l.VLANs[1].TPID)<<32 | uint64(l.VLANs[1].TCI)<<48
+	return d.hashOf(&l.SrcMAC, &l.DstMAC, l.NumVLANs, l.VLANs[0], l.VLANs[1])
+}
+
+// hashOf hashes a tuple given by its parts; tags past n must be zero.
+func (d *l2Dict) hashOf(src, dst *[6]byte, n uint8, v0, v1 capture.VLAN) uint64 {
+	a := uint64(binary.LittleEndian.Uint32(src[:4])) | uint64(binary.LittleEndian.Uint16(src[4:]))<<32 |
+		uint64(binary.LittleEndian.Uint16(dst[:2]))<<48
+	b := uint64(binary.LittleEndian.Uint32(dst[2:])) | uint64(n)<<32
+	c := uint64(v0.TPID) | uint64(v0.TCI)<<16 | uint64(v1.TPID)<<32 | uint64(v1.TCI)<<48
 	return mix(a^hk1^d.seed, mix(b^hk2, c^hk3))
 }
 
-// acquire returns the entry holding l with one more reference, or 0 if l
-// is new and the dictionary is full.
-func (d *l2Dict) acquire(l *L2) uint16 {
-	b := d.hash(l) & d.mask
+// acquire returns the entry holding p's tuple with one more reference, or
+// 0 if the tuple is new and the dictionary is full. It reads p's fields
+// in place and builds a new entry field by field (see L2.sameAs).
+func (d *l2Dict) acquire(p *capture.Packet) uint16 {
+	n := min(p.NumVLANs, capture.MaxVLANs)
+	var v [capture.MaxVLANs]capture.VLAN
+	for i := range n {
+		v[i] = p.VLANs[i]
+	}
+	b := d.hashOf(&p.SrcMAC, &p.DstMAC, n, v[0], v[1]) & d.mask
 	for i := d.heads[b]; i != 0; i = d.ents[i].next {
-		if e := &d.ents[i]; e.l2.eq(l) {
+		if e := &d.ents[i]; e.l2.sameAs(p) {
 			e.refs++
 			return uint16(i)
 		}
@@ -104,7 +111,10 @@ func (d *l2Dict) acquire(l *L2) uint16 {
 		d.full++
 		return 0
 	}
-	d.ents[i] = l2Entry{l2: *l, refs: 1, next: d.heads[b]}
+	e := &d.ents[i]
+	e.l2.SrcMAC, e.l2.DstMAC, e.l2.NumVLANs = p.SrcMAC, p.DstMAC, n
+	e.l2.VLANs[0], e.l2.VLANs[1] = v[0], v[1] // unused tags zero: one entry per real stack
+	e.refs, e.next = 1, d.heads[b]
 	d.heads[b] = i
 	return uint16(i)
 }
@@ -141,12 +151,10 @@ func (t *Table) setL2(d *DirState, p *capture.Packet) {
 	if d.l2 != 0 && t.l2.ents[d.l2].l2.sameAs(p) {
 		return
 	}
-	l := L2{SrcMAC: p.SrcMAC, DstMAC: p.DstMAC, NumVLANs: min(p.NumVLANs, capture.MaxVLANs)}
-	copy(l.VLANs[:l.NumVLANs], p.VLANs[:l.NumVLANs]) // unused tags zero: one entry per real stack
 	// Release first: in a full dictionary the entry this direction gives
 	// up (if no other refers to it) is the room its new tuple needs.
 	t.l2.release(d.l2)
-	d.l2 = t.l2.acquire(&l)
+	d.l2 = t.l2.acquire(p)
 }
 
 // L2 returns the layer-2 details of direction d's latest frame; ok is false
