@@ -131,6 +131,7 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 		FailAfter:        cfg.Inject.FailAfter,
 		WorkerNice:       workerNice,
 		WorkerRTPriority: workerRT,
+		PrefaultFlows:    o.readFile == "", // live capture: no page faults on the first packets
 		Injection:        injection,
 		Version:          version,
 		Source:           source,

@@ -214,7 +214,7 @@ func sensorChild(args []string) error {
 	inj := sensor.Injection{Sender: sender, Iface: injIface, NextHop: hop, Ceiling: inject.NewCeiling(def.Inject.MaxPPS)}
 	copy(inj.SrcMAC[:], sender.MAC())
 	e, err := sensor.New(sensor.Config{Mode: sensor.ModeEnforce, Injection: inj, ConfirmAfter: 200 * time.Millisecond,
-		MaxResetsPerFlow: def.Inject.MaxResetsPerFlow, WorkerNice: def.Capture.WorkerNice, WorkerRTPriority: rt, Logger: quietLog}, src, store)
+		MaxResetsPerFlow: def.Inject.MaxResetsPerFlow, WorkerNice: def.Capture.WorkerNice, WorkerRTPriority: rt, PrefaultFlows: true, Logger: quietLog}, src, store)
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,7 @@ type Config struct {
 	FailAfter        time.Duration // payload this long after the first reset, budget spent, is a failed kill (default 250 ms)
 	WorkerNice       int           // nice value of the capture worker threads (0: unchanged; canopy's config defaults to -10)
 	WorkerRTPriority int           // SCHED_FIFO priority of the capture worker threads, 1..99 (0: none; WorkerNice applies)
+	PrefaultFlows    bool          // make the flow tables resident before capture starts (see flow.Table.Prefault)
 	Injection        Injection
 	Version          string
 	Source           string   // "live" or the capture file's path, for status
@@ -191,6 +192,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	snapDone := make(chan struct{})
 	go func() { defer bg.Done(); e.snapshotter(ctx, snapDone) }()
 
+	if e.cfg.PrefaultFlows {
+		e.prefault()
+	}
 	errs := make(chan error, len(e.workers))
 	var wg sync.WaitGroup
 	for i, w := range e.workers {
@@ -241,6 +245,20 @@ func (e *Engine) ReserveProcs() (restore func()) {
 	}
 	runtime.GOMAXPROCS(procs + len(e.workers))
 	return func() { runtime.GOMAXPROCS(procs) }
+}
+
+// prefault makes every worker's flow table resident, the tables in
+// parallel, so that the first flows do not stall their worker on page
+// faults while the first banned connections race past.
+func (e *Engine) prefault() {
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for _, w := range e.workers {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.table.Prefault() }()
+	}
+	wg.Wait()
+	e.cfg.Logger.Info("flow tables resident", "workers", len(e.workers), "took", time.Since(t0).Round(time.Millisecond))
 }
 
 // Ready reports whether capture is running.

@@ -2,7 +2,10 @@
 
 package hugepage
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
 const madvCollapse = 25 // MADV_COLLAPSE, Linux 6.1; not in package syscall
 
@@ -20,4 +23,27 @@ func Collapse[T any](s []T) {
 		_ = syscall.Madvise(b, syscall.MADV_HUGEPAGE)
 		_ = syscall.Madvise(b, madvCollapse)
 	}
+}
+
+const madvPopulateWrite = 23 // MADV_POPULATE_WRITE, Linux 5.14
+
+// Populate makes s's memory resident now, as if every page had been
+// written (on huge pages where Advise asked for them): the first use of a
+// fresh page is a page fault, and on a virtual machine a fresh 2 MiB page
+// can take milliseconds. It does not change s's contents. Best effort: on
+// a kernel without MADV_POPULATE_WRITE the pages fault in on first use as
+// before.
+func Populate[T any](s []T) {
+	if cap(s) == 0 {
+		return
+	}
+	var zero T
+	n := uintptr(cap(s)) * unsafe.Sizeof(zero)
+	base := unsafe.Pointer(unsafe.SliceData(s))
+	p := uintptr(base)
+	const page = 4096
+	start := p &^ (page - 1) // whole pages: the neighbours share them and are mapped too
+	end := (p + n + page - 1) &^ (page - 1)
+	b := unsafe.Slice((*byte)(unsafe.Add(base, -int(p-start))), end-start)
+	_ = syscall.Madvise(b, madvPopulateWrite)
 }
