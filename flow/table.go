@@ -24,7 +24,8 @@ import (
 // (l2Dict, 32 bytes per 64 slots) and a talkers bucket: about 199 bytes per
 // slot in all, never more. Untouched pages are not resident and flows are
 // kept in a region about twice their number (see homes2), so RSS follows
-// the traffic.
+// the traffic, unless Prefault made it all resident (the sensor does, for
+// live capture).
 type Table struct {
 	cfg  Config
 	seed uint64
