@@ -3,6 +3,7 @@
 package hugepage
 
 import (
+	"runtime"
 	"syscall"
 	"unsafe"
 )
@@ -39,11 +40,12 @@ func Populate[T any](s []T) {
 	}
 	var zero T
 	n := uintptr(cap(s)) * unsafe.Sizeof(zero)
-	base := unsafe.Pointer(unsafe.SliceData(s))
-	p := uintptr(base)
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(s)))
 	const page = 4096
 	start := p &^ (page - 1) // whole pages: the neighbours share them and are mapped too
 	end := (p + n + page - 1) &^ (page - 1)
-	b := unsafe.Slice((*byte)(unsafe.Add(base, -int(p-start))), end-start)
-	_ = syscall.Madvise(b, madvPopulateWrite)
+	// By address, not through a []byte: the rounded range reaches past s,
+	// and a slice over it would be a bad pointer to the garbage collector.
+	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, start, end-start, madvPopulateWrite)
+	runtime.KeepAlive(s)
 }
