@@ -134,7 +134,10 @@ type rowCache struct {
 	rows      [NumKinds]int32
 }
 
-const rowCacheSize = 512 // a power of two
+// rowCacheSize entries (128 KiB a bucket) cover a few thousand flow
+// directions active in a second; 512 measured slower with 1,000 flows
+// (UpdateSmall 78 against 61 ns) and no different with more.
+const rowCacheSize = 4096 // a power of two
 
 // rowCacheOn lets a test compare counts made with and without the cache.
 var rowCacheOn = true
