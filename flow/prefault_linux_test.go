@@ -2,27 +2,18 @@ package flow
 
 import (
 	"testing"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"canopy/internal/hugepage"
 )
 
 // residentPct is how much of s's memory is resident, in percent.
 func residentPct[T any](t *testing.T, s []T) int {
 	t.Helper()
-	var zero T
-	p := uintptr(unsafe.Pointer(&s[0]))
-	start := p &^ 4095
-	n := (p + uintptr(len(s))*unsafe.Sizeof(zero) - start + 4095) / 4096
-	vec := make([]byte, n)
-	if _, _, e := unix.Syscall(unix.SYS_MINCORE, start, n*4096, uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-		t.Skip("mincore:", e)
+	pct, err := hugepage.Resident(s)
+	if err != nil {
+		t.Skip("mincore:", err)
 	}
-	c := 0
-	for _, v := range vec {
-		c += int(v & 1)
-	}
-	return c * 100 / len(vec)
+	return pct
 }
 
 // A table's memory faults in as flows arrive unless Prefault made it

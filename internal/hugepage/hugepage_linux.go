@@ -49,3 +49,26 @@ func Populate[T any](s []T) {
 	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, start, end-start, madvPopulateWrite)
 	runtime.KeepAlive(s)
 }
+
+// Resident reports how much of s's memory is resident now, in percent of
+// its pages (mincore). For tests and diagnostics.
+func Resident[T any](s []T) (int, error) {
+	if cap(s) == 0 {
+		return 0, nil
+	}
+	var zero T
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(s)))
+	const page = 4096
+	start := p &^ (page - 1)
+	n := (p + uintptr(cap(s))*unsafe.Sizeof(zero) - start + page - 1) / page
+	vec := make([]byte, n)
+	if _, _, e := syscall.Syscall(syscall.SYS_MINCORE, start, n*page, uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		return 0, e
+	}
+	runtime.KeepAlive(s)
+	c := 0
+	for _, v := range vec {
+		c += int(v & 1)
+	}
+	return c * 100 / len(vec), nil
+}

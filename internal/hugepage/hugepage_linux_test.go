@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 )
 
 // anonHugeKB is the AnonHugePages figure of the mapping holding p.
@@ -79,18 +77,11 @@ func TestPopulateMakesArrayResident(t *testing.T) {
 	s := make([]uint64, 64<<20/8) // fresh from the OS: not yet faulted in
 	s[len(s)/2] = 42
 	resident := func() int {
-		p := uintptr(unsafe.Pointer(&s[0]))
-		start := p &^ 4095
-		n := (p + uintptr(len(s))*8 - start + 4095) / 4096
-		vec := make([]byte, n)
-		if _, _, e := unix.Syscall(unix.SYS_MINCORE, start, n*4096, uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
-			t.Skip("mincore:", e)
+		pct, err := Resident(s)
+		if err != nil {
+			t.Skip("mincore:", err)
 		}
-		c := 0
-		for _, v := range vec {
-			c += int(v & 1)
-		}
-		return c * 100 / len(vec)
+		return pct
 	}
 	before := resident()
 	Populate(s)

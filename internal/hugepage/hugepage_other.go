@@ -2,6 +2,8 @@
 
 package hugepage
 
+import "errors"
+
 // Advise is a no-op off Linux.
 func Advise[T any](s []T) {}
 
@@ -10,3 +12,6 @@ func Collapse[T any](s []T) {}
 
 // Populate is a no-op off Linux.
 func Populate[T any](s []T) {}
+
+// Resident is not measured off Linux.
+func Resident[T any](s []T) (int, error) { return 0, errors.ErrUnsupported }
