@@ -193,14 +193,11 @@ func (t *tab4) bucket(a uint32) uint32 {
 // the answer or lies inside it; when it does not cover a, walk goes out
 // through the enclosing rules.
 func (t *tab4) find(a uint32) (p, n int32) {
-	if a&t.cpMask != t.cpVal {
-		return -1, -1 // outside the span all the rules lie in
-	}
-	x := uint64(a) << (t.cp & 63) & 0xffffffff // the bits after cp, at the top
-	if !t.may(uint32(x)) {
+	x, ok := t.may(a)
+	if !ok {
 		return -1, -1
 	}
-	b := uint32(x >> ((32 - t.k) & 63))
+	b := x >> ((32 - t.k) & 63)
 	lo, hi := t.idx[b], t.idx[b+1]
 	var j int
 	if hi-lo <= fenceScan {
@@ -232,6 +229,14 @@ func (t *tab4) find(a uint32) (p, n int32) {
 		return -1, -1
 	}
 	return t.walk(a, int(t.parent[q]), nil, nil)
+}
+
+// may is false if no rule can cover a: it lies outside the span all the
+// rules lie in, or its presence bit is clear. x is a's bits after the
+// shared prefix, at the top.
+func (t *tab4) may(a uint32) (x uint32, ok bool) {
+	x = uint32(uint64(a) << (t.cp & 63))
+	return x, a&t.cpMask == t.cpVal && t.present(x)
 }
 
 // mask4[n] is the netmask of an IPv4 /n (0 <= n <= 32).
@@ -282,15 +287,6 @@ func (t *tab4) count(p int32) (uint64, actCode) {
 	bl, s := &t.blks[p/blk4N], p%blk4N
 	bl.n[s].Add(1)
 	return bl.id[s], actCode(bl.flags[s] & flagAct)
-}
-
-// hit is the full result for rule p of prefix length n (n < 0: none).
-func (t *tab4) hit(p, n int32) hit {
-	if n < 0 {
-		return hit{bits: -1}
-	}
-	bl, s := &t.blks[p/blk4N], p%blk4N
-	return hit{n: &bl.n[s], id: bl.id[s], p: p, bits: n, act: actCode(bl.flags[s] & flagAct)}
 }
 
 // walk goes out from rule p through its enclosing rules to the first that
@@ -400,11 +396,8 @@ func (bl *blk6) first(s int) u128 { return u128{bl.hi[s], bl.lo[s]} }
 
 // find is tab4.find for IPv6.
 func (t *tab6) find(a u128) (p, n int32) {
-	if a.and(t.cpMask) != t.cpVal {
-		return -1, -1 // outside the span all the rules lie in
-	}
-	key := t.key(a)
-	if !t.may(key) {
+	key, ok := t.may(a)
+	if !ok {
 		return -1, -1
 	}
 	j := t.block(a, key)
@@ -422,6 +415,15 @@ func (t *tab6) find(a u128) (p, n int32) {
 		return -1, -1
 	}
 	return t.walk(a, int(t.parent[q]), nil, nil)
+}
+
+// may is tab4.may for IPv6; key is a's fence key.
+func (t *tab6) may(a u128) (key uint32, ok bool) {
+	if a.and(t.cpMask) != t.cpVal {
+		return 0, false
+	}
+	key = t.key(a)
+	return key, t.present(key)
 }
 
 // le128 is 1 if (hi, lo) <= a, else 0, without a branch.
@@ -511,14 +513,6 @@ func (t *tab6) count(p int32) (uint64, actCode) {
 	return bl.id[s], actCode(bl.flags[s] & flagAct)
 }
 
-func (t *tab6) hit(p, n int32) hit {
-	if n < 0 {
-		return hit{bits: -1}
-	}
-	bl, s := &t.blks[p/blk6N], p%blk6N
-	return hit{n: &bl.n[s], id: bl.id[s], p: p, bits: n, act: actCode(bl.flags[s] & flagAct)}
-}
-
 func (t *tab6) walk(a u128, p int, tomb, tomb2 []uint64) (int32, int32) {
 	for p >= 0 {
 		bl, s := &t.blks[p/blk6N], p%blk6N
@@ -605,14 +599,16 @@ type presence struct {
 }
 
 // newPresence sizes the bitmap for n rules whose addresses have free bits
-// after the shared prefix: 16 bits per rule, between 2^6 and 2^24 bits.
+// after the shared prefix: 16 bits per rule, between 2^16 bits (8 KiB: a
+// short table such as the allowlist, which every Match checks first,
+// turns nearly every address away) and 2^24.
 func newPresence(n, free int) presence {
-	w := min(max(bits.Len(uint(n))+4, 6), 24, max(free, 6))
+	w := min(max(bits.Len(uint(n))+4, 16), 24, max(free, 6))
 	return presence{pre: make([]uint64, 1<<(w-6)), preSh: uint8(32 - w)}
 }
 
-// may reports whether some rule may cover an address with key x.
-func (p *presence) may(x uint32) bool {
+// present reports whether some rule may cover an address with key x.
+func (p *presence) present(x uint32) bool {
 	c := x >> (p.preSh & 31)
 	return p.pre[(c>>6)&uint32(len(p.pre)-1)]&(1<<(c&63)) != 0
 }

@@ -451,11 +451,7 @@ func TestFewRulesAgainstBruteForce(t *testing.T) {
 			p, n := b.find(k, is4)
 			var id uint64
 			if n >= 0 {
-				if is4 {
-					id = b.v4.hit(p, n).id
-				} else {
-					id = b.v6.hit(p, n).id
-				}
+				id = b.hit(is4, p, n).id
 			}
 			want := uint64(0)
 			if w := bruteLPM(ps, a); w >= 0 {
@@ -479,8 +475,6 @@ func (s *Set) banHit(p, n int32, r *rule, v6 bool) hit {
 		return hit{bits: -1}
 	case r != nil:
 		return hit{n: &r.rec.ovHits, id: r.id, p: -1, bits: n, act: r.act}
-	case v6:
-		return s.base.v6.hit(p, n)
 	}
-	return s.base.v4.hit(p, n)
+	return s.base.hit(!v6, p, n)
 }

@@ -219,11 +219,13 @@ func (s *Set) allowed(sk u128, s4, sv bool, dk u128, d4, dv bool) (Verdict, bool
 // Match's cache miss start sooner.
 func (b *base) find(k u128, is4 bool) (p, n int32) {
 	if b.few {
-		rs, top, t := b.few6, b.top6, k.hi>>48
+		rs := b.few6
 		if is4 {
-			rs, top, t = b.few4, b.top4, k.lo>>16&0xffff
-		}
-		if top[t>>6]&(1<<(t&63)) == 0 {
+			rs = b.few4
+			if _, ok := b.v4.may(uint32(k.lo)); !ok {
+				return -1, -1
+			}
+		} else if _, ok := b.v6.may(k); !ok {
 			return -1, -1
 		}
 		for i := range rs {
@@ -293,10 +295,29 @@ func (ov *overlay) lookup(k u128, is4 bool, n int32, newer []uint64) (*rule, int
 // lookup is the most specific rule of b covering k that neither tombstone
 // list removed.
 func (b *base) lookup(k u128, is4 bool, tomb, tomb2 []uint64) hit {
+	var p, n int32
 	if is4 {
-		return b.v4.hit(b.v4.lookup(uint32(k.lo), tomb, tomb2))
+		p, n = b.v4.lookup(uint32(k.lo), tomb, tomb2)
+	} else {
+		p, n = b.v6.lookup(k, tomb, tomb2)
 	}
-	return b.v6.hit(b.v6.lookup(k, tomb, tomb2))
+	return b.hit(is4, p, n)
+}
+
+// hit is the full result for rule p (of prefix length n; n < 0: none) of
+// the family's table. Off the hot path: it reads the rule's cold record.
+func (b *base) hit(is4 bool, p, n int32) hit {
+	if n < 0 {
+		return hit{bits: -1}
+	}
+	var r rule
+	var c *atomic.Uint64
+	if is4 {
+		r, c = b.v4.rule(int(p)), b.v4.counter(int(p))
+	} else {
+		r, c = b.v6.rule(int(p)), b.v6.counter(int(p))
+	}
+	return hit{n: c, id: r.id, p: p, bits: n, act: r.act}
 }
 
 // hasID reports whether sorted ids holds id. Between folds every Match
@@ -401,28 +422,8 @@ func buildBase(v4, v6 []rule) *base {
 	if len(v4) <= fewMax && len(v6) <= fewMax {
 		b.few = true
 		b.few4, b.few6 = fewRules(v4, 32), fewRules(v6, 128)
-		b.top4, b.top6 = topBits(v4, 32), topBits(v6, 128)
 	}
 	return b
-}
-
-// topBits marks the first 16 bits of every address rs cover: a clear bit
-// proves no rule covers an address, in two instructions.
-func topBits(rs []rule, width int) *[1 << 10]uint64 {
-	var m [1 << 10]uint64
-	for _, r := range rs {
-		top := func(a u128) uint64 {
-			if width == 32 {
-				return a.lo >> 16 & 0xffff
-			}
-			return a.hi >> 48
-		}
-		first, last := top(r.first), top(r.first.or(hostMask(int(r.bits), width)))
-		for t := first; t <= last; t++ {
-			m[t>>6] |= 1 << (t & 63)
-		}
-	}
-	return &m
 }
 
 // fewMax is the most rules per family a table may have for find to scan
