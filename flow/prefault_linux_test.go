@@ -21,7 +21,9 @@ func residentPct[T any](t *testing.T, s []T) int {
 func TestPrefaultMakesTableResident(t *testing.T) {
 	tb := NewTable(Config{MaxFlows: 1 << 18})
 	before := residentPct(t, tb.flows)
-	tb.Prefault()
+	if err := tb.Prefault(); err != nil {
+		t.Fatal(err)
+	}
 	for name, pct := range map[string]int{"flows": residentPct(t, tb.flows), "heads": residentPct(t, tb.heads), "epHeads": residentPct(t, tb.epHeads)} {
 		if pct != 100 {
 			t.Errorf("after Prefault %d%% of %s is resident (flows before: %d%%)", pct, name, before)

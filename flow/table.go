@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"errors"
 	"math/bits"
 	"math/rand/v2"
 	"net/netip"
@@ -869,10 +870,11 @@ func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 // past. It costs start-up time (about 2.4 ms per 2 MiB page, so about
 // half a second for a million flows here) and makes all of the table's
 // memory resident at once rather than as the traffic grows.
-func (t *Table) Prefault() {
-	hugepage.Populate(t.flows)
-	hugepage.Populate(t.heads)
-	hugepage.Populate(t.epHeads)
+//
+// An error (a kernel before 5.14) leaves the table as it was: its pages
+// then fault in on first use.
+func (t *Table) Prefault() error {
+	return errors.Join(hugepage.Populate(t.flows), hugepage.Populate(t.heads), hugepage.Populate(t.epHeads))
 }
 
 // hugePages lets a benchmark measure the table without the THP hint.

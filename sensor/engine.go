@@ -252,12 +252,17 @@ func (e *Engine) ReserveProcs() (restore func()) {
 // faults while the first banned connections race past.
 func (e *Engine) prefault() {
 	t0 := time.Now()
+	errs := make([]error, len(e.workers))
 	var wg sync.WaitGroup
-	for _, w := range e.workers {
+	for i, w := range e.workers {
 		wg.Add(1)
-		go func() { defer wg.Done(); w.table.Prefault() }()
+		go func() { defer wg.Done(); errs[i] = w.table.Prefault() }()
 	}
 	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		e.cfg.Logger.Warn("could not make the flow tables resident: the first flows may stall capture for milliseconds each on page faults (needs Linux 5.14)", "err", err)
+		return
+	}
 	e.cfg.Logger.Info("flow tables resident", "workers", len(e.workers), "took", time.Since(t0).Round(time.Millisecond))
 }
 

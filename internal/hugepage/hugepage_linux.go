@@ -3,6 +3,7 @@
 package hugepage
 
 import (
+	"fmt"
 	"runtime"
 	"syscall"
 	"unsafe"
@@ -31,12 +32,12 @@ const madvPopulateWrite = 23 // MADV_POPULATE_WRITE, Linux 5.14
 // Populate makes s's memory resident now, as if every page had been
 // written (on huge pages where Advise asked for them): the first use of a
 // fresh page is a page fault, and on a virtual machine a fresh 2 MiB page
-// can take milliseconds. It does not change s's contents. Best effort: on
-// a kernel without MADV_POPULATE_WRITE the pages fault in on first use as
-// before.
-func Populate[T any](s []T) {
+// can take milliseconds. It does not change s's contents. On a kernel
+// without MADV_POPULATE_WRITE (before 5.14) it returns the error and the
+// pages fault in on first use as before.
+func Populate[T any](s []T) error {
 	if cap(s) == 0 {
-		return
+		return nil
 	}
 	var zero T
 	n := uintptr(cap(s)) * unsafe.Sizeof(zero)
@@ -46,8 +47,12 @@ func Populate[T any](s []T) {
 	end := (p + n + page - 1) &^ (page - 1)
 	// By address, not through a []byte: the rounded range reaches past s,
 	// and a slice over it would be a bad pointer to the garbage collector.
-	_, _, _ = syscall.Syscall(syscall.SYS_MADVISE, start, end-start, madvPopulateWrite)
+	_, _, e := syscall.Syscall(syscall.SYS_MADVISE, start, end-start, madvPopulateWrite)
 	runtime.KeepAlive(s)
+	if e != 0 {
+		return fmt.Errorf("madvise(MADV_POPULATE_WRITE): %w", e)
+	}
+	return nil
 }
 
 // Resident reports how much of s's memory is resident now, in percent of

@@ -84,7 +84,9 @@ func TestPopulateMakesArrayResident(t *testing.T) {
 		return pct
 	}
 	before := resident()
-	Populate(s)
+	if err := Populate(s); err != nil {
+		t.Fatal(err)
+	}
 	if after := resident(); after != 100 {
 		t.Fatalf("after Populate %d%% of the array is resident (before: %d%%)", after, before)
 	}

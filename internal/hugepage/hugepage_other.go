@@ -11,7 +11,7 @@ func Advise[T any](s []T) {}
 func Collapse[T any](s []T) {}
 
 // Populate is a no-op off Linux.
-func Populate[T any](s []T) {}
+func Populate[T any](s []T) error { return nil }
 
 // Resident is not measured off Linux.
 func Resident[T any](s []T) (int, error) { return 0, errors.ErrUnsupported }
