@@ -158,21 +158,19 @@ type Enforcement struct {
 // keep a Handle to find it again. Callers may write only Enf; everything
 // else belongs to the table and is read through the fields and methods.
 //
-// Layout: 192 bytes, three cache lines. The key, the hash-chain link and
-// the fields every packet reads come first, so a lookup and an update touch
-// the first two; the enforcement record and the address-index links come
-// last. What made it small (it was 256 bytes): MACs and VLAN tags live in
-// a per-table dictionary (2 bytes per direction instead of 21), timestamps
-// are 32-bit ticks, counters are 56+40 bits, the seq/ack-seen bits moved
-// into bits, and the slot index is computed from the pointer (Table.Handle)
-// instead of stored, which made room for the hash-chain link that was a
-// separate array.
+// Layout: 192 bytes, three cache lines. The key and the fields every
+// packet reads come first, so a lookup and an update touch the first two;
+// the enforcement record and the address-index links come last. What made
+// it small (it was 256 bytes): MACs and VLAN tags live in a per-table
+// dictionary (2 bytes per direction instead of 21), timestamps are 32-bit
+// ticks, counters are 56+40 bits, the seq/ack-seen bits moved into bits,
+// and the slot index is computed from the pointer (Table.Handle) instead
+// of stored. Four bytes of the first line are free (padding before Dirs).
 type Flow struct {
 	key   key
 	state State
 	bits  uint8
 	gen   uint32 // bumped whenever the slot gets a new flow
-	next  uint32 // next slot in the 5-tuple hash chain (0: end)
 
 	Dirs [2]DirState // per-direction state, indexed by Dir
 	Enf  Enforcement // the sensor's record; the table only zeroes it

@@ -97,17 +97,8 @@ func (tb *Table) check(t testing.TB) {
 		if g := tb.Get(tb.Handle(f)); g != f {
 			t.Fatalf("slot %d: Get(Handle) = %p, want %p", i, g, f)
 		}
-		found := false
-		for j := tb.heads[f.key.hash(tb.seed)&tb.mask]; j != 0; j = tb.flows[j].next {
-			if j == i {
-				found = true
-			}
-			if tb.flows[j].bits&bitInUse == 0 {
-				t.Fatalf("hash chain holds free slot %d", j)
-			}
-		}
-		if !found {
-			t.Fatalf("slot %d not in its hash chain", i)
+		if j, _ := tb.find(&f.key, f.key.hash(tb.seed)); j != i {
+			t.Fatalf("slot %d: its key finds slot %d", i, j)
 		}
 		if f.key.proto != capture.ProtoTCP && f.key.proto != capture.ProtoUDP {
 			t.Fatalf("slot %d: flow of proto %d", i, f.key.proto)
@@ -144,6 +135,7 @@ func (tb *Table) check(t testing.TB) {
 	if live != tb.live {
 		t.Fatalf("live = %d, counted %d", tb.live, live)
 	}
+	tb.checkIndex(t)
 	if tb.live > tb.cfg.MaxFlows {
 		t.Fatalf("live %d > MaxFlows %d", tb.live, tb.cfg.MaxFlows)
 	}
@@ -206,5 +198,54 @@ func (tb *Table) check(t testing.TB) {
 	st := tb.Stats()
 	if st.Created-st.Restarted-st.Evicted-st.Expired != uint64(live) {
 		t.Fatalf("stats %+v do not add up to %d live", st, live)
+	}
+}
+
+// checkIndex verifies the 5-tuple index entry by entry: each holds a live
+// flow, once, with its tag, in its primary or secondary bucket; every
+// bucket's overflow count is the keys living in their secondary; and
+// there is one entry per live flow.
+func (tb *Table) checkIndex(t testing.TB) {
+	t.Helper()
+	over := make([]uint32, len(tb.idx))
+	seen := map[uint32]bool{}
+	for c := range tb.idx {
+		b := &tb.idx[c]
+		for j, i := range b.slot {
+			if i == 0 {
+				if b.tag(j) != 0 {
+					t.Fatalf("bucket %d entry %d: empty with tag %#x", c, j, b.tag(j))
+				}
+				continue
+			}
+			f := &tb.flows[i]
+			if f.bits&bitInUse == 0 {
+				t.Fatalf("bucket %d entry %d: slot %d is not in use", c, j, i)
+			}
+			if seen[i] {
+				t.Fatalf("slot %d in the index twice", i)
+			}
+			seen[i] = true
+			h := f.key.hash(tb.seed)
+			if b.tag(j) != tagOf(h) {
+				t.Fatalf("bucket %d entry %d: tag %#x, want %#x", c, j, b.tag(j), tagOf(h))
+			}
+			p := tb.primary(h)
+			switch uint32(c) {
+			case p:
+			case tb.secondary(h, p):
+				over[p]++
+			default:
+				t.Fatalf("slot %d in bucket %d, neither its primary %d nor its secondary %d", i, c, p, tb.secondary(h, p))
+			}
+		}
+	}
+	for c := range tb.idx {
+		if got := tb.idx[c].over(); got != over[c] {
+			t.Fatalf("bucket %d: overflow count %d, %d of its keys live in their secondary", c, got, over[c])
+		}
+	}
+	if len(seen) != tb.live {
+		t.Fatalf("index holds %d flows, %d live", len(seen), tb.live)
 	}
 }

@@ -111,7 +111,7 @@ func ipOf(a netip.Addr) (b ip16, v6 uint8) {
 }
 
 // Hashing: a wyhash-style multiply-fold with a per-table random seed, so an
-// attacker who picks addresses and ports cannot aim for one hash chain
+// attacker who picks addresses and ports cannot aim for one index bucket
 // without knowing the seed.
 const (
 	hk1 = 0xa0761d6478bd642f

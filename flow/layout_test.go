@@ -7,7 +7,7 @@ import (
 
 // TestFlowLayout pins the memory layout the performance figures depend on:
 // a Flow is exactly three cache lines, and everything a lookup, Expire and
-// eviction read (key, chain link, state, both directions' last) is in the
+// eviction read (key, generation, state, both directions' last) is in the
 // first two.
 func TestFlowLayout(t *testing.T) {
 	var f Flow
@@ -17,8 +17,8 @@ func TestFlowLayout(t *testing.T) {
 	if got := unsafe.Sizeof(f.Dirs[0]); got != 40 {
 		t.Errorf("DirState is %d bytes, want 40", got)
 	}
-	if end := unsafe.Offsetof(f.next) + 4; end > 64 {
-		t.Errorf("key, state and chain link end at byte %d, past the first cache line", end)
+	if end := unsafe.Offsetof(f.gen) + 4; end > 64 {
+		t.Errorf("key, state and generation end at byte %d, past the first cache line", end)
 	}
 	last1 := unsafe.Offsetof(f.Dirs) + unsafe.Sizeof(f.Dirs[0]) + unsafe.Offsetof(f.Dirs[0].last)
 	if last1+4 > 128 {

@@ -140,8 +140,20 @@ func (mf *modelFlow) lastSeen() int64 {
 	return l
 }
 
-// lookupKey finds the live flow of m's tuple in tb (nil if none).
-func (tb *Table) lookupModel(mk modelKey) *Flow {
+// byKey maps the key of every live flow of tb to it, found by scanning the
+// slots: independent of the index the table looks flows up with.
+func (tb *Table) byKey() map[key]*Flow {
+	m := map[key]*Flow{}
+	for i := uint32(1); i <= tb.hwm; i++ {
+		if f := &tb.flows[i]; f.bits&bitInUse != 0 {
+			m[f.key] = f
+		}
+	}
+	return m
+}
+
+// lookupModel finds the live flow of m's tuple in flows (tb.byKey; nil if none).
+func lookupModel(flows map[key]*Flow, mk modelKey) *Flow {
 	ap := addrPorts{sport: mk.lo.Port(), dport: mk.hi.Port(), proto: mk.proto}
 	ap.sh, ap.sl = ipword.Of(mk.lo.Addr())
 	ap.dh, ap.dl = ipword.Of(mk.hi.Addr())
@@ -150,20 +162,16 @@ func (tb *Table) lookupModel(mk modelKey) *Flow {
 	}
 	var k key
 	makeKey(&ap, &k)
-	for i := tb.heads[k.hash(tb.seed)&tb.mask]; i != 0; i = tb.flows[i].next {
-		if tb.flows[i].key.eq(&k) {
-			return &tb.flows[i]
-		}
-	}
-	return nil
+	return flows[k]
 }
 
 // compare checks that tb holds exactly m's flows (dropping from m those
 // the table dropped, and returning them) with m's numbers.
 func (m *model) compare(t *testing.T, tb *Table) (dropped []*modelFlow) {
 	t.Helper()
+	flows := tb.byKey()
 	for mk, mf := range m.flows {
-		f := tb.lookupModel(mk)
+		f := lookupModel(flows, mk)
 		if f == nil {
 			delete(m.flows, mk)
 			dropped = append(dropped, mf)
@@ -290,9 +298,10 @@ func runModel(t *testing.T, rng *rand.Rand, maxFlows, naddr, nport, steps int, w
 			bits := rng.IntN(a.BitLen() + 1)
 			pfx, _ := a.Prefix(bits)
 			want := map[*Flow]bool{}
+			flows := tb.byKey()
 			for mk := range m.flows {
 				if pfx.Contains(mk.lo.Addr()) || pfx.Contains(mk.hi.Addr()) {
-					want[tb.lookupModel(mk)] = true
+					want[lookupModel(flows, mk)] = true
 				}
 			}
 			got := map[*Flow]bool{}

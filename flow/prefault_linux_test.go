@@ -24,7 +24,7 @@ func TestPrefaultMakesTableResident(t *testing.T) {
 	if err := tb.Prefault(); err != nil {
 		t.Fatal(err)
 	}
-	for name, pct := range map[string]int{"flows": residentPct(t, tb.flows), "heads": residentPct(t, tb.heads), "epHeads": residentPct(t, tb.epHeads)} {
+	for name, pct := range map[string]int{"flows": residentPct(t, tb.flows), "idx": residentPct(t, tb.idx), "epHeads": residentPct(t, tb.epHeads)} {
 		if pct != 100 {
 			t.Errorf("after Prefault %d%% of %s is resident (flows before: %d%%)", pct, name, before)
 		}

@@ -18,36 +18,33 @@ import (
 // them locks.
 //
 // All memory is reserved by NewTable: a slot array of MaxFlows+1 Flows
-// (192 bytes each, the 5-tuple hash-chain link inside), a power-of-two
-// head array by 5-tuple (one head per slot, so chains stay short: lookups
-// read them on every packet) and one by address (one head per four slots:
-// only ForEach and flow creation read it), a layer-2 dictionary
-// (l2Dict, 32 bytes per 64 slots) and a talkers bucket: about 199 bytes per
-// slot in all, never more. Untouched pages are not resident and flows are
-// kept in a region about twice their number (see homes2), so RSS follows
-// the traffic, unless Prefault made it all resident (the sensor does, for
-// live capture).
+// (192 bytes each), the 5-tuple index (ibucket: 8 bytes per slot, read on
+// every packet), a head array by address (one head per four slots: only
+// ForEach and flow creation read it), a layer-2 dictionary (l2Dict, 32
+// bytes per 64 slots) and a talkers bucket: about 199 bytes per slot in
+// all, never more. Slots are handed out from the bottom and reused, and
+// untouched pages are not resident, so RSS follows the traffic unless
+// Prefault made it all resident (the sensor does, for live capture).
 type Table struct {
 	cfg  Config
 	seed uint64
 
-	flows []Flow   // slot 0 is never used: index 0 means "none"
-	heads []uint32 // 5-tuple hash → first slot (chained through Flow.next)
-	mask  uint64
+	flows []Flow    // slot 0 is never used: index 0 means "none"
+	idx   []ibucket // 5-tuple index (see ibucket)
 
 	epHeads []uint32 // address hash → first ref (slot<<1 | side)
 	epMask  uint64
 
 	l2 l2Dict // the flows' layer-2 tuples
 
-	used        uint32 // bump cursor: slots above it were never handed out by alloc's last resort (some may be homes in use)
+	used        uint32 // bump cursor: slots above it were never handed out
 	hwm         uint32 // highest slot ever in use: scans and sampling stop here
-	homes       uint32 // homes lie in slots 1..homes (see homes2)
 	free        uint32 // first slot of the free list
 	live        int
 	hand        uint32 // Expire's clock hand
 	lastExpire  int64  // now of the previous Expire call
-	rng         uint64 // eviction sampling state (wyrand)
+	rng         uint64 // eviction sampling and index walk state (wyrand)
+	kicks       uint64 // keys moved to their other bucket to make room (see link)
 	prefetchMin int    // Prefetch works from this many live flows (prefetchMinFlows; tests lower it)
 	now         int64  // latest timestamp seen (packets or Expire)
 
@@ -88,10 +85,7 @@ const (
 func NewTable(cfg Config) *Table {
 	cfg = cfg.withDefaults()
 	n := cfg.MaxFlows
-	hsize := 1 << bits.Len(uint(n-1)) // next power of two ≥ n: load factor ≤ 1, chains average < 1.6 probes
-	if hsize < 16 {
-		hsize = 16
-	}
+	hsize := 1 << bits.Len(uint(n-1)) // next power of two ≥ n
 	// Each address appears once per flow side: a quarter of a head per
 	// slot means lists of about eight refs in a full table, for 3 bytes
 	// less per flow. Only ForEach walks them: on one address it costs a
@@ -104,8 +98,7 @@ func NewTable(cfg Config) *Table {
 		seed:    seed,
 		rng:     rand.Uint64(),
 		flows:   make([]Flow, n+1),
-		heads:   make([]uint32, hsize),
-		mask:    uint64(hsize - 1),
+		idx:     make([]ibucket, ibucketsFor(n)),
 		epHeads: make([]uint32, epSize),
 		epMask:  uint64(epSize - 1),
 		l2:      newL2Dict(n/64, seed^hk4),
@@ -116,9 +109,8 @@ func NewTable(cfg Config) *Table {
 	}
 	t.bucket.epoch = 1
 	adviseHuge(t.flows)
-	adviseHuge(t.heads)
+	adviseHuge(t.idx)
 	adviseHuge(t.epHeads)
-	t.homes = 1 << (bits.Len(uint(min(n, 1<<16))) - 1) // a power of two ≤ n
 	t.idle[idleEstablished] = int64(cfg.IdleEstablished)
 	t.idle[idleHalfOpen] = int64(cfg.IdleHalfOpen)
 	t.idle[idleClosed] = int64(cfg.IdleClosed)
@@ -254,23 +246,10 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	var k key
 	srcIsLo := makeKey(&ap, &k)
 	h := k.hash(t.seed)
-	// About half the flows live in one of their two home slots, so look
-	// there first; the chain head is loaded up front so these independent
-	// memory accesses overlap instead of following each other.
-	i := t.heads[h&t.mask]
-	h1, h2 := t.homes2(h)
-	if g := &t.flows[h1]; g.bits&bitInUse != 0 && g.key.eq(&k) {
-		f = g
-	} else if g := &t.flows[h2]; g.bits&bitInUse != 0 && g.key.eq(&k) {
-		f = g
-	} else {
-		for i != 0 {
-			g := &t.flows[i]
-			if g.key.eq(&k) {
-				f = g
-				break
-			}
-			i = g.next
+	if i, away := t.find(&k, h); i != 0 {
+		f = &t.flows[i]
+		if away {
+			t.goHome(i, h)
 		}
 	}
 	if f == nil {
@@ -386,16 +365,14 @@ func (t *Table) trackTCP(f *Flow, dir Dir, p *capture.Packet) {
 // create takes a slot (evicting if full) and links a new flow for k into
 // both indexes. A is the SYN-ACK's receiver if p is a SYN-ACK, else p's sender.
 func (t *Table) create(k *key, h uint64, srcIsLo bool, p *capture.Packet) *Flow {
-	i := t.alloc(t.homes2(h))
+	i := t.alloc()
 	f := &t.flows[i]
-	gen := f.gen + 1
-	b := h & t.mask
-	*f = Flow{gen: gen, bits: bitInUse, next: t.heads[b]}
+	*f = Flow{gen: f.gen + 1, bits: bitInUse}
 	f.key.copyFrom(k)
 	if aIsLo(srcIsLo, p) {
 		f.bits |= bitAIsLo
 	}
-	t.heads[b] = i
+	t.link(i, h)
 	t.epLink(f, 0)
 	t.epLink(f, 1)
 	t.live++
@@ -428,59 +405,22 @@ func (t *Table) reinit(f *Flow, srcIsLo bool) {
 	t.stats.Restarted++
 }
 
-// homes2 gives the two home slots of a flow with key hash h: a new flow
-// takes the first that is free, and a lookup reads both (and the chain
-// head) at once, so a flow at home costs one memory access instead of two
-// dependent ones. Two choices keep about half the flows at home (49% of a
-// table filled from empty, 56% at 60% load in steady churn; one choice:
-// 33%). Homes lie in the first t.homes slots, a power-of-two range that
-// doubles whenever the table is half full of it (up to Cap), so flows
-// spread over a region about twice their number and resident memory
-// follows the traffic; at each doubling half the flows keep their homes,
-// and the rest, like flows whose homes were taken, are found through the
-// chain.
-func (t *Table) homes2(h uint64) (uint32, uint32) {
-	return 1 + uint32(h>>32)&(t.homes-1), 1 + uint32((h*hk4)>>32)&(t.homes-1)
-}
-
-// alloc returns a free slot for a new flow: one of its homes if free, else
-// one from the free list, else a never-used one, else it evicts.
-//
-// Free slots at or below the bump cursor are all on the (doubly linked)
-// free list, marked bitFree; above it a free slot is either untouched or,
-// once a home there was taken and freed again, on the list too.
-func (t *Table) alloc(home1, home2 uint32) uint32 {
-	i := t.take(home1, home2)
-	if i == 0 {
+// alloc returns a free slot for a new flow: one from the free list, else
+// a never-used one, else it evicts. Free slots at or below the bump
+// cursor are all on the free list, marked bitFree.
+func (t *Table) alloc() uint32 {
+	i := t.free
+	switch {
+	case i != 0:
+		t.freeUnlink(i)
+	case t.used < uint32(t.cfg.MaxFlows):
+		t.used++
+		i = t.used
+	default:
 		i = t.evict()
 	}
 	t.hwm = max(t.hwm, i)
-	if uint32(t.live+1) > t.homes/2 && 2*t.homes <= uint32(t.cfg.MaxFlows) {
-		t.homes *= 2 // a power of two, so half the flows keep their home
-	}
 	return i
-}
-
-func (t *Table) take(home1, home2 uint32) uint32 {
-	for _, home := range [2]uint32{home1, home2} {
-		if f := &t.flows[home]; f.bits&bitInUse == 0 {
-			if f.bits&bitFree != 0 {
-				t.freeUnlink(home)
-			}
-			return home
-		}
-	}
-	if i := t.free; i != 0 {
-		t.freeUnlink(i)
-		return i
-	}
-	for t.used < uint32(t.cfg.MaxFlows) {
-		t.used++
-		if t.flows[t.used].bits&(bitInUse|bitFree) == 0 {
-			return t.used
-		}
-	}
-	return 0
 }
 
 // freePush puts a just-unlinked slot on the free list. A free slot's
@@ -561,19 +501,22 @@ func (t *Table) evict() uint32 {
 // unlink removes f from both indexes and marks its slot unused. The caller
 // puts the slot on the free list or reuses it.
 func (t *Table) unlink(f *Flow) {
-	i := t.slotOf(f)
-	b := f.key.hash(t.seed) & t.mask
-	if t.heads[b] == i {
-		t.heads[b] = f.next
-	} else {
-		for j := t.heads[b]; j != 0; j = t.flows[j].next {
-			if g := &t.flows[j]; g.next == i {
-				g.next = f.next
-				break
-			}
-		}
-	}
-	f.next = 0
+	t.unindex(t.slotOf(f), f.key.hash(t.seed))
+	t.forget(f)
+}
+
+// dropUnindexed evicts f, which an index walk left in no bucket (see
+// link), and frees its slot.
+func (t *Table) dropUnindexed(f *Flow) {
+	t.forget(f)
+	t.freePush(t.slotOf(f))
+	t.stats.Evicted++
+	t.bucket.evicted++
+}
+
+// forget is unlink after the 5-tuple index: it takes f out of the address
+// index and the L2 dictionary and marks its slot unused.
+func (t *Table) forget(f *Flow) {
 	t.epUnlink(f, 1)
 	t.epUnlink(f, 0)
 	t.l2.release(f.Dirs[0].l2)
@@ -874,7 +817,7 @@ func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 // An error (a kernel before 5.14) leaves the table as it was: its pages
 // then fault in on first use.
 func (t *Table) Prefault() error {
-	return errors.Join(hugepage.Populate(t.flows), hugepage.Populate(t.heads), hugepage.Populate(t.epHeads))
+	return errors.Join(hugepage.Populate(t.flows), hugepage.Populate(t.idx), hugepage.Populate(t.epHeads))
 }
 
 // hugePages lets a benchmark measure the table without the THP hint.

@@ -980,29 +980,63 @@ func TestSlotReuseChurn(t *testing.T) {
 	}
 }
 
-func TestHomeRangeGrowsWithTheFlows(t *testing.T) {
-	tb := NewTable(Config{MaxFlows: 1 << 18})
-	if tb.homes != 1<<16 {
-		t.Fatalf("initial homes %d", tb.homes)
-	}
-	hs := make([]Handle, 0, 100000)
+// TestIndexFullTableChurn fills a table and keeps creating flows: every
+// create then evicts, and the 5-tuple index, at its fullest (80%), must
+// find room for every new key by itself: the only evictions are the
+// table's, one per create beyond capacity, and the walks that make room
+// end.
+func TestIndexFullTableChurn(t *testing.T) {
+	const n = 1 << 14
+	tb := NewTable(Config{MaxFlows: n})
 	p := udp(cli, 1, srv, 2, 1, t0)
-	for i := range 100000 {
+	total := 4 * n
+	for i := range total {
 		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		f, _, _ := tb.Update(p)
-		hs = append(hs, tb.Handle(f))
-	}
-	if tb.homes != 1<<18 || tb.Len() != 100000 {
-		t.Fatalf("homes %d len %d", tb.homes, tb.Len())
-	}
-	// Flows placed before a doubling are still found (through the chain).
-	for i, h := range hs {
-		p.Src = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-		if f, _, created := tb.Update(p); created || tb.Handle(f) != h {
-			t.Fatalf("flow %d not found after the home range grew", i)
+		p.Timestamp = t0 + int64(i)
+		if _, _, created := tb.Update(p); !created {
+			t.Fatalf("flow %d not created", i)
+		}
+		if i == n-1 || i == total-1 {
+			tb.check(t)
 		}
 	}
-	tb.check(t)
+	st := tb.Stats()
+	if st.Evicted != uint64(total-n) || tb.Len() != n {
+		t.Fatalf("evicted %d, len %d: want %d and %d (an index walk dropped flows)", st.Evicted, tb.Len(), total-n, n)
+	}
+	secondary := 0
+	for c := range tb.idx {
+		secondary += int(tb.idx[c].over())
+	}
+	if secondary == 0 || tb.kicks == 0 {
+		t.Fatalf("%d keys in their secondary bucket, %d walk steps: the full table did not exercise them", secondary, tb.kicks)
+	}
+	t.Logf("%d of %d keys in their secondary bucket; %d walk steps in %d creates", secondary, n, tb.kicks, total)
+}
+
+// TestIndexWalkThatCannotEndDropsAnOlderFlow gives a table an index too
+// small for it (two buckets, 20 entries, for 64 slots): once it is full,
+// every insert's walk fails, and the flow it drops must be an older one,
+// never the new flow, with every table invariant intact.
+func TestIndexWalkThatCannotEndDropsAnOlderFlow(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 64})
+	tb.idx = make([]ibucket, 2)
+	p := udp(cli, 1, srv, 2, 1, t0)
+	for i := range 40 {
+		p.SrcPort = uint16(1000 + i)
+		p.Timestamp = t0 + int64(i)
+		f, _, created := tb.Update(p)
+		if !created || tb.Get(tb.Handle(f)) != f {
+			t.Fatalf("flow %d not created", i)
+		}
+		if g, _, created := tb.Update(p); created || g != f {
+			t.Fatalf("flow %d lost right after its creation", i)
+		}
+		tb.check(t)
+	}
+	if st := tb.Stats(); tb.Len() != 2*ibEntries || st.Evicted != 40-2*ibEntries {
+		t.Fatalf("len %d, evicted %d: want %d and %d", tb.Len(), st.Evicted, 2*ibEntries, 40-2*ibEntries)
+	}
 }
 
 // TestL2FullDictionaryNewTupleTakesOwnEntry: with every dictionary entry
