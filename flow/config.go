@@ -27,8 +27,9 @@ const (
 	// is full and a slot must be reclaimed.
 	DefaultEvictSample = 8
 
-	// maxMaxFlows bounds capacity so a slot index and a side bit fit in 32 bits.
-	maxMaxFlows = 1 << 28
+	// maxMaxFlows bounds capacity so a slot number fits the 24 bits an
+	// index entry holds (see ibucket): 3.2 GB of flows per table.
+	maxMaxFlows = maxSlot
 	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
 	maxMaxTalkers = 1 << 16
 	// maxIdle bounds the idle timeouts: a flow must expire before Expire
@@ -43,7 +44,7 @@ type Config struct {
 	// MaxFlows is the capacity of this table (one shard). Memory for all of
 	// it is reserved up front (and touched only as flows arrive); when it is
 	// full the table evicts rather than grows. Default DefaultMaxFlows;
-	// at most 1<<28.
+	// at most 1<<24 - 1.
 	MaxFlows int
 	// IdleEstablished is the idle timeout of established TCP flows
 	// (including those with a FIN from one side only). Default 5 min.

@@ -211,7 +211,8 @@ func (tb *Table) checkIndex(t testing.TB) {
 	seen := map[uint32]bool{}
 	for c := range tb.idx {
 		b := &tb.idx[c]
-		for j, i := range b.slot {
+		for j := range ibEntries {
+			i := b.slot(j)
 			if i == 0 {
 				if b.tag(j) != 0 {
 					t.Fatalf("bucket %d entry %d: empty with tag %#x", c, j, b.tag(j))
@@ -241,6 +242,9 @@ func (tb *Table) checkIndex(t testing.TB) {
 		}
 	}
 	for c := range tb.idx {
+		if b := &tb.idx[c]; b.tags[15] != 0 {
+			t.Fatalf("bucket %d: unused tag byte is %#x", c, b.tags[15])
+		}
 		if got := tb.idx[c].over(); got != over[c] {
 			t.Fatalf("bucket %d: overflow count %d, %d of its keys live in their secondary", c, got, over[c])
 		}

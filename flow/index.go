@@ -1,83 +1,98 @@
 package flow
 
-import "math/bits"
+import (
+	"encoding/binary"
+	"math/bits"
+)
 
 // The 5-tuple index maps a key's hash to the slot of its flow. It is an
-// array of one-cache-line buckets of ten entries (a 16-bit tag from the
-// hash and a slot number) with two candidate buckets per key, cuckoo
-// style: a key lives in its primary bucket unless that was full when it
-// came, then in its secondary one, and a key's bucket tells by its
-// overflow count whether any of its keys live elsewhere. So a lookup reads
-// one index line (about one key in twenty reads a second one) and then
-// exactly the one flow whose tag matched: no chains, and a known number of
-// dependent misses, which is what lets Prefetch put a whole batch's misses
-// in flight in two rounds. The index has 1.25 entries per flow slot (8
-// bytes per flow, as the hash heads and chain links it replaced), so it is
-// at most 80% full and an insert almost never has to move other keys;
-// when both buckets are full it moves keys to their other bucket (a
-// random walk, as in cuckoo hashing) to make room.
+// array of one-cache-line buckets of fifteen entries (an 8-bit tag from
+// the hash and a 24-bit slot number) with two candidate buckets per key,
+// cuckoo style: a key lives in its primary bucket unless that was full
+// when it came, then in its secondary one, and a key's primary bucket
+// tells by its overflow count whether any of its keys live elsewhere. So
+// a lookup reads one index line (a key found in its secondary moves home
+// when there is room) and then the flow whose tag matched: no chains, and
+// a known number of dependent misses, which is what lets Prefetch put a
+// whole batch's misses in flight in two passes. There is a bucket per 13
+// flow slots, under 5 bytes per flow (the hash heads and chain links it
+// replaced took 8), so the index is at most 87% full and an insert rarely
+// has to move other keys; when both buckets are full it moves keys to
+// their other bucket (a random walk, as in cuckoo hashing) to make room.
 //
 // Tags let a lookup pass over the other keys of a bucket without reading
-// their flows; two keys in one bucket share a tag about once in 6,500
-// lookups, and the flow's key decides.
+// their flows: a lookup meets another key with its tag about once in
+// twenty, which costs it one more flow line, and the flow's key decides.
 type ibucket struct {
-	// tags holds the ten 16-bit tags, four to a word (lane j%4 of word
-	// j/4), so that one compare per word finds every entry with a tag;
-	// the last word's two upper lanes hold over.
-	tags [3]uint64
-	slot [ibEntries]uint32 // 0: empty
+	tags [16]byte // entry j's tag in byte j, 0 if empty; byte 15 unused
+	// slots holds the fifteen entries' slot numbers, 24 bits each,
+	// little-endian from byte 3j (0: empty), then the overflow count: the
+	// keys whose primary bucket this is that live in their secondary.
+	slots [48]byte
 }
 
 const (
-	ibEntries = 10
-	// ibFlowsPer is flow slots per bucket: 8 of 10 entries, so the index
-	// is at most 80% full.
-	ibFlowsPer = 8
-	// maxKicks bounds an insert's walk. At 80% load a walk is rarely
-	// needed and almost always ends in one or two moves; one that does not
-	// end evicts the flow it was carrying (counted in TableStats.Evicted).
+	ibEntries = 15
+	// ibFlowsPer is flow slots per bucket: 13 of 15 entries.
+	ibFlowsPer = 13
+	// maxKicks bounds an insert's walk. At the index's load a walk is
+	// rarely needed and almost always ends in one or two moves; one that
+	// does not end evicts the flow it was carrying (counted in
+	// TableStats.Evicted).
 	maxKicks = 500
+	// maxSlot is the largest slot number an entry holds.
+	maxSlot = 1<<24 - 1
 
-	lanesLo = 0x7fff_7fff_7fff_7fff
-	lanesHi = 0x8000_8000_8000_8000
-	lanes1  = 0x0001_0001_0001_0001
+	lanesLo = 0x7f7f_7f7f_7f7f_7f7f
+	lanesHi = 0x8080_8080_8080_8080
+	lanes1  = 0x0101_0101_0101_0101
 )
+
+// slot is entry j's slot number (0: empty).
+func (b *ibucket) slot(j int) uint32 {
+	return binary.LittleEndian.Uint32(b.slots[3*j:]) & maxSlot
+}
 
 // over is the number of keys whose primary bucket this is that live in
 // their secondary bucket.
-func (b *ibucket) over() uint32 { return uint32(b.tags[2] >> 32) }
+func (b *ibucket) over() uint32 {
+	return uint32(b.slots[45]) | uint32(b.slots[46])<<8 | uint32(b.slots[47])<<16
+}
 
-func (b *ibucket) addOver(d int) { b.tags[2] += uint64(int64(d) << 32) }
+func (b *ibucket) addOver(d int) {
+	v := uint32(int(b.over()) + d)
+	b.slots[45], b.slots[46], b.slots[47] = byte(v), byte(v>>8), byte(v>>16)
+}
 
-// tag returns entry j's tag.
-func (b *ibucket) tag(j int) uint16 { return uint16(b.tags[j/4] >> (16 * (j % 4))) }
+// tag is entry j's tag.
+func (b *ibucket) tag(j int) uint8 { return b.tags[j] }
 
 // put stores tag and slot i in entry j.
-func (b *ibucket) put(j int, tag uint16, i uint32) {
-	sh := 16 * (j % 4)
-	b.tags[j/4] = b.tags[j/4]&^(0xffff<<sh) | uint64(tag)<<sh
-	b.slot[j] = i
+func (b *ibucket) put(j int, tag uint8, i uint32) {
+	b.tags[j] = tag
+	b.slots[3*j], b.slots[3*j+1], b.slots[3*j+2] = byte(i), byte(i>>8), byte(i>>16)
 }
 
 // clear empties entry j.
 func (b *ibucket) clear(j int) { b.put(j, 0, 0) }
 
-// matches returns the entries whose tag is tag, as bit 16*j+15 of three
-// words' masks (lane 15 of each 16-bit lane): exact, with no false
-// positives, so a caller reads only the flows it must. Empty entries have
-// tag 0 and may match; their slot is 0.
-func (b *ibucket) matches(tag uint16) (m0, m1, m2 uint64) {
+// matches returns the entries whose tag is tag, as bit 8j+7 of two words'
+// masks (the top bit of each byte lane): exact, with no false positives,
+// so a caller reads only the flows it must. Tags are never 0, so empty
+// entries never match.
+func (b *ibucket) matches(tag uint8) (m0, m1 uint64) {
 	pat := uint64(tag) * lanes1
-	return zeroLanes(b.tags[0] ^ pat), zeroLanes(b.tags[1] ^ pat), zeroLanes(b.tags[2]^pat) & 0x8000_8000
+	return zeroLanes(binary.LittleEndian.Uint64(b.tags[:8]) ^ pat),
+		zeroLanes(binary.LittleEndian.Uint64(b.tags[8:])^pat) & (lanesHi >> 8)
 }
 
-// zeroLanes sets bit 15 of each 16-bit lane of x that is zero.
+// zeroLanes sets the top bit of each byte of x that is zero.
 func zeroLanes(x uint64) uint64 { return ^((x&lanesLo + lanesLo) | x) & lanesHi }
 
 // free is the first empty entry, or -1.
 func (b *ibucket) free() int {
-	for j, s := range b.slot {
-		if s == 0 {
+	for j := range ibEntries {
+		if b.tags[j] == 0 {
 			return j
 		}
 	}
@@ -86,8 +101,8 @@ func (b *ibucket) free() int {
 
 // entryOf is the entry holding slot i, or -1.
 func (b *ibucket) entryOf(i uint32) int {
-	for j, s := range b.slot {
-		if s == i {
+	for j := range ibEntries {
+		if b.slot(j) == i {
 			return j
 		}
 	}
@@ -98,8 +113,8 @@ func (b *ibucket) entryOf(i uint32) int {
 func ibucketsFor(n int) int { return max(2, (n+ibFlowsPer-1)/ibFlowsPer) }
 
 // primary is the bucket a key with hash h lives in unless it was full.
-// The top 32 bits pick it, the low 16 are the tag and the low 32 pick
-// the secondary, so the three are nearly independent.
+// The top 32 bits pick it, the low 16 the tag and the low 32 the
+// secondary, so the three are nearly independent.
 func (t *Table) primary(h uint64) uint32 {
 	return uint32((h >> 32) * uint64(len(t.idx)) >> 32)
 }
@@ -115,7 +130,8 @@ func (t *Table) secondary(h uint64, p uint32) uint32 {
 	return s
 }
 
-func tagOf(h uint64) uint16 { return uint16(h) }
+// tagOf is the tag of a key with hash h: 1 to 255, never 0 (empty).
+func tagOf(h uint64) uint8 { return uint8(uint16(h)%255 + 1) }
 
 // find returns the slot of the flow with key k (hash h), or 0, and
 // whether it was found in its secondary bucket.
@@ -151,32 +167,34 @@ func (t *Table) goHome(i uint32, h uint64) {
 
 // findIn returns the slot of the flow with key k among b's entries with
 // tag tag, or 0.
-func (t *Table) findIn(b *ibucket, k *key, tag uint16) uint32 {
-	m0, m1, m2 := b.matches(tag)
-	for w, m := range [3]uint64{m0, m1, m2} {
-		for ; m != 0; m &= m - 1 {
-			i := b.slot[4*w+bits.TrailingZeros64(m)/16]
-			if i != 0 && t.flows[i].key.eq(k) {
-				return i
-			}
+func (t *Table) findIn(b *ibucket, k *key, tag uint8) uint32 {
+	m0, m1 := b.matches(tag)
+	for ; m0 != 0; m0 &= m0 - 1 {
+		if i := b.slot(bits.TrailingZeros64(m0) / 8); t.flows[i].key.eq(k) {
+			return i
+		}
+	}
+	for ; m1 != 0; m1 &= m1 - 1 {
+		if i := b.slot(8 + bits.TrailingZeros64(m1)/8); t.flows[i].key.eq(k) {
+			return i
 		}
 	}
 	return 0
 }
 
-// candidate is the slot of the first entry of b with tag tag (0: none).
-// Prefetch uses it: it fetches that flow without comparing its key,
-// which is not in cache yet.
-func candidate(b *ibucket, tag uint16) uint32 {
-	m0, m1, m2 := b.matches(tag)
-	for w, m := range [3]uint64{m0, m1, m2} {
-		for ; m != 0; m &= m - 1 {
-			if i := b.slot[4*w+bits.TrailingZeros64(m)/16]; i != 0 {
-				return i
-			}
-		}
+// touchCandidates prefetches the flows of b's entries with tag tag (about
+// one in twenty lookups has two) and reports whether there was one.
+// Prefetch uses it: the flows' keys are not in cache yet to compare.
+func (t *Table) touchCandidates(b *ibucket, tag uint8) bool {
+	m0, m1 := b.matches(tag)
+	found := m0|m1 != 0
+	for ; m0 != 0; m0 &= m0 - 1 {
+		t.touchFlow(b.slot(bits.TrailingZeros64(m0) / 8))
 	}
-	return 0
+	for ; m1 != 0; m1 &= m1 - 1 {
+		t.touchFlow(b.slot(8 + bits.TrailingZeros64(m1)/8))
+	}
+	return found
 }
 
 // link enters slot i, whose flow's key has hash h, into the index. If
@@ -202,10 +220,10 @@ func (t *Table) link(i uint32, h uint64) {
 		b := &t.idx[cur]
 		t.rng += hk1
 		j := int(mix(t.rng, hk2) % ibEntries)
-		if b.slot[j] == i {
+		if b.slot(j) == i {
 			j = (j + 1) % ibEntries // never displace the new flow
 		}
-		victim := b.slot[j]
+		victim := b.slot(j)
 		t.kicks++
 		vh := t.flows[victim].key.hash(t.seed)
 		t.unplace(cur, j, vh)
