@@ -801,6 +801,7 @@ func (t *Table) SwapBucket(fresh *Bucket) *Bucket {
 		fresh.epoch = t.epoch
 	}
 	old := t.bucket
+	old.flushAll()
 	t.bucket = fresh
 	t.epoch = fresh.epoch // a put-back bucket keeps its own epoch: its flows are not counted twice
 	return old
