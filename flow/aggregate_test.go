@@ -526,3 +526,67 @@ func talkerRows(b *Bucket) map[string][3]uint64 {
 	}
 	return out
 }
+
+// TestTalkerMapAgainstReference counts random keys into a talkerMap and
+// into a Go map: the first cap distinct keys get rows with exactly their
+// packets and bytes, the rest land in other. It runs with real hashes
+// and with every key hashed to one of 8 values (hashes shared by many
+// keys: long probes across groups, tags that match other keys); Reset
+// must leave the index empty.
+func TestTalkerMapAgainstReference(t *testing.T) {
+	for _, fewHashes := range []bool{false, true} {
+		const capacity = 100
+		m := newTalkerMap(capacity)
+		type counts struct{ pkts, bytes uint64 }
+		ref := map[talkerKey]*counts{}
+		var other counts
+		rng := rand.New(rand.NewPCG(1, 2))
+		for range 20000 {
+			var k talkerKey
+			k.a.set(0, uint64(rng.IntN(300)))
+			_, lo := k.a.words()
+			h := hashWords(7, 0, lo, 0)
+			if fewHashes {
+				h = (h % 8) * hk1
+			}
+			size := uint64(rng.IntN(1500))
+			row := m.add(&k, h, size, false)
+			c, known := ref[k]
+			switch {
+			case known || len(ref) < capacity:
+				if !known {
+					c = &counts{}
+					ref[k] = c
+				}
+				c.pkts++
+				c.bytes += size
+				if row < 0 || m.rows[row].key != k {
+					t.Fatalf("few hashes %v: key %v counted in row %d", fewHashes, k.a, row)
+				}
+			default:
+				other.pkts++
+				other.bytes += size
+				if row != -1 {
+					t.Fatalf("few hashes %v: key %v got row %d in a full map", fewHashes, k.a, row)
+				}
+			}
+		}
+		if len(m.rows) != capacity {
+			t.Fatalf("few hashes %v: %d rows", fewHashes, len(m.rows))
+		}
+		for _, r := range m.rows {
+			if c := ref[r.key]; c == nil || c.pkts != r.pkts || c.bytes != r.bytes {
+				t.Fatalf("few hashes %v: row %v: %d pkts %d bytes, want %+v", fewHashes, r.key.a, r.pkts, r.bytes, c)
+			}
+		}
+		if m.other.pkts != other.pkts || m.other.bytes != other.bytes {
+			t.Fatalf("few hashes %v: other %d/%d, want %+v", fewHashes, m.other.pkts, m.other.bytes, other)
+		}
+		m.reset()
+		for s, e := range m.index {
+			if e != 0 {
+				t.Fatalf("slot %d not cleared by reset", s)
+			}
+		}
+	}
+}

@@ -1071,3 +1071,23 @@ func TestL2FullDictionaryNewTupleTakesOwnEntry(t *testing.T) {
 	}
 	tb.check(t)
 }
+
+// TestRestartedSessionCountsAgainInTalkers: a new SYN on a closed 5-tuple
+// is a new session (created), so within the same second the talkers count
+// it as a second distinct flow of its source, destination, pair and port,
+// with the packets of both sessions.
+func TestRestartedSessionCountsAgainInTalkers(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 8})
+	tb.Update(pk(cli, 1000, srv, 80, syn, 1, 0, 0, t0))
+	tb.Update(pk(cli, 1000, srv, 80, rst, 2, 0, 0, t0+1))
+	if _, _, created := tb.Update(pk(cli, 1000, srv, 80, syn, 500, 0, 0, t0+2)); !created {
+		t.Fatal("the new SYN did not start a new session")
+	}
+	tb.Update(pk(cli, 1000, srv, 80, ack, 501, 1, 0, t0+3))
+	b := tb.SwapBucket(nil)
+	for k := range NumKinds {
+		if r := b.maps[k].rows[0]; len(b.maps[k].rows) != 1 || r.flows != 2 || r.pkts != 4 {
+			t.Errorf("%v: %d rows, the first with %d flows over %d packets; want 1 row, 2 flows, 4 packets", k, len(b.maps[k].rows), r.flows, r.pkts)
+		}
+	}
+}
