@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"runtime"
@@ -89,12 +90,18 @@ func BenchmarkUpdate(b *testing.B) {
 		name  string
 		train int
 		mask  uint32
+		zipf  bool
 	}{
-		{"random", 1, 1<<20 - 1},
-		{"train8", 8, 1<<20 - 1},
-		{"hot16k", 1, 1<<14 - 1},
+		{"random", 1, 1<<20 - 1, false},
+		{"train8", 8, 1<<20 - 1, false},
+		{"hot16k", 1, 1<<14 - 1, false},
+		{"zipf", 1, 1<<20 - 1, true},
 	}
 	for _, c := range cases {
+		var zipf []uint32
+		if c.zipf {
+			zipf = zipfFlows()
+		}
 		b.Run(c.name+"-batch16", func(b *testing.B) {
 			// The same packets, 16 at a time as the sensor handles a
 			// capture block (sensor.worker.Frames): Prefetch the 16, then
@@ -107,13 +114,18 @@ func BenchmarkUpdate(b *testing.B) {
 			ts := t0 + sec
 			var i uint32
 			m := 0
+			z := 0
 			spare := NewBucket(tb.Config().MaxTalkers)
 			b.ReportAllocs()
 			b.ResetTimer()
 			defer reportCPU(b)()
 			for n := 0; n < b.N; n += 16 {
 				for j := range buf {
-					if m%c.train == 0 {
+					switch {
+					case c.zipf:
+						i = zipf[z&(len(zipf)-1)]
+						z++
+					case m%c.train == 0:
 						rng = rng*1664525 + 1013904223
 						i = (rng >> 12) & c.mask
 					}
@@ -129,6 +141,7 @@ func BenchmarkUpdate(b *testing.B) {
 				}
 				if n&(1<<20-1) == 0 {
 					spare = tb.SwapBucket(spare)
+					spare.Reset() // as the Aggregator does before the sensor reuses it
 				}
 			}
 		})
@@ -142,7 +155,10 @@ func BenchmarkUpdate(b *testing.B) {
 			b.ResetTimer()
 			defer reportCPU(b)()
 			for n := 0; n < b.N; n++ {
-				if n%c.train == 0 {
+				switch {
+				case c.zipf:
+					i = zipf[n&(len(zipf)-1)]
+				case n%c.train == 0:
 					rng = rng*1664525 + 1013904223
 					i = (rng >> 12) & c.mask // top 20 bits: one of the 1M flows
 				}
@@ -155,11 +171,26 @@ func BenchmarkUpdate(b *testing.B) {
 					// A second passes: keep the bucket realistic rather than
 					// saturated with every key, as the sensor does.
 					spare = tb.SwapBucket(spare)
+					spare.Reset()
 				}
 			}
 		})
 	}
 }
+
+// zipfFlows is a sequence of flows of the 1M drawn from a Zipf
+// distribution (s = 1.1: the k-th most popular flow is drawn in
+// proportion to 1/k^1.1, the heavy tail flow popularity on real links
+// follows), with popularity rank mapped to a scattered flow number, so
+// that popular flows do not sit in neighbouring slots.
+var zipfFlows = sync.OnceValue(func() []uint32 {
+	z := rand.NewZipf(rand.New(rand.NewPCG(5, 6)), 1.1, 1, benchFlows-1)
+	seq := make([]uint32, 1<<22)
+	for j := range seq {
+		seq[j] = uint32(z.Uint64()*0x9e3779b1) & (benchFlows - 1) // odd multiplier: a bijection of the 1M
+	}
+	return seq
+})
 
 // BenchmarkUpdateNoTHP is BenchmarkUpdate/random on a table built without
 // the transparent-huge-page hint, to show what the hint buys.
@@ -187,6 +218,7 @@ func BenchmarkUpdateNoTHP(b *testing.B) {
 		}
 		if n&(1<<20-1) == 0 {
 			spare = tb.SwapBucket(spare)
+			spare.Reset()
 		}
 	}
 }
