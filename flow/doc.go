@@ -9,7 +9,7 @@
 // timestamps or a clock it owns), so pcap replay and tests get sensible rates.
 //
 // Memory: a flow is 192 bytes (three cache lines; see Flow) and a full
-// table about 199 bytes per flow with its indexes. To get there, the MACs
+// table just under 200 bytes per flow with its indexes. To get there, the MACs
 // and VLAN tags of each direction live in a reference-counted per-table
 // dictionary (Table.L2), timestamps are 32-bit ticks read back relative to
 // the table's clock (Table.Seen: last to the millisecond, first to 100 ms),
@@ -25,6 +25,15 @@
 // from address words (internal/ipword), never by copying a [16]byte or a
 // struct that was just written in pieces, because the CPU cannot forward
 // such a copy from the stores before it and makes it wait until they
-// retire. Talker accounting, the largest part of an in-cache Update, is
-// skipped for a burst's later packets by the Bucket's row cache.
+// retire. The 5-tuple index (see ibucket) makes finding a flow exactly two
+// dependent misses, an index line then the flow, with no chains. Talker
+// accounting, the largest part of an in-cache Update, is skipped for a
+// burst's later packets by the Bucket's row cache.
+//
+// Where the time goes with uniformly random flows of a million, batched
+// (measured by cutting Update short): finding the flow about 80 ns, which
+// is this machine's memory system more than code; the direction's state
+// about 15 ns; and the four talker keys of a direction's first packet in
+// a second about 50 ns, 23 ns of it in cache, the rest waiting for talker
+// rows and slots that the stream of flow lines pushed out.
 package flow

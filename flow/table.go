@@ -18,11 +18,11 @@ import (
 // them locks.
 //
 // All memory is reserved by NewTable: a slot array of MaxFlows+1 Flows
-// (192 bytes each), the 5-tuple index (ibucket: 8 bytes per slot, read on
-// every packet), a head array by address (one head per four slots: only
-// ForEach and flow creation read it), a layer-2 dictionary (l2Dict, 32
-// bytes per 64 slots) and a talkers bucket: about 199 bytes per slot in
-// all, never more. Slots are handed out from the bottom and reused, and
+// (192 bytes each), the 5-tuple index (ibucket: under 5 bytes per slot,
+// read on every packet), a head array by address (one head per four
+// slots: only ForEach and flow creation read it), a layer-2 dictionary
+// (l2Dict, 32 bytes per 64 slots) and a talkers bucket: just under 200
+// bytes per slot in all (199.9 with 1M slots), never more. Slots are handed out from the bottom and reused, and
 // untouched pages are not resident, so RSS follows the traffic unless
 // Prefault made it all resident (the sensor does, for live capture).
 type Table struct {
