@@ -27,9 +27,10 @@ const (
 	// is full and a slot must be reclaimed.
 	DefaultEvictSample = 8
 
-	// maxMaxFlows bounds capacity so a slot number fits the 24 bits an
-	// index entry holds (see ibucket): 3.2 GB of flows per table.
-	maxMaxFlows = maxSlot
+	// MaxTableFlows bounds one table's capacity so a slot number fits the
+	// 24 bits an index entry holds (see ibucket): 3.2 GB of flows.
+	MaxTableFlows = maxSlot
+	maxMaxFlows   = MaxTableFlows
 	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
 	maxMaxTalkers = 1 << 16
 	// maxIdle bounds the idle timeouts: a flow must expire before Expire

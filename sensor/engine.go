@@ -157,6 +157,10 @@ func New(cfg Config, src capture.Source, r Rules) (*Engine, error) {
 		fc.MaxFlows = flow.DefaultMaxFlows
 	}
 	fc.MaxFlows = max(fc.MaxFlows/n, 1024)
+	if fc.MaxFlows > flow.MaxTableFlows {
+		return nil, fmt.Errorf("sensor: flow.max_flows = %d is %d per capture worker, over the %d one worker's table holds: lower max_flows or raise capture.workers",
+			cfg.Flow.MaxFlows, fc.MaxFlows, flow.MaxTableFlows)
+	}
 	e := &Engine{
 		cfg:     cfg,
 		src:     src,

@@ -673,3 +673,22 @@ func TestEngineOwnResetsDoNotConfirm(t *testing.T) {
 		})
 	}
 }
+
+// TestNewRejectsMoreFlowsThanATableHolds: a max_flows whose per-worker
+// share is over what one flow table can index fails with an error that
+// says what to change, instead of being cut down without a word.
+func TestNewRejectsMoreFlowsThanATableHolds(t *testing.T) {
+	store, err := rules.Open(rules.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	_, err = New(Config{Flow: flow.Config{MaxFlows: flow.MaxTableFlows + 1}}, &scriptSource{}, store)
+	if err == nil || !strings.Contains(err.Error(), "capture.workers") {
+		t.Fatalf("err %v, want one naming max_flows and capture.workers", err)
+	}
+	e, err := New(Config{Flow: flow.Config{MaxFlows: 1 << 12}}, &scriptSource{}, store)
+	if err != nil || e == nil {
+		t.Fatalf("a small max_flows: %v", err)
+	}
+}
