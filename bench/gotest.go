@@ -37,10 +37,10 @@ var microGroups = map[string]microGroup{
 		title:  "Flow table with 1M flows",
 		target: "update ≤ 80 ns/packet with 1M live flows, 0 allocs; ≤ 200 bytes per flow (issue 4)",
 		runs: []microRun{
-			{pkg: "./flow/", pattern: "^Benchmark(Update|UpdateNewFlows|Snapshot)$"},
+			{pkg: "./flow/", pattern: "^Benchmark(Update|UpdateNewFlows|Snapshot|DRAMLine)$"},
 			{pkg: "./flow/", pattern: "^BenchmarkMemoryPerFlow$", benchtime: "1x"},
 		},
-		notes: []string{"Update/random touches a uniformly random flow of the 1M per packet (an index line then the flow's lines from DRAM, and every packet the first of its direction in the second, so its four talker keys are looked up: the worst case); train8 sends 8 packets per flow in a row (a TCP burst); hot16k draws from 16,384 of the 1M (a busy link's active set); zipf draws the 1M with Zipf popularity (s = 1.1: heavy-tailed, like real links); NAME-batch16 is the same traffic 16 packets at a time with Table.Prefetch ahead of each batch, as the sensor handles a capture block. cpu-ns/op is process CPU time per op, which this shared machine's wall time overstates. MemoryPerFlow: heap and RSS growth of a table filled with 1M flows, divided by 1M (freed heap is returned to the OS first, so the RSS growth is the table's)."},
+		notes: []string{"Update/random touches a uniformly random flow of the 1M per packet (an index line then the flow's lines from DRAM, and every packet the first of its direction in the second, so its four talker keys are looked up: the worst case); train8 sends 8 packets per flow in a row (a TCP burst); hot16k draws from 16,384 of the 1M (a busy link's active set); zipf draws the 1M with Zipf popularity (s = 1.1: heavy-tailed, like real links); NAME-batch16 is the same traffic 16 packets at a time with Table.Prefetch ahead of each batch, as the sensor handles a capture block. DRAMLine is the memory floor of the random case: ns per 64-byte line read at random in 192 MiB, as independent loads and as Prefetch fetches them (batches of 16 prefetched, then read); a random Update reads four such lines. cpu-ns/op is process CPU time per op, which this shared machine's wall time overstates. MemoryPerFlow: heap and RSS growth of a table filled with 1M flows, divided by 1M (freed heap is returned to the OS first, so the RSS growth is the table's)."},
 	},
 	"rules": {
 		title:  "Rules: match with 1M bans, build 1M",

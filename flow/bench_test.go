@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"canopy/capture"
 )
@@ -471,5 +472,50 @@ func BenchmarkUpdateSmall(b *testing.B) {
 			spare = tb.SwapBucket(spare)
 			spare.Reset()
 		}
+	}
+}
+
+// BenchmarkDRAMLine is this machine's floor for the random case: reading
+// 64-byte lines at random places in an array the size of a 1M-flow table
+// (on huge pages, like the table). loads: independent plain loads, as
+// many in flight as the core allows. prefetch16: batches of 16 lines
+// fetched with touch3 (PREFETCHT0) and then read, the pattern Prefetch
+// and Update follow. An Update of a random flow reads four lines (its
+// index line, then the flow's three), so four times the prefetch16
+// figure is what memory alone costs it, before any code runs.
+func BenchmarkDRAMLine(b *testing.B) {
+	lines := make([][8]uint64, benchFlows*3)
+	adviseHuge(lines)
+	for i := range lines {
+		lines[i][0] = uint64(i)
+	}
+	idx := make([]uint32, 1<<20)
+	rng := uint32(7)
+	for i := range idx {
+		rng = rng*1664525 + 1013904223
+		idx[i] = uint32(uint64(rng) * uint64(len(lines)) >> 32)
+	}
+	var sum uint64
+	b.Run("loads", func(b *testing.B) {
+		b.ReportAllocs()
+		for n := 0; n < b.N; n++ {
+			sum += lines[idx[n&(len(idx)-1)]][0]
+		}
+	})
+	b.Run("prefetch16", func(b *testing.B) {
+		b.ReportAllocs()
+		for n := 0; n < b.N; n += 16 {
+			batch := idx[n&(len(idx)-1):][:16]
+			for _, i := range batch {
+				p := unsafe.Pointer(&lines[i])
+				touch3(p, p, p)
+			}
+			for _, i := range batch {
+				sum += lines[i][0]
+			}
+		}
+	})
+	if sum == 1 {
+		b.Log(sum) // keeps the loads
 	}
 }
