@@ -170,6 +170,12 @@ func (b *benchResult) others() string {
 			continue
 		}
 		v, _ := b.median(u)
+		if strings.HasSuffix(u, "-B/flow") {
+			// Bytes per flow sit against a 200-byte target: one decimal
+			// shows which side of it they are (199.9 would print 200).
+			parts = append(parts, strconv.FormatFloat(v, 'f', 1, 64)+" "+u)
+			continue
+		}
 		parts = append(parts, fmtNum(v)+" "+u)
 	}
 	return strings.Join(parts, ", ")
