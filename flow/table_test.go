@@ -1091,3 +1091,58 @@ func TestRestartedSessionCountsAgainInTalkers(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexKeysMoveHomeWhenRoomFrees: a key that had to live in its
+// secondary bucket moves to its primary on its next packet once the
+// primary has room, so lookups go back to reading one index line.
+func TestIndexKeysMoveHomeWhenRoomFrees(t *testing.T) {
+	const n = 1 << 12
+	tb := NewTable(Config{MaxFlows: n, IdleUDP: time.Second})
+	p := udp(cli, 1, srv, 2, 1, t0)
+	addr := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}) }
+	for i := range n {
+		p.Src = addr(i)
+		tb.Update(p)
+	}
+	var away []int
+	for i := range n {
+		p.Src = addr(i)
+		var k key
+		flowKey(p, &k)
+		if _, a := tb.find(&k, k.hash(tb.seed)); a {
+			away = append(away, i)
+		}
+	}
+	if len(away) == 0 {
+		t.Fatal("a full table has no key in its secondary bucket: the test shows nothing")
+	}
+	// Keep only those flows alive; the rest expire and free their entries.
+	p.Timestamp = t0 + 2*sec
+	for _, i := range away {
+		p.Src = addr(i)
+		tb.Update(p)
+	}
+	for tb.Expire(t0+2*sec) > 0 {
+	}
+	if tb.Len() != len(away) {
+		t.Fatalf("%d flows left, want the %d kept alive", tb.Len(), len(away))
+	}
+	stillAway := 0
+	p.Timestamp = t0 + 2*sec + 1
+	for _, i := range away {
+		p.Src = addr(i)
+		if _, _, created := tb.Update(p); created {
+			t.Fatalf("flow %d lost", i)
+		}
+		var k key
+		flowKey(p, &k)
+		if _, a := tb.find(&k, k.hash(tb.seed)); a {
+			stillAway++
+		}
+	}
+	tb.check(t)
+	if stillAway != 0 {
+		t.Fatalf("%d of %d keys still in their secondary bucket with their primary nearly empty", stillAway, len(away))
+	}
+	t.Logf("%d of %d keys were away from home; all moved back", len(away), n)
+}
