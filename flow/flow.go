@@ -81,17 +81,19 @@ const (
 // fields use serial-number arithmetic (RFC 1982): they wrap at 2^32 and
 // never move backwards for retransmitted or reordered segments.
 //
-// It is 40 bytes: counters, then the times (so both directions' last sit in
-// the flow's first two cache lines with the key, which is all Expire and
-// eviction read), then the TCP state. Timestamps, counters, whether a
+// It is 36 bytes of 32-bit words and smaller: counters, then the time of
+// the latest packet (so both directions' last sit in the flow's first two
+// cache lines with the key, which is all Expire and eviction read), then
+// the TCP state. The first packet's time is shown only, so it lives in
+// the flow's third line (Table.Seen). Timestamps, counters, whether a
 // sequence or ack number was seen (Flow.HasSeq, Flow.HasAck), and the
 // layer-2 details (Table.L2, kept in a per-table dictionary: most flows
 // share a handful of router MAC pairs) are read through methods.
 type DirState struct {
-	cnt   uint64 // bytes (IP-layer, like iftop) in the low 56 bits; packets >> 32 in the top 8
-	pkts  uint32 // packets, low 32 bits
-	last  uint32 // ms of the latest packet (low 32 bits)
-	first uint32 // tenth of a second of the first packet (low 32 bits)
+	blo  uint32 // bytes (IP-layer, like iftop), low 32 bits
+	bhi  uint32 // bytes bits 32-55 in the low 24 bits; packets bits 32-39 in the top 8
+	pkts uint32 // packets, low 32 bits
+	last uint32 // ms of the latest packet (low 32 bits)
 
 	Seq     uint32 // TCP sequence number of the latest segment (as sent, even if old)
 	Ack     uint32 // highest acknowledgement number sent with ACK set: the sender's RCV.NXT (valid if HasAck)
@@ -105,27 +107,25 @@ type DirState struct {
 }
 
 // Pkts is the number of packets seen in this direction (saturating at 2^40-1).
-func (d *DirState) Pkts() uint64 { return d.cnt>>56<<32 | uint64(d.pkts) }
+func (d *DirState) Pkts() uint64 { return uint64(d.bhi>>24)<<32 | uint64(d.pkts) }
 
 // Bytes is the IP-layer bytes (IP total length, like iftop) seen in this
 // direction (saturating at 2^56-1).
-func (d *DirState) Bytes() uint64 { return d.cnt & bytesMask }
+func (d *DirState) Bytes() uint64 { return uint64(d.bhi&(1<<24-1))<<32 | uint64(d.blo) }
 
 // count adds one packet of size bytes.
 func (d *DirState) count(size uint64) {
 	d.pkts++
-	if d.pkts == 0 { // carry into the top byte of cnt, or saturate
-		if d.cnt>>56 != 0xff {
-			d.cnt += 1 << 56
+	if d.pkts == 0 { // carry into the top byte of bhi, or saturate
+		if d.bhi>>24 != 0xff {
+			d.bhi += 1 << 24
 		} else {
 			d.pkts = ^uint32(0)
 		}
 	}
-	if b := d.cnt&bytesMask + size; b <= bytesMask {
-		d.cnt = d.cnt&^bytesMask | b
-	} else {
-		d.cnt |= bytesMask
-	}
+	b := min(d.Bytes()+size, bytesMask)
+	d.blo = uint32(b)
+	d.bhi = d.bhi&^(1<<24-1) | uint32(b>>32)
 }
 
 // HasSeq reports whether a TCP segment was seen in direction d, i.e.
@@ -136,10 +136,21 @@ func (f *Flow) HasSeq(d Dir) bool { return f.bits&(bitHasSeqA<<d) != 0 }
 // d, i.e. whether Ack means anything.
 func (f *Flow) HasAck(d Dir) bool { return f.bits&(bitHasAckA<<d) != 0 }
 
-// Enforcement is the sensor's record of what it decided and did about a
-// flow. The table never reads it; it zeroes it when the slot gets a new flow.
+// Decision is the part of the sensor's record of a flow that it reads for
+// every packet: its verdict and whether an outcome is being watched. With
+// Flow.RuleGen it lives in the flow's first two cache lines, which a
+// packet's Update reads anyway, so that deciding about a packet costs no
+// third line (Enf's). The table never reads it; it zeroes it when the
+// slot gets a new flow.
+type Decision struct {
+	Action  uint8 // the sensor's verdict code
+	Outcome uint8 // the sensor's outcome code
+}
+
+// Enforcement is the rest of the sensor's record of what it decided and
+// did about a flow. The table never reads it; it zeroes it when the slot
+// gets a new flow.
 type Enforcement struct {
-	RuleGen    uint64 // generation of the rule set Action was decided under (0: never decided)
 	RuleID     uint64 // rule that matched, 0 if none
 	FirstReset int64  // when the first reset was sent, ns
 	LastReset  int64  // when the latest reset was sent, ns
@@ -147,16 +158,15 @@ type Enforcement struct {
 	SynSeq     uint32 // sequence number (ISN) of the latest bare SYN the sensor acted on (valid if SynKnown)
 	Resets     uint16 // resets (or ICMP errors) sent into this flow
 	Suppressed uint16 // resets the per-flow budget held back
-	Action     uint8  // the sensor's verdict code
-	Outcome    uint8  // the sensor's outcome code
 	Survivor   bool   // packets with payload were seen after canopy's resets
 	SynKnown   bool   // SynSeq is set
 }
 
 // Flow is one bidirectional session in a Table. A *Flow is valid only until
 // the next Update or Expire call on its table (the slot may be recycled);
-// keep a Handle to find it again. Callers may write only Enf; everything
-// else belongs to the table and is read through the fields and methods.
+// keep a Handle to find it again. Callers may write only Decision, RuleGen
+// and Enf; everything else belongs to the table and is read through the
+// fields and methods.
 //
 // Layout: 192 bytes, three cache lines. The key and the fields every
 // packet reads come first, so a lookup and an update touch the first two;
@@ -172,10 +182,13 @@ type Flow struct {
 	bits  uint8
 	gen   uint32 // bumped whenever the slot gets a new flow
 
-	Dirs [2]DirState // per-direction state, indexed by Dir
-	Enf  Enforcement // the sensor's record; the table only zeroes it
+	Decision Decision    // the sensor's per-packet record (see Decision); the table only zeroes it
+	Dirs     [2]DirState // per-direction state, indexed by Dir
+	RuleGen  uint64      // the sensor's: generation of the rule set Decision.Action was decided under (0: never decided)
 
-	ep [2]epLink // per-address index links, for the key's lo (0) and hi (1) endpoints
+	Enf   Enforcement // the rest of the sensor's record; the table only zeroes it
+	first [2]uint32   // per direction, tenth of a second of the first packet (low 32 bits): shown only
+	ep    [2]epLink   // per-address index links, for the key's lo (0) and hi (1) endpoints
 }
 
 // epLink links one endpoint of a flow into the per-address index. Values

@@ -6,16 +6,26 @@ import (
 )
 
 // TestFlowLayout pins the memory layout the performance figures depend on:
-// a Flow is exactly three cache lines, and everything a lookup, Expire and
-// eviction read (key, generation, state, both directions' last) is in the
-// first two.
+// a Flow is exactly three cache lines, and everything a lookup, an Update,
+// the sensor's per-packet verdict, Expire and eviction read (key,
+// generation, state, both directions, Decision and RuleGen) is in the
+// first two, which are all Prefetch fetches.
 func TestFlowLayout(t *testing.T) {
 	var f Flow
 	if got := unsafe.Sizeof(f); got != 192 {
 		t.Errorf("Flow is %d bytes, want 192 (3 cache lines): memory per flow and cache behaviour change", got)
 	}
-	if got := unsafe.Sizeof(f.Dirs[0]); got != 40 {
-		t.Errorf("DirState is %d bytes, want 40", got)
+	if got := unsafe.Sizeof(f.Dirs[0]); got != 36 {
+		t.Errorf("DirState is %d bytes, want 36", got)
+	}
+	for name, end := range map[string]uintptr{
+		"Dirs":     unsafe.Offsetof(f.Dirs) + unsafe.Sizeof(f.Dirs),
+		"Decision": unsafe.Offsetof(f.Decision) + unsafe.Sizeof(f.Decision),
+		"RuleGen":  unsafe.Offsetof(f.RuleGen) + unsafe.Sizeof(f.RuleGen),
+	} {
+		if end > 128 {
+			t.Errorf("%s ends at byte %d, past the second cache line: every packet would read a third", name, end)
+		}
 	}
 	if end := unsafe.Offsetof(f.gen) + 4; end > 64 {
 		t.Errorf("key, state and generation end at byte %d, past the first cache line", end)

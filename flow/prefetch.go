@@ -83,12 +83,12 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 // touch prefetches one line.
 func touch(p unsafe.Pointer) { touch3(p, p, p) }
 
-// touchFlow prefetches the three lines of slot i that a packet's Update
-// and the sensor's verdict read: the key and first direction, the
-// directions, and the enforcement record.
+// touchFlow prefetches the two lines of slot i that a packet's Update and
+// the sensor's verdict read: the key, the sensor's Decision and the
+// directions. The third (Enf) is read only for flows being blocked.
 func (t *Table) touchFlow(i uint32) {
 	f := unsafe.Pointer(&t.flows[i])
-	touch3(f, unsafe.Add(f, 64), unsafe.Add(f, 128))
+	touch3(f, unsafe.Add(f, 64), unsafe.Add(f, 64))
 }
 
 // flowKey sets k to the key Update files p under, and reports false (k

@@ -163,7 +163,7 @@ func (t *Table) Seen(f *Flow, d Dir) (first, last int64) {
 	if ds.Pkts() == 0 {
 		return 0, 0
 	}
-	return tickTime(t.now, ds.first, firstUnit), tickTime(t.now, ds.last, lastUnit)
+	return tickTime(t.now, f.first[d], firstUnit), tickTime(t.now, ds.last, lastUnit)
 }
 
 // tickTime is the start (ns) of the latest tick of unit ns at or before
@@ -275,7 +275,7 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	flowNewInBucket := newInBucket && f.Dirs[dir^1].stamp != t.epoch
 	d.stamp = t.epoch
 	if lt := uint32(ts / lastUnit); d.Pkts() == 0 {
-		d.first = uint32(ts / firstUnit)
+		f.first[dir] = uint32(ts / firstUnit)
 		d.last = lt
 	} else if int32(lt-d.last) > 0 {
 		d.last = lt
@@ -394,8 +394,8 @@ func (t *Table) reinit(f *Flow, srcIsLo bool) {
 	f.gen++
 	t.l2.release(f.Dirs[0].l2)
 	t.l2.release(f.Dirs[1].l2)
-	f.Dirs = [2]DirState{}
-	f.Enf = Enforcement{}
+	f.Dirs, f.first = [2]DirState{}, [2]uint32{}
+	f.Decision, f.RuleGen, f.Enf = Decision{}, 0, Enforcement{}
 	f.state = 0
 	f.bits = bitInUse
 	if srcIsLo {
@@ -639,7 +639,8 @@ func (t *Table) clampLast(f *Flow) {
 // is cheaper than a scan (a /24 in a 1M table: 256 walks, ~10 µs); wider
 // prefixes scan every slot in use (a /8 matching all of a 1M table: ~20 ms,
 // which holds the worker that long). fn may read any flow and write its
-// Enf, but must not call Update or Expire on this table.
+// Decision, RuleGen and Enf, but must not call Update or Expire on this
+// table.
 func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
 	if !p.IsValid() {
 		return

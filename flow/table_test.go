@@ -255,7 +255,7 @@ func TestPortReuseStartsNewFlow(t *testing.T) {
 	f, _, _ := tb.Update(pk(cli, 7, srv, 80, syn, 100, 0, 0, t0))
 	tb.Update(pk(srv, 80, cli, 7, rstack, 0, 101, 0, t0+1)) // refused
 	old := tb.Handle(f)
-	f.Enf.RuleID = 42
+	f.Enf.RuleID, f.Decision, f.RuleGen = 42, Decision{Action: 3, Outcome: 1}, 9
 	f, dir, created := tb.Update(pk(cli, 7, srv, 80, syn, 7777, 0, 0, t0+2*sec))
 	if !created || dir != AtoB {
 		t.Fatalf("created %v dir %v", created, dir)
@@ -263,8 +263,11 @@ func TestPortReuseStartsNewFlow(t *testing.T) {
 	if tb.Get(old) != nil {
 		t.Fatal("old handle still resolves after the 5-tuple was reused")
 	}
-	if f.Enf.RuleID != 0 || f.Dirs[BtoA].Pkts() != 0 || f.Dirs[AtoB].Pkts() != 1 || f.Dirs[AtoB].NextSeq != 7778 || f.State() != StateSynSeen {
-		t.Fatalf("reused flow not fresh: %+v %+v %08b", f.Enf, f.Dirs, f.State())
+	if f.Enf.RuleID != 0 || f.Decision != (Decision{}) || f.RuleGen != 0 || f.Dirs[BtoA].Pkts() != 0 || f.Dirs[AtoB].Pkts() != 1 || f.Dirs[AtoB].NextSeq != 7778 || f.State() != StateSynSeen {
+		t.Fatalf("reused flow not fresh: %+v %+v %d %+v %08b", f.Enf, f.Decision, f.RuleGen, f.Dirs, f.State())
+	}
+	if first, _ := tb.Seen(f, AtoB); first != t0+2*sec {
+		t.Fatalf("reused flow's first packet at %d, want %d", first, t0+2*sec)
 	}
 	if st := tb.Stats(); st.Created != 2 || st.Restarted != 1 || st.Flows != 1 {
 		t.Fatalf("stats %+v", st)
@@ -407,7 +410,7 @@ func TestCountersSaturate(t *testing.T) {
 	if d.Pkts() != 1<<32 || d.Bytes() != 10 {
 		t.Fatalf("carry: pkts %d bytes %d", d.Pkts(), d.Bytes())
 	}
-	d.cnt, d.pkts = 0xff<<56|(bytesMask-5), ^uint32(0)
+	d.bhi, d.blo, d.pkts = 0xff<<24|(1<<24-1), ^uint32(0)-5, ^uint32(0) // 2^40-1 packets, 2^56-6 bytes
 	d.count(10)
 	if d.Pkts() != maxPkts || d.Bytes() != bytesMask {
 		t.Fatalf("saturation: pkts %d bytes %d", d.Pkts(), d.Bytes())

@@ -92,7 +92,7 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 	}
 	if observe && len(sent) > 0 && rec.block.Outcome != OutcomeObserved {
 		rec.block.Outcome = OutcomeObserved
-		f.Enf.Outcome = outObserved
+		f.Decision.Outcome = outObserved
 		w.observed.Add(1)
 		b := rec.block
 		w.e.bus.publish(Event{Type: EventWouldBlock, Time: b.At, Block: &b, Sent: sent})
@@ -110,7 +110,7 @@ func (w *worker) enforce(f *flow.Flow, dir flow.Dir, act uint8, frame []byte) {
 // gone, is confirmed. Sharing one budget would let a client that reconnects
 // from one port spend it, and its next session go through unchallenged.
 func (w *worker) newSession(f *flow.Flow) {
-	if f.Enf.Outcome == outPending || f.Enf.Outcome == outRetrying {
+	if f.Decision.Outcome == outPending || f.Decision.Outcome == outRetrying {
 		w.settle(f, outConfirmed)
 	}
 	f.Enf.BlockSlot = 0 // record starts a new one
@@ -129,10 +129,10 @@ func (w *worker) record(f *flow.Flow, observe bool) *blockRec {
 	r := &w.blocks[w.nextRec]
 	f.Enf.BlockSlot = uint32(w.nextRec + 1)
 	f.Enf.Resets, f.Enf.Suppressed, f.Enf.FirstReset, f.Enf.LastReset = 0, 0, 0, 0
-	f.Enf.Outcome, f.Enf.Survivor = outNone, false
+	f.Decision.Outcome, f.Enf.Survivor = outNone, false
 	*r = blockRec{handle: w.table.Handle(f), block: w.newBlock(f)}
 	if !observe {
-		f.Enf.Outcome = outPending
+		f.Decision.Outcome = outPending
 		w.pending = append(w.pending, pendingFlow{h: w.table.Handle(f), slot: f.Enf.BlockSlot})
 	}
 	return r
@@ -361,7 +361,7 @@ func (w *worker) killPrefix(p netip.Prefix) {
 			}
 		}
 		if obs && len(sent) > 0 {
-			f.Enf.Outcome = outObserved
+			f.Decision.Outcome = outObserved
 			rec.block.Outcome = OutcomeObserved
 			w.observed.Add(1)
 			b := rec.block

@@ -45,7 +45,7 @@ type blockRec struct {
 // or FIN confirms the kill; more payload means our reset lost a race, so we
 // keep chasing (retrying) until the budget is spent (failed).
 func (w *worker) trackOutcome(f *flow.Flow, p *capture.Packet) {
-	if f.Enf.Outcome != outPending && f.Enf.Outcome != outRetrying {
+	if f.Decision.Outcome != outPending && f.Decision.Outcome != outRetrying {
 		return
 	}
 	switch {
@@ -62,8 +62,8 @@ func (w *worker) trackOutcome(f *flow.Flow, p *capture.Packet) {
 		spent := int(f.Enf.Resets) >= w.e.cfg.MaxResetsPerFlow
 		if spent && f.Enf.FirstReset != 0 && p.Timestamp-f.Enf.FirstReset >= int64(w.e.cfg.FailAfter) {
 			w.settle(f, outFailed)
-		} else if f.Enf.Outcome != outRetrying {
-			f.Enf.Outcome = outRetrying
+		} else if f.Decision.Outcome != outRetrying {
+			f.Decision.Outcome = outRetrying
 			if r := w.recOf(f); r != nil {
 				r.block.Outcome = OutcomeRetrying
 			}
@@ -89,10 +89,10 @@ func sentSlot(k sentKey) uint64 {
 
 // settle fixes a blocked flow's outcome and publishes it.
 func (w *worker) settle(f *flow.Flow, out uint8) {
-	if f.Enf.Outcome == out {
+	if f.Decision.Outcome == out {
 		return
 	}
-	f.Enf.Outcome = out
+	f.Decision.Outcome = out
 	switch out {
 	case outConfirmed:
 		w.confirmed.Add(1)
@@ -142,7 +142,7 @@ func (w *worker) settleQuiet(now int64) {
 			}
 			continue
 		}
-		if f.Enf.Outcome != outPending && f.Enf.Outcome != outRetrying {
+		if f.Decision.Outcome != outPending && f.Decision.Outcome != outRetrying {
 			continue
 		}
 		// LastSeen is the latest packet's millisecond, rounded down: the

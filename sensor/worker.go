@@ -149,7 +149,7 @@ func (w *worker) handle(frame []byte, m *capture.Meta, p *capture.Packet, r capt
 	}
 	act := w.verdict(f)
 	if act == actNone || act == actAllow || act == actUndecided {
-		if f.Enf.Outcome == outPending || f.Enf.Outcome == outRetrying {
+		if f.Decision.Outcome == outPending || f.Decision.Outcome == outRetrying {
 			w.trackOutcome(f, p)
 		}
 		return
@@ -205,8 +205,8 @@ func (w *worker) verdict(f *flow.Flow) uint8 {
 		return actNone
 	}
 	gen := set.Generation()
-	if f.Enf.RuleGen == gen && f.Enf.Action != actUndecided {
-		return f.Enf.Action
+	if f.RuleGen == gen && f.Decision.Action != actUndecided {
+		return f.Decision.Action
 	}
 	v := set.Match(f.A(), f.B(), f.Proto(), f.APort(), f.BPort())
 	act := actNone
@@ -218,7 +218,7 @@ func (w *worker) verdict(f *flow.Flow) uint8 {
 	case v.Action == rules.ActionObserve:
 		act = actObserve
 	}
-	f.Enf.RuleGen, f.Enf.RuleID, f.Enf.Action = gen, v.RuleID, act
+	f.RuleGen, f.Enf.RuleID, f.Decision.Action = gen, v.RuleID, act
 	return act
 }
 
