@@ -31,9 +31,11 @@
 // burst's later packets by the Bucket's row cache.
 //
 // Where the time goes with uniformly random flows of a million, batched
-// (measured by cutting Update short): finding the flow about 80 ns, which
-// is this machine's memory system more than code; the direction's state
-// about 15 ns; and the four talker keys of a direction's first packet in
-// a second about 50 ns, 23 ns of it in cache, the rest waiting for talker
-// rows and slots that the stream of flow lines pushed out.
+// (measured by cutting Update short): finding the flow about 72 ns, three
+// lines from DRAM (BenchmarkDRAMLine puts that at 45-50 ns here); the
+// direction's state about 20 ns; and the four talker keys of a
+// direction's first packet in a second about 58 ns. Those keys cost 42 ns
+// on their own, in cache, when most are absent from full talker maps (a
+// miss probes to an empty slot): the talker maps, not the flow table, are
+// what keeps random traffic far from 80 ns.
 package flow
