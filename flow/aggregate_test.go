@@ -529,7 +529,8 @@ func talkerRows(b *Bucket) map[string][3]uint64 {
 
 // TestTalkerMapAgainstReference counts random keys into a talkerMap and
 // into a Go map: the first cap distinct keys get rows with exactly their
-// packets and bytes, the rest land in other. It runs with real hashes
+// packets and bytes, the rest land in other (once the map is full, past
+// its Bloom filter, which must never turn a key that has a row away). It runs with real hashes
 // and with every key hashed to one of 8 values (hashes shared by many
 // keys: long probes across groups, tags that match other keys); Reset
 // must leave the index empty.
@@ -586,6 +587,11 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 		for s, e := range m.index {
 			if e != 0 {
 				t.Fatalf("slot %d not cleared by reset", s)
+			}
+		}
+		for w, v := range m.seen {
+			if v != 0 {
+				t.Fatalf("Bloom word %d not cleared by reset", w)
 			}
 		}
 	}

