@@ -254,7 +254,7 @@ func TestAggregatorTrackingLimitAndForgetting(t *testing.T) {
 	b := NewBucket(16)
 	for i := range 4 {
 		a := &addrPorts{sl: uint64(i), dl: uint64(i)}
-		b.add(a, 1, 6, 100, true, true)
+		b.add(a, 1, 6, 100, true, true, new([NumKinds]int32))
 	}
 	agg.Add(0, b, s0)
 	snap := agg.Snapshot(10, 0)
@@ -281,7 +281,7 @@ func TestAggregatorLateAndOutOfOrderBuckets(t *testing.T) {
 		b := NewBucket(16)
 		a := &addrPorts{sl: 1, dl: 1}
 		for range pkts {
-			b.add(a, 1, 6, 125, false, false)
+			b.add(a, 1, 6, 125, false, false, new([NumKinds]int32))
 			b.pkts++
 			b.bytes += 125
 		}
@@ -345,7 +345,7 @@ func TestAggregatorRecoversFromClockSteps(t *testing.T) {
 		b := NewBucket(16)
 		a := &addrPorts{sl: 1, dl: 1}
 		for range 1000 {
-			b.add(a, 1, 6, 125, false, false)
+			b.add(a, 1, 6, 125, false, false, new([NumKinds]int32))
 			b.pkts++
 			b.bytes += 125
 		}
@@ -397,7 +397,7 @@ func TestSnapshotHugeN(t *testing.T) {
 	agg := NewAggregator(4)
 	b := NewBucket(16)
 	a := &addrPorts{sl: 1, dl: 1}
-	b.add(a, 1, 6, 100, true, true)
+	b.add(a, 1, 6, 100, true, true, new([NumKinds]int32))
 	agg.Add(0, b, s0)
 	if s := agg.Snapshot(1<<40, 0); len(s.Talkers[BySrc]) != 1 {
 		t.Fatalf("rows %d", len(s.Talkers[BySrc]))
@@ -413,7 +413,7 @@ func TestTiesRankByKeyStably(t *testing.T) {
 	for _, last := range []byte{9, 3, 7, 1, 5} {
 		a := &addrPorts{sl: uint64(last), dl: uint64(last)}
 		for range 10 {
-			b.add(a, uint16(last), 6, 100, false, false)
+			b.add(a, uint16(last), 6, 100, false, false, new([NumKinds]int32))
 		}
 	}
 	agg.Add(0, b, s0)

@@ -260,8 +260,12 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // destination port (0 for ICMP and later fragments). countDir says this is
 // the flow's first packet in this direction in this bucket (counts a flow
 // for source, destination and pair); countFlow says it is the flow's first
-// packet at all in this bucket (counts it for the port).
-func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) (rows [NumKinds]int32) {
+// packet at all in this bucket (counts it for the port). It stores the
+// rows it counted into in *rows one by one: a [4]int32 returned by value
+// goes through the stack and is read back with one 16-byte load, which
+// cannot be forwarded from the four 4-byte stores that wrote it and so
+// waits for them to retire (see addrPorts).
+func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool, rows *[NumKinds]int32) {
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
 	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
 	k := talkerKey{v6: ap.v6}
@@ -274,7 +278,6 @@ func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, count
 	rows[ByPair] = b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
 	k = talkerKey{port: port, proto: proto}
 	rows[ByPort] = b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)
-	return rows
 }
 
 // addFlow is add for a packet of a flow (slot and generation gen) going
@@ -282,13 +285,16 @@ func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, count
 func (b *Bucket) addFlow(slot, gen uint32, dir Dir, ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
 	k := slot<<1 | uint32(dir)
 	e := &b.rc[k&(rowCacheSize-1)]
-	if rowCacheOn && e.key == k && e.gen == gen && e.resets == b.resets && !countDir && !countFlow && e.pkts != math.MaxUint32 {
+	// countDir first: it is known at once, while e is likely still on its
+	// way from memory, so a direction's first packet in the bucket (every
+	// packet, with uniformly random flows) does not wait for e to decide.
+	if !countDir && !countFlow && rowCacheOn && e.key == k && e.gen == gen && e.resets == b.resets && e.pkts != math.MaxUint32 {
 		e.pkts++
 		e.bytes += size
 		return
 	}
 	b.flush(e)
-	e.rows = b.add(ap, port, proto, size, countDir, countFlow)
+	b.add(ap, port, proto, size, countDir, countFlow, &e.rows)
 	e.key, e.gen, e.resets = k, gen, b.resets
 }
 

@@ -238,7 +238,8 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	ap.fill(p)
 	tcp := p.IsTCP()
 	if !tcp && !p.IsUDP() {
-		b.add(&ap, p.DstPort, p.Proto, size, false, false)
+		var rows [NumKinds]int32
+		b.add(&ap, p.DstPort, p.Proto, size, false, false, &rows)
 		return nil, AtoB, false
 	}
 	ap.sport, ap.dport = p.SrcPort, p.DstPort
