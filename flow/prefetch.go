@@ -46,16 +46,20 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 	var hs [PrefetchMax]uint64
 	var bs [PrefetchMax]uint32 // the bucket pass 2 or 3 looks in
 	var has, again uint32      // bit j: ps[j] has a flow; its secondary bucket is fetched
-	var k key
+	var ks [2]key              // this packet's key and the previous one's
+	prev := false              // ks holds the previous packet's key
 	n := min(len(ps), PrefetchMax)
 	for j := range n {
-		if !flowKey(&ps[j], &k) {
+		k := &ks[j&1]
+		if !flowKey(&ps[j], k) {
+			prev = false
 			continue
 		}
-		h := k.hash(t.seed)
-		if j > 0 && has&(1<<(j-1)) != 0 && hs[j-1] == h {
+		if prev && k.eq(&ks[(j-1)&1]) {
 			continue // a train: the previous packet's flow, fetched already
 		}
+		prev = true
+		h := k.hash(t.seed)
 		hs[j] = h
 		has |= 1 << j
 		bs[j] = t.primary(h)
