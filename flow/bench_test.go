@@ -480,8 +480,8 @@ func BenchmarkUpdateSmall(b *testing.B) {
 // (on huge pages, like the table). loads: independent plain loads, as
 // many in flight as the core allows. prefetch16: batches of 16 lines
 // fetched with touch3 (PREFETCHT0) and then read, the pattern Prefetch
-// and Update follow. An Update of a random flow reads four lines (its
-// index line, then the flow's three), so four times the prefetch16
+// and Update follow. An Update of a random flow reads three lines (its
+// index line, then the flow's first two), so three times the prefetch16
 // figure is what memory alone costs it, before any code runs.
 func BenchmarkDRAMLine(b *testing.B) {
 	lines := make([][8]uint64, benchFlows*3)
