@@ -31,11 +31,11 @@
 // burst's later packets by the Bucket's row cache.
 //
 // Where the time goes with uniformly random flows of a million, batched
-// (measured by cutting Update short): finding the flow about 72 ns, three
-// lines from DRAM (BenchmarkDRAMLine puts that at 45-50 ns here); the
-// direction's state about 20 ns; and the four talker keys of a
-// direction's first packet in a second about 58 ns. Those keys cost 42 ns
-// on their own, in cache, when most are absent from full talker maps (a
-// miss probes to an empty slot): the talker maps, not the flow table, are
-// what keeps random traffic far from 80 ns.
+// (measured by cutting Update short): finding the flow about 74 ns, three
+// lines from DRAM (BenchmarkDRAMLine puts those at 45-50 ns here); the
+// direction's state about 18 ns; and the four talker keys of a
+// direction's first packet in a second about 35 ns. A 16k-flow hot set
+// pays about 45 ns for talkers: its 32k directions outnumber the row
+// cache's 4096 entries, so most packets take the long way. The talker
+// maps, not the flow table, keep random and hot-set traffic above 80 ns.
 package flow
