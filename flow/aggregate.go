@@ -150,7 +150,7 @@ func (a *Aggregator) Add(worker int, b *Bucket, sec int64) {
 		m := &b.maps[k]
 		for i := range m.rows {
 			r := &m.rows[i]
-			s := a.track(kt, &r.key)
+			s := a.track(kt, &m.keys[i])
 			s.add(a.head, sec, r.bytes, r.pkts)
 			if sec > s.flowsSec {
 				s.flows, s.flowsSec = 0, sec

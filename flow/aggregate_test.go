@@ -192,7 +192,7 @@ func TestDistinctFlowsCountedOncePerSecond(t *testing.T) {
 	row := func(k TalkerKind, a string, port uint16) *talkerRow {
 		for i := range b.maps[k].rows {
 			r := &b.maps[k].rows[i]
-			if (port != 0 && r.key.port == port) || (port == 0 && r.key.a.addr(r.key.v6).String() == a) {
+			if k := &b.maps[k].keys[i]; (port != 0 && k.port == port) || (port == 0 && k.a.addr(k.v6).String() == a) {
 				return r
 			}
 		}
@@ -519,8 +519,9 @@ func talkerRows(b *Bucket) map[string][3]uint64 {
 	out := map[string][3]uint64{}
 	for k := range b.maps {
 		m := &b.maps[k]
-		for _, r := range m.rows {
-			out[fmt.Sprintf("%d/%v>%v:%d/%d", k, r.key.a.addr(r.key.v6), r.key.b.addr(r.key.v6), r.key.port, r.key.proto)] = [3]uint64{r.pkts, r.bytes, uint64(r.flows)}
+		for i, r := range m.rows {
+			key := &m.keys[i]
+			out[fmt.Sprintf("%d/%v>%v:%d/%d", k, key.a.addr(key.v6), key.b.addr(key.v6), key.port, key.proto)] = [3]uint64{r.pkts, r.bytes, uint64(r.flows)}
 		}
 		out[fmt.Sprintf("%d/other", k)] = [3]uint64{m.other.pkts, m.other.bytes, uint64(m.other.flows)}
 	}
@@ -530,10 +531,11 @@ func talkerRows(b *Bucket) map[string][3]uint64 {
 // TestTalkerMapAgainstReference counts random keys into a talkerMap and
 // into a Go map: the first cap distinct keys get rows with exactly their
 // packets and bytes, the rest land in other (once the map is full, past
-// its Bloom filter, which must never turn a key that has a row away). It runs with real hashes
-// and with every key hashed to one of 8 values (hashes shared by many
-// keys: long probes across groups, tags that match other keys); Reset
-// must leave the index empty.
+// its Bloom filter, which must never turn a key that has a row away). It
+// runs with real hashes and with hashes that put the keys on 8 home slots
+// with 8 tags (long probes across groups, tags that match other keys),
+// which the rest of each key's hash tells apart; Reset must leave the
+// index and the filter empty.
 func TestTalkerMapAgainstReference(t *testing.T) {
 	for _, fewHashes := range []bool{false, true} {
 		const capacity = 100
@@ -548,7 +550,10 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 			_, lo := k.a.words()
 			h := hashWords(7, 0, lo, 0)
 			if fewHashes {
-				h = (h % 8) * hk1
+				// One of 8 home slots (low bits) and 8 tags (top bits),
+				// the rest of the hash the key's own.
+				g := lo % 8
+				h = g*0x0101 | lo<<32 | g<<56
 			}
 			size := uint64(rng.IntN(1500))
 			row := m.add(&k, h, size, false)
@@ -561,7 +566,7 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 				}
 				c.pkts++
 				c.bytes += size
-				if row < 0 || m.rows[row].key != k {
+				if row < 0 || m.keys[row] != k {
 					t.Fatalf("few hashes %v: key %v counted in row %d", fewHashes, k.a, row)
 				}
 			default:
@@ -575,9 +580,9 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 		if len(m.rows) != capacity {
 			t.Fatalf("few hashes %v: %d rows", fewHashes, len(m.rows))
 		}
-		for _, r := range m.rows {
-			if c := ref[r.key]; c == nil || c.pkts != r.pkts || c.bytes != r.bytes {
-				t.Fatalf("few hashes %v: row %v: %d pkts %d bytes, want %+v", fewHashes, r.key.a, r.pkts, r.bytes, c)
+		for i, r := range m.rows {
+			if c := ref[m.keys[i]]; c == nil || c.pkts != r.pkts || c.bytes != r.bytes {
+				t.Fatalf("few hashes %v: row %v: %d pkts %d bytes, want %+v", fewHashes, m.keys[i].a, r.pkts, r.bytes, c)
 			}
 		}
 		if m.other.pkts != other.pkts || m.other.bytes != other.bytes {

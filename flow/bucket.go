@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"encoding/binary"
 	"math"
 	"math/bits"
 	"math/rand/v2"
@@ -15,9 +14,14 @@ type talkerKey struct {
 	v6    uint8  // address family of a and b
 }
 
-// talkerRow is one key's counters within one second.
+// talkerRow is one key's counters within one second. Its key is in the
+// map's keys, not here: a probe compares the key's full 64-bit hash
+// instead (two keys of one map share it about once in 10^12 seconds of
+// traffic, and would share a row for that second, a display figure), so
+// the row a packet counts into is one 32-byte half line, and a map's rows
+// take half the cache they did with the 36-byte key inside.
 type talkerRow struct {
-	key   talkerKey
+	h     uint64 // the key's hash
 	pkts  uint64
 	bytes uint64
 	flows uint32 // distinct flows counted for this key in the second
@@ -35,6 +39,7 @@ type talkerMap struct {
 	// cache miss. Twice the rows, so probes stay short.
 	index []uint32
 	rows  []talkerRow // len = rows in use, cap = capacity
+	keys  []talkerKey // keys[i] is rows[i]'s key: read when a row is made and by the Aggregator
 	mask  uint64
 	other talkerRow // everything that did not fit
 	// seen is a Bloom filter of the keys in rows (8 bits a row, three
@@ -63,6 +68,7 @@ func newTalkerMap(n int) talkerMap {
 	return talkerMap{
 		index: make([]uint32, size),
 		rows:  make([]talkerRow, 0, n),
+		keys:  make([]talkerKey, 0, n),
 		mask:  uint64(size - 1),
 		seen:  make([]uint64, sbits/64),
 		smask: uint64(sbits - 1),
@@ -85,13 +91,14 @@ func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int
 			if len(m.rows) == cap(m.rows) {
 				break
 			}
-			m.rows = append(m.rows, talkerRow{key: *k, slot: uint32(s)})
+			m.rows = append(m.rows, talkerRow{h: h, slot: uint32(s)})
+			m.keys = append(m.keys, *k)
 			m.index[s] = tag | uint32(len(m.rows))
 			m.see(h)
 			row = int32(len(m.rows) - 1)
 			break
 		}
-		if e&^indexRowMask == tag && m.rows[e&indexRowMask-1].key.eq(k) {
+		if e&^indexRowMask == tag && m.rows[e&indexRowMask-1].h == h {
 			row = int32(e&indexRowMask - 1)
 			break
 		}
@@ -127,7 +134,7 @@ func (m *talkerMap) reset() {
 	for i := range m.rows {
 		m.index[m.rows[i].slot] = 0
 	}
-	m.rows = m.rows[:0]
+	m.rows, m.keys = m.rows[:0], m.keys[:0]
 	m.other = talkerRow{}
 	clear(m.seen)
 }
@@ -314,13 +321,4 @@ func (b *Bucket) flushAll() {
 	for i := range b.rc {
 		b.flush(&b.rc[i])
 	}
-}
-
-// eq compares two talker keys without the runtime's memequal call.
-func (k *talkerKey) eq(o *talkerKey) bool {
-	return binary.LittleEndian.Uint64(k.a[:8]) == binary.LittleEndian.Uint64(o.a[:8]) &&
-		binary.LittleEndian.Uint64(k.a[8:]) == binary.LittleEndian.Uint64(o.a[8:]) &&
-		binary.LittleEndian.Uint64(k.b[:8]) == binary.LittleEndian.Uint64(o.b[:8]) &&
-		binary.LittleEndian.Uint64(k.b[8:]) == binary.LittleEndian.Uint64(o.b[8:]) &&
-		k.port == o.port && k.proto == o.proto && k.v6 == o.v6
 }
