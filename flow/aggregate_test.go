@@ -556,7 +556,7 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 				h = g*0x0101 | lo<<32 | g<<56
 			}
 			size := uint64(rng.IntN(1500))
-			row := m.add(&k, h, size, false)
+			row := m.add(h, BySrc, &addrPorts{sl: lo}, 0, 0, size, false)
 			c, known := ref[k]
 			switch {
 			case known || len(ref) < capacity:

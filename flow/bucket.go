@@ -75,10 +75,11 @@ func newTalkerMap(n int) talkerMap {
 	}
 }
 
-// add counts one packet of size bytes for k (hash h); countFlow adds one
-// to the distinct-flow count. It returns the row it counted into (-1:
-// other), for bump.
-func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int32 {
+// add counts one packet of size bytes for the key of hash h, which
+// kind's key of ap, port and proto is (see keyOf: built only when the key
+// gets a row); countFlow adds one to the distinct-flow count. It returns
+// the row it counted into (-1: other), for bump.
+func (m *talkerMap) add(h uint64, kind TalkerKind, ap *addrPorts, port uint16, proto uint8, size uint64, countFlow bool) int32 {
 	row := int32(-1)
 	if len(m.rows) == cap(m.rows) && !m.maySee(h) {
 		m.bump(row, size, countFlow)
@@ -92,7 +93,8 @@ func (m *talkerMap) add(k *talkerKey, h uint64, size uint64, countFlow bool) int
 				break
 			}
 			m.rows = append(m.rows, talkerRow{h: h, slot: uint32(s)})
-			m.keys = append(m.keys, *k)
+			m.keys = append(m.keys, talkerKey{})
+			m.keys[len(m.keys)-1].set(kind, ap, port, proto)
 			m.index[s] = tag | uint32(len(m.rows))
 			m.see(h)
 			row = int32(len(m.rows) - 1)
@@ -275,16 +277,29 @@ func (b *Bucket) Keys(k TalkerKind) int {
 func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool, rows *[NumKinds]int32) {
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
 	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
-	k := talkerKey{v6: ap.v6}
-	k.a.set(ap.sh, ap.sl)
-	rows[BySrc] = b.maps[BySrc].add(&k, hs, size, countDir)
-	k.a.set(ap.dh, ap.dl)
-	rows[ByDst] = b.maps[ByDst].add(&k, hd, size, countDir)
-	k.a.set(ap.sh, ap.sl)
-	k.b.set(ap.dh, ap.dl)
-	rows[ByPair] = b.maps[ByPair].add(&k, mix(hs^hk1, hd^hk2), size, countDir)
-	k = talkerKey{port: port, proto: proto}
-	rows[ByPort] = b.maps[ByPort].add(&k, mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), size, countFlow)
+	rows[BySrc] = b.maps[BySrc].add(hs, BySrc, ap, port, proto, size, countDir)
+	rows[ByDst] = b.maps[ByDst].add(hd, ByDst, ap, port, proto, size, countDir)
+	rows[ByPair] = b.maps[ByPair].add(mix(hs^hk1, hd^hk2), ByPair, ap, port, proto, size, countDir)
+	rows[ByPort] = b.maps[ByPort].add(mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), ByPort, ap, port, proto, size, countFlow)
+}
+
+// set makes k kind's key of a packet with addresses ap and service port
+// port/proto. k must be zero.
+func (k *talkerKey) set(kind TalkerKind, ap *addrPorts, port uint16, proto uint8) {
+	switch kind {
+	case BySrc:
+		k.a.set(ap.sh, ap.sl)
+		k.v6 = ap.v6
+	case ByDst:
+		k.a.set(ap.dh, ap.dl)
+		k.v6 = ap.v6
+	case ByPair:
+		k.a.set(ap.sh, ap.sl)
+		k.b.set(ap.dh, ap.dl)
+		k.v6 = ap.v6
+	case ByPort:
+		k.port, k.proto = port, proto
+	}
 }
 
 // addFlow is add for a packet of a flow (slot and generation gen) going
