@@ -31,11 +31,11 @@
 // burst's later packets by the Bucket's row cache.
 //
 // Where the time goes with uniformly random flows of a million, batched
-// (measured by cutting Update short): finding the flow about 74 ns, three
+// (measured by cutting Update short): finding the flow about 73 ns, three
 // lines from DRAM (BenchmarkDRAMLine puts those at 45-50 ns here); the
-// direction's state about 18 ns; and the four talker keys of a
-// direction's first packet in a second about 35 ns. A 16k-flow hot set
-// pays about 45 ns for talkers: its 32k directions outnumber the row
+// direction's state about 19 ns; and the four talker keys of a
+// direction's first packet in a second about 31 ns. A 16k-flow hot set
+// pays about 36 ns for talkers: its 32k directions outnumber the row
 // cache's 4096 entries, so most packets take the long way. The talker
 // maps, not the flow table, keep random and hot-set traffic above 80 ns.
 package flow
