@@ -60,8 +60,8 @@ type Config struct {
 	IdleUDP time.Duration
 	// MaxTalkers is how many distinct keys per kind (source, destination,
 	// pair, port) a one-second Bucket tracks before it counts the rest into
-	// an "other" row. A bucket takes about 4 × 73 × MaxTalkers bytes
-	// (1.1 MiB at the default 4096) plus its 160 KiB row cache; at most
+	// an "other" row. A bucket takes about 4 × 77 × MaxTalkers bytes
+	// (1.2 MiB at the default 4096) plus its 160 KiB row cache; at most
 	// 65536.
 	MaxTalkers int
 	// ExpireBatch is the most slots one Expire call examines, which bounds
