@@ -111,10 +111,7 @@ func (m *talkerMap) add(h uint64, kind TalkerKind, ap *addrPorts, port uint16, p
 
 // bump counts one packet into row (-1: other).
 func (m *talkerMap) bump(row int32, size uint64, countFlow bool) {
-	r := &m.other
-	if row >= 0 {
-		r = &m.rows[row]
-	}
+	r := m.row(row)
 	r.pkts++
 	r.bytes += size
 	if countFlow {
@@ -124,12 +121,17 @@ func (m *talkerMap) bump(row int32, size uint64, countFlow bool) {
 
 // bumpN counts pkts packets of bytes bytes in all into row (-1: other).
 func (m *talkerMap) bumpN(row int32, pkts uint32, bytes uint64) {
-	r := &m.other
-	if row >= 0 {
-		r = &m.rows[row]
-	}
+	r := m.row(row)
 	r.pkts += uint64(pkts)
 	r.bytes += bytes
+}
+
+// row is the counters of row i, or other for -1.
+func (m *talkerMap) row(i int32) *talkerRow {
+	if i < 0 {
+		return &m.other
+	}
+	return &m.rows[i]
 }
 
 func (m *talkerMap) reset() {

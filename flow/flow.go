@@ -65,7 +65,7 @@ const (
 // capture timestamp, never from these.
 const (
 	lastUnit  = int64(1e6) // ns per tick of DirState.last
-	firstUnit = int64(1e8) // ns per tick of DirState.first
+	firstUnit = int64(1e8) // ns per tick of Flow.first
 )
 
 // Counters: Bytes in 56 bits and Pkts in 40 bits, sharing one word and a
