@@ -150,8 +150,9 @@ func (a *Aggregator) Add(worker int, b *Bucket, sec int64) {
 		m := &b.maps[k]
 		for i := range m.rows {
 			r := &m.rows[i]
-			s := a.track(kt, &m.keys[i])
-			s.add(a.head, sec, r.bytes, r.pkts)
+			k := m.key(i)
+			s := a.track(kt, &k)
+			s.add(a.head, sec, r.bytes, uint64(r.pkts))
 			if sec > s.flowsSec {
 				s.flows, s.flowsSec = 0, sec
 			}
@@ -160,7 +161,7 @@ func (a *Aggregator) Add(worker int, b *Bucket, sec int64) {
 			}
 		}
 		if m.other.pkts != 0 {
-			kt.other.add(a.head, sec, m.other.bytes, m.other.pkts)
+			kt.other.add(a.head, sec, m.other.bytes, uint64(m.other.pkts))
 		}
 	}
 }

@@ -192,7 +192,7 @@ func TestDistinctFlowsCountedOncePerSecond(t *testing.T) {
 	row := func(k TalkerKind, a string, port uint16) *talkerRow {
 		for i := range b.maps[k].rows {
 			r := &b.maps[k].rows[i]
-			if k := &b.maps[k].keys[i]; (port != 0 && k.port == port) || (port == 0 && k.a.addr(k.v6).String() == a) {
+			if k := b.maps[k].key(i); (port != 0 && k.port == port) || (port == 0 && k.a.addr(k.v6).String() == a) {
 				return r
 			}
 		}
@@ -254,7 +254,7 @@ func TestAggregatorTrackingLimitAndForgetting(t *testing.T) {
 	b := NewBucket(16)
 	for i := range 4 {
 		a := &addrPorts{sl: uint64(i), dl: uint64(i)}
-		b.add(a, 1, 6, 100, true, true, new([NumKinds]int32))
+		b.add(a, 1, 6, 100, true, true, new([NumKinds]uint16))
 	}
 	agg.Add(0, b, s0)
 	snap := agg.Snapshot(10, 0)
@@ -281,7 +281,7 @@ func TestAggregatorLateAndOutOfOrderBuckets(t *testing.T) {
 		b := NewBucket(16)
 		a := &addrPorts{sl: 1, dl: 1}
 		for range pkts {
-			b.add(a, 1, 6, 125, false, false, new([NumKinds]int32))
+			b.add(a, 1, 6, 125, false, false, new([NumKinds]uint16))
 			b.pkts++
 			b.bytes += 125
 		}
@@ -345,7 +345,7 @@ func TestAggregatorRecoversFromClockSteps(t *testing.T) {
 		b := NewBucket(16)
 		a := &addrPorts{sl: 1, dl: 1}
 		for range 1000 {
-			b.add(a, 1, 6, 125, false, false, new([NumKinds]int32))
+			b.add(a, 1, 6, 125, false, false, new([NumKinds]uint16))
 			b.pkts++
 			b.bytes += 125
 		}
@@ -397,7 +397,7 @@ func TestSnapshotHugeN(t *testing.T) {
 	agg := NewAggregator(4)
 	b := NewBucket(16)
 	a := &addrPorts{sl: 1, dl: 1}
-	b.add(a, 1, 6, 100, true, true, new([NumKinds]int32))
+	b.add(a, 1, 6, 100, true, true, new([NumKinds]uint16))
 	agg.Add(0, b, s0)
 	if s := agg.Snapshot(1<<40, 0); len(s.Talkers[BySrc]) != 1 {
 		t.Fatalf("rows %d", len(s.Talkers[BySrc]))
@@ -413,7 +413,7 @@ func TestTiesRankByKeyStably(t *testing.T) {
 	for _, last := range []byte{9, 3, 7, 1, 5} {
 		a := &addrPorts{sl: uint64(last), dl: uint64(last)}
 		for range 10 {
-			b.add(a, uint16(last), 6, 100, false, false, new([NumKinds]int32))
+			b.add(a, uint16(last), 6, 100, false, false, new([NumKinds]uint16))
 		}
 	}
 	agg.Add(0, b, s0)
@@ -443,22 +443,38 @@ func TestTiesRankByKeyStably(t *testing.T) {
 	}
 }
 
-// TestRowCacheCountsLikeFullLookups plays the same traffic through a table
-// with the talker row cache and one without, and requires every talker
-// row (packets, bytes, distinct flows) to agree, bucket by bucket. The
-// traffic reuses slots the ways that could make a cache entry stale: a
+// TestFlowRowsCountLikeFullLookups plays the same traffic through a table
+// with flow rows (Bucket.addFlow) and one without, and requires every
+// talker row (packets, bytes, distinct flows) to agree, bucket by bucket.
+// The traffic reuses slots the ways that could make an entry stale: a
 // 5-tuple restarted by RST then SYN (same slot, new generation), flows
 // that expire and give their slot to another, buckets swapped and reset,
-// and more keys than MaxTalkers (rows go to "other").
-func TestRowCacheCountsLikeFullLookups(t *testing.T) {
-	defer func() { rowCacheOn = true }()
+// and more keys than MaxTalkers (rows go to "other"). With 256 entries
+// for about 600 flows, and then 16, flows also take each other's entries.
+func TestFlowRowsCountLikeFullLookups(t *testing.T) {
+	for _, entries := range []int{0, 16} {
+		t.Run(fmt.Sprint(entries), func(t *testing.T) { testFlowRowsCountLikeFullLookups(t, entries) })
+	}
+}
+
+// testFlowRowsCountLikeFullLookups is TestFlowRowsCountLikeFullLookups
+// with buckets of that many entries (0: as NewBucket makes them).
+func testFlowRowsCountLikeFullLookups(t *testing.T, entries int) {
+	defer func() { flowRowsOn = true }()
+	sized := func(b *Bucket) *Bucket {
+		if entries != 0 {
+			b.frows = newFlowRows(entries)
+		}
+		return b
+	}
 	run := func(cached bool) []map[string][3]uint64 {
-		rowCacheOn = cached
+		flowRowsOn = cached
 		tb := NewTable(Config{MaxFlows: 4096, MaxTalkers: 64, IdleEstablished: 2 * time.Second, IdleUDP: time.Second})
+		sized(tb.bucket)
 		tb.seed, tb.rng = 1, 2 // both runs place and expire flows alike
 		rng := rand.New(rand.NewPCG(3, 4))
 		var out []map[string][3]uint64
-		spare := NewBucket(64)
+		spare := sized(NewBucket(64))
 		ts := t0
 		for n := range 40000 {
 			ts += int64(time.Millisecond) / 4
@@ -494,7 +510,7 @@ func TestRowCacheCountsLikeFullLookups(t *testing.T) {
 	}
 	with, without := run(true), run(false)
 	if len(with) != len(without) {
-		t.Fatalf("%d buckets with the cache, %d without", len(with), len(without))
+		t.Fatalf("%d buckets with flow rows, %d without", len(with), len(without))
 	}
 	for i := range with {
 		if len(with[i]) < 10 {
@@ -502,12 +518,12 @@ func TestRowCacheCountsLikeFullLookups(t *testing.T) {
 		}
 		for k, v := range without[i] {
 			if with[i][k] != v {
-				t.Errorf("bucket %d row %s: with the cache %v, without %v", i, k, with[i][k], v)
+				t.Errorf("bucket %d row %s: with flow rows %v, without %v", i, k, with[i][k], v)
 			}
 		}
 		for k := range with[i] {
 			if _, ok := without[i][k]; !ok {
-				t.Errorf("bucket %d row %s only with the cache", i, k)
+				t.Errorf("bucket %d row %s only with flow rows", i, k)
 			}
 		}
 	}
@@ -520,10 +536,10 @@ func talkerRows(b *Bucket) map[string][3]uint64 {
 	for k := range b.maps {
 		m := &b.maps[k]
 		for i, r := range m.rows {
-			key := &m.keys[i]
-			out[fmt.Sprintf("%d/%v>%v:%d/%d", k, key.a.addr(key.v6), key.b.addr(key.v6), key.port, key.proto)] = [3]uint64{r.pkts, r.bytes, uint64(r.flows)}
+			key := m.key(i)
+			out[fmt.Sprintf("%d/%v>%v:%d/%d", k, key.a.addr(key.v6), key.b.addr(key.v6), key.port, key.proto)] = [3]uint64{uint64(r.pkts), r.bytes, uint64(r.flows)}
 		}
-		out[fmt.Sprintf("%d/other", k)] = [3]uint64{m.other.pkts, m.other.bytes, uint64(m.other.flows)}
+		out[fmt.Sprintf("%d/other", k)] = [3]uint64{uint64(m.other.pkts), m.other.bytes, uint64(m.other.flows)}
 	}
 	return out
 }
@@ -539,7 +555,7 @@ func talkerRows(b *Bucket) map[string][3]uint64 {
 func TestTalkerMapAgainstReference(t *testing.T) {
 	for _, fewHashes := range []bool{false, true} {
 		const capacity = 100
-		m := newTalkerMap(capacity)
+		m := newTalkerMap(BySrc, capacity)
 		type counts struct{ pkts, bytes uint64 }
 		ref := map[talkerKey]*counts{}
 		var other counts
@@ -556,7 +572,7 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 				h = g*0x0101 | lo<<32 | g<<56
 			}
 			size := uint64(rng.IntN(1500))
-			row := m.add(h, BySrc, &addrPorts{sl: lo}, 0, 0, size, false)
+			row := m.add(h, &addrPorts{sl: lo}, 0, 0, size, false)
 			c, known := ref[k]
 			switch {
 			case known || len(ref) < capacity:
@@ -566,7 +582,7 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 				}
 				c.pkts++
 				c.bytes += size
-				if row < 0 || m.keys[row] != k {
+				if row < 0 || m.key(int(row)) != k {
 					t.Fatalf("few hashes %v: key %v counted in row %d", fewHashes, k.a, row)
 				}
 			default:
@@ -581,11 +597,11 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 			t.Fatalf("few hashes %v: %d rows", fewHashes, len(m.rows))
 		}
 		for i, r := range m.rows {
-			if c := ref[m.keys[i]]; c == nil || c.pkts != r.pkts || c.bytes != r.bytes {
-				t.Fatalf("few hashes %v: row %v: %d pkts %d bytes, want %+v", fewHashes, m.keys[i].a, r.pkts, r.bytes, c)
+			if c := ref[m.key(i)]; c == nil || c.pkts != uint64(r.pkts) || c.bytes != r.bytes {
+				t.Fatalf("few hashes %v: row %v: %d pkts %d bytes, want %+v", fewHashes, m.key(i).a, r.pkts, r.bytes, c)
 			}
 		}
-		if m.other.pkts != other.pkts || m.other.bytes != other.bytes {
+		if uint64(m.other.pkts) != other.pkts || m.other.bytes != other.bytes {
 			t.Fatalf("few hashes %v: other %d/%d, want %+v", fewHashes, m.other.pkts, m.other.bytes, other)
 		}
 		m.reset()
@@ -599,5 +615,24 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 				t.Fatalf("Bloom word %d not cleared by reset", w)
 			}
 		}
+	}
+}
+
+// TestFlowRowHoldsMoreThan4GBInASecond sends one direction of a flow
+// 2^32 bytes and more within one bucket, past what a flowRow's 32-bit
+// byte count holds: the entry counts its packets into the rows early, and
+// the rows show every byte.
+func TestFlowRowHoldsMoreThan4GBInASecond(t *testing.T) {
+	tb := NewTable(Config{})
+	const n = 70000 // 70000 × 65535 bytes > 2^32
+	for i := range n {
+		p := pk("10.0.0.1", 1000, "10.0.0.2", 80, psh, uint32(i), 1, 0, t0+int64(i))
+		p.IPLen = 65535
+		tb.Update(p)
+	}
+	b := tb.SwapBucket(nil)
+	want := [3]uint64{n, n * 65535, 1}
+	if got := talkerRows(b)["0/10.0.0.1>0.0.0.0:0/0"]; got != want {
+		t.Fatalf("source row %v, want %v (packets, bytes, flows)", got, want)
 	}
 }

@@ -32,7 +32,7 @@ const (
 	MaxTableFlows = maxSlot
 	maxMaxFlows   = MaxTableFlows
 	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
-	maxMaxTalkers = 1 << 16
+	maxMaxTalkers = 1<<16 - 2 // row numbers below flowRow's rowUnknown
 	// maxIdle bounds the idle timeouts: a flow must expire before Expire
 	// clamps its last-packet tick (2^30 ms, 12.4 days; see clampLast).
 	maxIdle = 12 * 24 * time.Hour
@@ -60,9 +60,10 @@ type Config struct {
 	IdleUDP time.Duration
 	// MaxTalkers is how many distinct keys per kind (source, destination,
 	// pair, port) a one-second Bucket tracks before it counts the rest into
-	// an "other" row. A bucket takes about 4 × 77 × MaxTalkers bytes
-	// (1.2 MiB at the default 4096) plus its 160 KiB row cache; at most
-	// 65536.
+	// an "other" row. A bucket takes about 202 × MaxTalkers bytes for the
+	// keys of all four kinds (0.8 MiB at the default 4096) plus 32 bytes
+	// for each of the 4 × MaxTalkers flows whose packets it counts the
+	// short way (flowRow; 0.5 MiB); at most 65534.
 	MaxTalkers int
 	// ExpireBatch is the most slots one Expire call examines, which bounds
 	// how long it holds the worker. Default 8192 (about 0.2 ms on a full

@@ -175,7 +175,7 @@ type Enforcement struct {
 // dictionary (2 bytes per direction instead of 21), timestamps are 32-bit
 // ticks, counters are 56+40 bits, the seq/ack-seen bits moved into bits,
 // and the slot index is computed from the pointer (Table.Handle) instead
-// of stored. Four bytes of the first line are free (padding before Dirs).
+// of stored. The first line has no byte free.
 type Flow struct {
 	key   key
 	state State
@@ -183,6 +183,7 @@ type Flow struct {
 	gen   uint32 // bumped whenever the slot gets a new flow
 
 	Decision Decision    // the sensor's per-packet record (see Decision); the table only zeroes it
+	talk     uint16      // the flow's entry in the current talkers bucket (Bucket.addFlow), valid while a direction's stamp is the bucket's epoch
 	Dirs     [2]DirState // per-direction state, indexed by Dir
 	RuleGen  uint64      // the sensor's: generation of the rule set Decision.Action was decided under (0: never decided)
 

@@ -178,9 +178,9 @@ func checkBucket(t *testing.T, b *Bucket, ipPkts uint64) {
 	t.Helper()
 	for k := range b.maps {
 		m := &b.maps[k]
-		sum := m.other.pkts
+		sum := uint64(m.other.pkts)
 		for i := range m.rows {
-			sum += m.rows[i].pkts
+			sum += uint64(m.rows[i].pkts)
 		}
 		if sum != ipPkts {
 			t.Fatalf("kind %d: rows sum to %d packets, want %d", k, sum, ipPkts)

@@ -27,6 +27,12 @@ func TestFlowLayout(t *testing.T) {
 			t.Errorf("%s ends at byte %d, past the second cache line: every packet would read a third", name, end)
 		}
 	}
+	if end := unsafe.Offsetof(f.talk) + 2; end > 64 {
+		t.Errorf("talk ends at byte %d, past the first cache line", end)
+	}
+	if got := unsafe.Sizeof(flowRow{}); got != 32 {
+		t.Errorf("flowRow is %d bytes, want 32 (two a cache line)", got)
+	}
 	if end := unsafe.Offsetof(f.gen) + 4; end > 64 {
 		t.Errorf("key, state and generation end at byte %d, past the first cache line", end)
 	}

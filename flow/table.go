@@ -238,7 +238,7 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	ap.fill(p)
 	tcp := p.IsTCP()
 	if !tcp && !p.IsUDP() {
-		var rows [NumKinds]int32
+		var rows [NumKinds]uint16
 		b.add(&ap, p.DstPort, p.Proto, size, false, false, &rows)
 		return nil, AtoB, false
 	}
@@ -262,6 +262,11 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 		// start over so its numbers, counters and enforcement are its own.
 		t.reinit(f, srcIsLo)
 		created = true
+	}
+	// Start fetching the flow's talkers entry (Bucket.addFlow) now: it is
+	// read last, and is in cache for a busy flow only (hot16k 78 → 75 ns).
+	if i := int(f.talk); i < len(b.frows) {
+		touch(unsafe.Pointer(&b.frows[i]))
 	}
 	dir = BtoA
 	if srcIsLo == (f.bits&bitAIsLo != 0) {
@@ -290,7 +295,7 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	if created {
 		b.newFlows++
 	}
-	b.addFlow(t.slotOf(f), f.gen, dir, &ap, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
+	b.addFlow(&f.talk, t.slotOf(f), dir, &ap, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
 	return f, dir, created
 }
 
