@@ -417,7 +417,10 @@ func (b *Bucket) addFlow(talk *uint16, slot uint32, dir Dir, ap *addrPorts, port
 // (trains of 8 packets a flow: 77 → 71 ns a packet), while they stay in
 // L1, so that a flow of one packet a second costs next to nothing more
 // than the long way.
-const spareRows = 64
+const (
+	spareBits = 6
+	spareRows = 1 << spareBits
+)
 
 // newFlowRows makes a bucket's frows for n entries besides the spares.
 func newFlowRows(n int) []flowRow { return make([]flowRow, spareRows, spareRows+n) }
@@ -437,9 +440,11 @@ func (b *Bucket) takeSpare(talk *uint16, slot uint32) *flowRow {
 	if !flowRowsOn {
 		return nil
 	}
-	i := int(slot * 0x9e3779b1 >> (32 - 6)) // spareRows = 2^6
-	b.flushRow(&b.frows[i], AtoB)
-	b.flushRow(&b.frows[i], BtoA)
+	i := int(slot * 0x9e3779b1 >> (32 - spareBits))
+	if e := &b.frows[i]; e.pkts != [2]uint16{} {
+		b.flushRow(e, AtoB)
+		b.flushRow(e, BtoA)
+	}
 	return b.give(talk, slot, i)
 }
 
