@@ -636,3 +636,18 @@ func TestFlowRowHoldsMoreThan4GBInASecond(t *testing.T) {
 		t.Fatalf("source row %v, want %v (packets, bytes, flows)", got, want)
 	}
 }
+
+// TestFlowRowIndexesFitTalk: however large MaxTalkers, a bucket never
+// hands out an entry index that Flow.talk (16 bits) cannot hold, and row
+// numbers stay below flowRow's markers.
+func TestFlowRowIndexesFitTalk(t *testing.T) {
+	for _, n := range []int{1, DefaultMaxTalkers, maxMaxTalkers, 1 << 20} {
+		b := NewBucket(n)
+		if c := cap(b.frows); c > 1<<16 || c < spareRows+1 {
+			t.Errorf("MaxTalkers %d: %d entries", n, c)
+		}
+		if c := cap(b.maps[BySrc].rows); c > rowUnknown {
+			t.Errorf("MaxTalkers %d: %d rows, past the row markers", n, c)
+		}
+	}
+}
