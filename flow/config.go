@@ -32,7 +32,9 @@ const (
 	MaxTableFlows = maxSlot
 	maxMaxFlows   = MaxTableFlows
 	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
-	maxMaxTalkers = 1<<16 - 2 // row numbers below flowRow's rowUnknown
+	// maxEvictSample bounds Config.EvictSample.
+	maxEvictSample = 64
+	maxMaxTalkers  = 1<<16 - 2 // row numbers below flowRow's rowUnknown
 	// maxIdle bounds the idle timeouts: a flow must expire before Expire
 	// clamps its last-packet tick (2^30 ms, 12.4 days; see clampLast).
 	maxIdle = 12 * 24 * time.Hour
@@ -113,8 +115,8 @@ func (c Config) withDefaults() Config {
 	if c.EvictSample <= 0 {
 		c.EvictSample = DefaultEvictSample
 	}
-	if c.EvictSample > 64 {
-		c.EvictSample = 64
+	if c.EvictSample > maxEvictSample {
+		c.EvictSample = maxEvictSample
 	}
 	return c
 }

@@ -37,9 +37,10 @@ type Table struct {
 
 	l2 l2Dict // the flows' layer-2 tuples
 
-	used        uint32 // bump cursor: slots above it were never handed out
-	hwm         uint32 // highest slot ever in use: scans and sampling stop here
-	free        uint32 // first slot of the free list
+	used        uint32  // bump cursor: slots above it were never handed out
+	hwm         uint32  // highest slot ever in use: scans and sampling stop here
+	ev          evictor // the eviction pipeline (evict.go)
+	free        uint32  // first slot of the free list
 	live        int
 	hand        uint32 // Expire's clock hand
 	lastExpire  int64  // now of the previous Expire call
@@ -469,39 +470,6 @@ func (t *Table) timeout(f *Flow) int64 {
 		return t.idle[idleEstablished]
 	}
 	return t.idle[idleHalfOpen]
-}
-
-// evict frees and returns one slot of a full table. It draws EvictSample
-// slots at random and takes the one furthest past its idle deadline (or,
-// if none is past it, closest to it): with 8 draws the victim is among the
-// oldest 25% of flows with probability 1-0.75^8 ≈ 90%. Because the score is
-// relative to each flow's own timeout, a closed or half-open flow goes
-// before an established one of the same idleness, so a SYN flood evicts
-// its own half-open flows rather than established sessions. (Consecutive
-// slots would be cheaper to read but are not a random sample: a table
-// filled from empty has its slots in creation order.) A table no larger
-// than the sample is searched exhaustively, so the choice is exact.
-func (t *Table) evict() uint32 {
-	var best uint32
-	var bestScore int64
-	exact := int(t.hwm) <= t.cfg.EvictSample // small table: look at every slot
-	for n := 0; n < t.cfg.EvictSample && (!exact || n < int(t.hwm)); n++ {
-		i := uint32(n + 1)
-		if !exact {
-			t.rng += hk1
-			r := mix(t.rng, t.rng^hk2)
-			i = 1 + uint32((r>>32)*uint64(t.hwm)>>32)
-		}
-		f := &t.flows[i]
-		score := (t.now - t.LastSeen(f)) - t.timeout(f)
-		if best == 0 || score > bestScore {
-			best, bestScore = i, score
-		}
-	}
-	t.unlink(&t.flows[best])
-	t.stats.Evicted++
-	t.bucket.evicted++
-	return best
 }
 
 // unlink removes f from both indexes and marks its slot unused. The caller
