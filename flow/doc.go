@@ -32,12 +32,13 @@
 // rows (flowRow), whose index the flow keeps.
 //
 // Where the time goes with uniformly random flows of a million, batched
-// (measured by cutting Update short): finding the flow about 73 ns, three
-// lines from DRAM (BenchmarkDRAMLine puts those at 45-50 ns here); the
-// direction's state about 19 ns; and the four talker keys of a
-// direction's first packet in a second about 31 ns, which no cache can
-// save: every packet is one. A 16k-flow hot set paid about 36 ns for
-// talkers with the row cache before flow rows (its 32k directions
-// outnumbered the cache's 4096 entries); flow rows cover all of them, and
-// the hot set went from about 100 to 75 ns a packet.
+// (measured by cutting Update short): finding the flow, three lines from
+// DRAM (BenchmarkDRAMLine puts those at 45-50 ns here), and the
+// direction's state about 85 ns together; the four talker keys of a
+// direction's first packet in a second about 35 ns more, which no cache
+// can save: every packet is one. Talkers cost Zipf-distributed flows
+// about 14 ns a packet (a quarter of their packets take the long way), a
+// 16k-flow hot set about 8, trains of 8 about 10. The hot set paid about
+// 36 ns with the row cache flow rows replaced (its 32k directions
+// outnumbered the cache's 4096 entries).
 package flow
