@@ -31,10 +31,11 @@ const (
 	// 24 bits an index entry holds (see ibucket): 3.2 GB of flows.
 	MaxTableFlows = maxSlot
 	maxMaxFlows   = MaxTableFlows
-	// maxMaxTalkers bounds a bucket's key tables (~18 MiB per bucket).
+	// maxMaxTalkers bounds a bucket's key tables (~15 MiB per bucket),
+	// keeping row numbers below flowRow's markers.
+	maxMaxTalkers = 1<<16 - 2
 	// maxEvictSample bounds Config.EvictSample.
 	maxEvictSample = 64
-	maxMaxTalkers  = 1<<16 - 2 // row numbers below flowRow's rowUnknown
 	// maxIdle bounds the idle timeouts: a flow must expire before Expire
 	// clamps its last-packet tick (2^30 ms, 12.4 days; see clampLast).
 	maxIdle = 12 * 24 * time.Hour

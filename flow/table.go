@@ -39,7 +39,7 @@ type Table struct {
 
 	used        uint32  // bump cursor: slots above it were never handed out
 	hwm         uint32  // highest slot ever in use: scans and sampling stop here
-	ev          evictor // the eviction pipeline (evict.go)
+	ev          evictor // the next eviction's sample (evict.go)
 	free        uint32  // first slot of the free list
 	live        int
 	hand        uint32 // Expire's clock hand
