@@ -81,6 +81,7 @@ func big(b *testing.B) *Table {
 //     real traffic.
 //   - hot16k: random flows among 16384 of the 1M (the active set of a busy
 //     link fits in cache): what the code itself costs.
+//   - zipf: flows drawn by popularity with a heavy tail (zipfFlows).
 //
 // Each also runs as NAME-batch16: the same packets 16 at a time, Prefetch
 // then Update each, which is what the sensor does with the frames of a
