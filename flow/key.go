@@ -24,16 +24,20 @@ type key struct {
 // copying a struct or a [16]byte that was just written in pieces makes the
 // CPU wait for the pieces to retire (see addrPorts).
 func makeKey(p *addrPorts, k *key) (srcIsLo bool) {
-	srcIsLo = p.sh < p.dh || p.sh == p.dh && (p.sl < p.dl || p.sl == p.dl && p.sport <= p.dport)
+	sport, dport := p.sport, p.dport
+	srcIsLo = p.sh < p.dh || p.sh == p.dh && (p.sl < p.dl || p.sl == p.dl && sport <= dport)
 	if srcIsLo {
 		k.lo.set(p.sh, p.sl)
 		k.hi.set(p.dh, p.dl)
-		k.loPort, k.hiPort = p.sport, p.dport
 	} else {
 		k.lo.set(p.dh, p.dl)
 		k.hi.set(p.sh, p.sl)
-		k.loPort, k.hiPort = p.dport, p.sport
+		sport, dport = dport, sport
 	}
+	// From registers, one at a time: a copy of both from p, in the order
+	// they lie in, becomes one 4-byte load that cannot be forwarded from
+	// the two 2-byte stores that wrote them (see addrPorts).
+	k.loPort, k.hiPort = sport, dport
 	k.proto = p.proto
 	k.v6 = p.v6
 	return srcIsLo
@@ -47,9 +51,13 @@ func makeKey(p *addrPorts, k *key) (srcIsLo bool) {
 // packet's cache miss. Packets then stop overlapping their misses.
 type addrPorts struct {
 	sh, sl, dh, dl uint64 // source and destination address words
-	sport, dport   uint16
-	proto          uint8
-	v6             uint8
+	// The other way round from capture.Packet's SrcPort and DstPort:
+	// copied from a packet in the same order, the two become one 4-byte
+	// load, which waits for the decoder's two 2-byte stores to retire
+	// when the packet was just decoded (one at a time).
+	dport, sport uint16
+	proto        uint8
+	v6           uint8
 }
 
 // fill sets the addresses, family and protocol of p (not the ports), in
