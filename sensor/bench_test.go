@@ -81,7 +81,7 @@ func benchWorker(b *testing.B, flows, bans int, banClients bool) (*worker, [][]b
 // BenchmarkWorkerFrame is the engine's per-packet cost on the common path:
 // decode, lane dedup, flow update, cached verdict (no rule matches).
 func BenchmarkWorkerFrame(b *testing.B) {
-	for _, flows := range []int{1000, 100_000, 1_000_000} {
+	for _, flows := range []int{1000, 10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("flows=%d", flows), func(b *testing.B) {
 			w, frames := benchWorker(b, flows, 0, false)
 			m := capture.Meta{}
@@ -102,7 +102,7 @@ func BenchmarkWorkerFrame(b *testing.B) {
 // at a time as a live ring block hands them over (the table prefetches
 // each batch's flows). ns/op is per frame.
 func BenchmarkWorkerFrames(b *testing.B) {
-	for _, flows := range []int{1000, 100_000, 1_000_000} {
+	for _, flows := range []int{1000, 10_000, 100_000, 1_000_000} {
 		b.Run(fmt.Sprintf("flows=%d", flows), func(b *testing.B) {
 			w, frames := benchWorker(b, flows, 0, false)
 			now := time.Now().UnixNano()
