@@ -140,16 +140,14 @@ func (tb *Table) check(t testing.TB) {
 		t.Fatalf("live %d > MaxFlows %d", tb.live, tb.cfg.MaxFlows)
 	}
 	nfree, marked := 0, 0
-	var prev uint32
 	for j := tb.free; j != 0; j = tb.flows[j].ep[0].next {
 		g := &tb.flows[j]
 		if g.bits != bitFree {
 			t.Fatalf("free list holds slot %d with bits %b", j, g.bits)
 		}
-		if g.ep[0].prev != prev {
-			t.Fatalf("free list: slot %d has prev %d, want %d", j, g.ep[0].prev, prev)
+		if g.ep[0].prev != 0 || g.ep[1] != (epLink{}) {
+			t.Fatalf("free slot %d has links %+v besides the list's next", j, g.ep)
 		}
-		prev = j
 		nfree++
 		if nfree > tb.cfg.MaxFlows {
 			t.Fatal("free list loops")

@@ -419,7 +419,7 @@ func (t *Table) alloc() uint32 {
 	i := t.free
 	switch {
 	case i != 0:
-		t.freeUnlink(i)
+		t.freePop()
 	case t.used < uint32(t.cfg.MaxFlows):
 		t.used++
 		i = t.used
@@ -431,29 +431,21 @@ func (t *Table) alloc() uint32 {
 }
 
 // freePush puts a just-unlinked slot on the free list. A free slot's
-// address-index links are unused, so they hold the list's links.
+// address-index links are unused, so the first holds the list's link.
+// The list is only ever popped at its head, so it is singly linked:
+// pushing and popping write no other slot (a doubly linked list wrote
+// the prev link of another free slot, a cold line, on every pop).
 func (t *Table) freePush(i uint32) {
 	f := &t.flows[i]
 	f.bits = bitFree
 	f.ep[0] = epLink{next: t.free}
-	if t.free != 0 {
-		t.flows[t.free].ep[0].prev = i
-	}
 	t.free = i
 }
 
-// freeUnlink takes slot i off the free list.
-func (t *Table) freeUnlink(i uint32) {
-	f := &t.flows[i]
-	l := f.ep[0]
-	if l.prev != 0 {
-		t.flows[l.prev].ep[0].next = l.next
-	} else {
-		t.free = l.next
-	}
-	if l.next != 0 {
-		t.flows[l.next].ep[0].prev = l.prev
-	}
+// freePop takes the head slot off the free list.
+func (t *Table) freePop() {
+	f := &t.flows[t.free]
+	t.free = f.ep[0].next
 	f.ep[0] = epLink{}
 	f.bits = 0
 }
