@@ -60,19 +60,19 @@ func benchWorker(b *testing.B, flows, bans int, banClients bool) (*worker, [][]b
 	for _, f := range frames {
 		w.Frame(f, &m)
 	}
-	// The frames themselves lie one after another, as in a ring block.
-	var ring []byte
-	for n := range flows {
-		i := int(uint64(n) * 0x9e3779b1 % uint64(flows)) // a bijection: the multiplier is prime
-		ring = append(ring, frames[2*i]...)
-		ring = append(ring, frames[2*i+1]...)
+	// The frames themselves lie one after another, as in a ring block:
+	// ring has room for all of them, so appending never moves it.
+	size := 0
+	for _, f := range frames {
+		size += len(f)
 	}
+	ring := make([]byte, 0, size)
 	scattered := make([][]byte, 0, len(frames))
 	for n := range flows {
-		i := int(uint64(n) * 0x9e3779b1 % uint64(flows))
+		i := int(uint64(n) * 0x9e3779b1 % uint64(flows)) // a bijection: the multiplier is prime
 		for _, f := range frames[2*i : 2*i+2] {
-			scattered = append(scattered, ring[:len(f):len(f)])
-			ring = ring[len(f):]
+			ring = append(ring, f...)
+			scattered = append(scattered, ring[len(ring)-len(f):len(ring):len(ring)])
 		}
 	}
 	return w, scattered
