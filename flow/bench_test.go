@@ -484,7 +484,19 @@ func BenchmarkUpdateSmall(b *testing.B) {
 // and Update follow. An Update of a random flow reads three lines (its
 // index line, then the flow's first two), so three times the prefetch16
 // figure is what memory alone costs it, before any code runs.
+//
+// chase-SIZE: one line at a time, each load's address taken from the line
+// before (a random cycle through SIZE of lines), so nothing overlaps: the
+// latency of a line in a working set that size, which says which cache a
+// set of flows fits on the machine the figures came from. 16,384 flows
+// (hot16k) take 3 MiB with their index lines; a million take 192 MiB.
+// The same commit's Update figures differ by a third between the machines
+// this project has run on (an Intel Xeon, then an AMD EPYC), so compare
+// figures side by side on one machine, and read these to see why.
 func BenchmarkDRAMLine(b *testing.B) {
+	for _, mib := range []int{1, 2, 4, 32, 192} {
+		b.Run("chase-"+strconv.Itoa(mib)+"MiB", func(b *testing.B) { benchChase(b, mib<<20) })
+	}
 	lines := make([][8]uint64, benchFlows*3)
 	adviseHuge(lines)
 	for i := range lines {
@@ -518,5 +530,28 @@ func BenchmarkDRAMLine(b *testing.B) {
 	})
 	if sum == 1 {
 		b.Log(sum) // keeps the loads
+	}
+}
+
+// benchChase times dependent loads around a random cycle through size
+// bytes of 64-byte lines (on huge pages, like the table).
+func benchChase(b *testing.B, size int) {
+	lines := make([][8]uint64, size/64)
+	adviseHuge(lines)
+	order := rand.New(rand.NewPCG(1, uint64(size))).Perm(len(lines))
+	for j, i := range order {
+		lines[i][0] = uint64(order[(j+1)%len(order)])
+	}
+	at := uint64(order[0])
+	for range lines { // the whole cycle once, so the set is resident
+		at = lines[at][0]
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		at = lines[at][0]
+	}
+	if at == uint64(len(lines)) {
+		b.Log(at) // keeps the loads
 	}
 }
