@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,9 +24,12 @@ type recorder struct {
 	tb  *flow.Table
 	pkt capture.Packet
 	isn map[[2]netip.AddrPort]uint32 // initial sequence number by (sender, receiver)
+	// frames counts what the rings handed over, for waitDelivered.
+	frames atomic.Uint64
 }
 
 func (r *recorder) Frame(frame []byte, m *capture.Meta) {
+	r.frames.Add(1)
 	if capture.Decode(frame, m, &r.pkt) != capture.OK {
 		return
 	}
@@ -115,7 +119,7 @@ func TestLabFlowsMatchWhatWasSent(t *testing.T) {
 		u.Write(dgram) // ECONNREFUSED from earlier ICMP errors is expected
 	}
 	u.Close()
-	time.Sleep(300 * time.Millisecond) // let the rings hand over the last blocks
+	waitDelivered(t, src, recs)
 	stop()
 
 	// Exactly N flows of the legit client, all to the echo port.
@@ -183,5 +187,27 @@ func TestLabFlowsMatchWhatWasSent(t *testing.T) {
 	}
 	for _, r := range top {
 		t.Logf("top src %-12v %s bit/s (2s)", r.Src, strconv.FormatFloat(r.Bits[flow.Win2s], 'f', 0, 64))
+	}
+}
+
+// waitDelivered waits until the workers have been handed every frame the
+// kernel put in their rings (a block is handed over when it fills or its
+// timeout retires it, later on a loaded machine) instead of sleeping a
+// fixed time, at most 5 s; then the checks that follow say what is
+// missing.
+func waitDelivered(t *testing.T, src *capture.Live, recs []*recorder) {
+	deadline := time.Now().Add(5 * time.Second)
+	time.Sleep(50 * time.Millisecond) // frames still on their way through the lab's mirror
+	for {
+		st := src.Stats()
+		var got uint64
+		for _, r := range recs {
+			got += r.frames.Load()
+		}
+		if got >= st.Packets-st.Drops || time.Now().After(deadline) {
+			t.Logf("rings delivered %d of %d frames (%d dropped)", got, st.Packets, st.Drops)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
