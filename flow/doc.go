@@ -40,5 +40,11 @@
 // about 14 ns a packet (a quarter of their packets take the long way), a
 // 16k-flow hot set about 8, trains of 8 about 10. The hot set paid about
 // 36 ns with the row cache flow rows replaced (its 32k directions
-// outnumbered the cache's 4096 entries).
+// outnumbered the cache's 4096 entries). Those figures are from an Intel
+// Xeon. On the AMD EPYC that followed, Update (at 80a2dbe) with the
+// talkers call cut out measured, batched, side by side over 3 rounds (a
+// noisy machine): random 116-174 → 86-97 ns, Zipf 97-110 → 77-91, trains
+// 80-116 → 69-87, so talker accounting is the largest part there too,
+// about a third of a random packet. DRAMLine/chase shows where a working
+// set lands there.
 package flow
