@@ -24,7 +24,10 @@ lint:
     CGO_ENABLED=0 go build -o /dev/null .
 
 # Every benchmark in one table; rewrites BENCHMARKS.md (root, ~5-10 min).
+# Installs the peers it measures canopy against (dsniff's tcpkill,
+# netsniff-ng and trafgen) when they are missing.
 bench:
+    command -v tcpkill >/dev/null && command -v trafgen >/dev/null && command -v netsniff-ng >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dsniff netsniff-ng; }
     go run ./bench
 
 # Only the block-efficacy benchmark (canopy vs tcpkill at 0, 1, 10 ms).
