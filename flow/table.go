@@ -269,7 +269,8 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	// A flow not yet counted in this bucket gets a new entry, so its old
 	// index names another flow's: fetching that would only take a fill
 	// buffer from the misses that matter.
-	if i := int(f.talk); i < len(b.frows) && (f.Dirs[AtoB].stamp == t.epoch || f.Dirs[BtoA].stamp == t.epoch) {
+	flowNewInBucket := f.Dirs[AtoB].stamp != t.epoch && f.Dirs[BtoA].stamp != t.epoch
+	if i := int(f.talk); i < len(b.frows) && !flowNewInBucket {
 		touch(unsafe.Pointer(&b.frows[i]))
 	}
 	dir = BtoA
@@ -282,7 +283,6 @@ func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
 	// so a garbage or stepped packet clock cannot make every packet "new".
 	d := &f.Dirs[dir]
 	newInBucket := d.stamp != t.epoch
-	flowNewInBucket := newInBucket && f.Dirs[dir^1].stamp != t.epoch
 	d.stamp = t.epoch
 	if lt := uint32(ts / lastUnit); d.Pkts() == 0 {
 		f.first[dir] = uint32(ts / firstUnit)
