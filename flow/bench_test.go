@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -83,9 +84,9 @@ func big(b *testing.B) *Table {
 //     link fits in cache): what the code itself costs.
 //   - zipf: flows drawn by popularity with a heavy tail (zipfFlows).
 //
-// Each also runs as NAME-batch16: the same packets 16 at a time, Prefetch
-// then Update each, which is what the sensor does with the frames of a
-// capture block. b.N counts packets either way.
+// Each also runs as NAME-batch32: the same packets PrefetchMax (32) at a
+// time, Prefetch then Update each, which is what the sensor does with the
+// frames of a capture block. b.N counts packets either way.
 func BenchmarkUpdate(b *testing.B) {
 	tb := big(b)
 	cases := []struct {
@@ -104,11 +105,11 @@ func BenchmarkUpdate(b *testing.B) {
 		if c.zipf {
 			zipf = zipfFlows()
 		}
-		b.Run(c.name+"-batch16", func(b *testing.B) {
-			// The same packets, 16 at a time as the sensor handles a
-			// capture block (sensor.worker.Frames): Prefetch the 16, then
-			// Update each.
-			var buf [16]capture.Packet
+		b.Run(fmt.Sprintf("%s-batch%d", c.name, PrefetchMax), func(b *testing.B) {
+			// The same packets, PrefetchMax at a time as the sensor
+			// handles a capture block (sensor.worker.Frames): Prefetch
+			// them, then Update each.
+			var buf [PrefetchMax]capture.Packet
 			for j := range buf {
 				buf[j] = basePacket()
 			}
@@ -121,7 +122,7 @@ func BenchmarkUpdate(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			defer reportCPU(b)()
-			for n := 0; n < b.N; n += 16 {
+			for n := 0; n < b.N; n += len(buf) {
 				for j := range buf {
 					switch {
 					case c.zipf:

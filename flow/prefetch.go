@@ -6,8 +6,12 @@ import (
 	"canopy/capture"
 )
 
-// PrefetchMax is the most packets one Prefetch call looks ahead at.
-const PrefetchMax = 16
+// PrefetchMax is the most packets one Prefetch call looks ahead at: a
+// capture batch (see capture.MaxBatch for why that many), and at most 32,
+// the bits of Prefetch's masks.
+const PrefetchMax = capture.MaxBatch
+
+const _ = uint32(1<<PrefetchMax - 1) // does not compile if PrefetchMax > 32
 
 // prefetchMinFlows is the number of live flows below which Prefetch does
 // nothing: that few flows stay in the core's own caches (4096 take 768

@@ -98,7 +98,7 @@ func BenchmarkWorkerFrame(b *testing.B) {
 	}
 }
 
-// BenchmarkWorkerFrames is BenchmarkWorkerFrame through Frames, 16 frames
+// BenchmarkWorkerFrames is BenchmarkWorkerFrame through Frames, MaxBatch frames
 // at a time as a live ring block hands them over (the table prefetches
 // each batch's flows). ns/op is per frame.
 func BenchmarkWorkerFrames(b *testing.B) {
