@@ -32,16 +32,16 @@ type Handler interface {
 
 // MaxBatch is the most frames one BatchHandler.Frames call carries. With
 // a large flow table the handler's cost per frame is mostly waiting for
-// memory, and a batch's misses are waited for together (flow.Prefetch):
-// twice as many frames a batch waits as long for twice as many lines.
-// Measured with 1M flows, 32 against 16, medians side by side: the whole
-// sensor worker 117.4 → 105.6 ns a frame (BenchmarkWorkerFrames, 7
-// rounds; 10k flows 76.8 → 70.7, 1000 and 100k unchanged), the flow
-// table's Update of trains of 8 packets a flow 83.8 → 68.5, Zipf 103.9 →
-// 92.4. 64 was no faster with 1M flows and slower with 10k (104.5). A
-// batch is decoded before any of it is handled, which delays its first
-// frame by about half a microsecond more than 16 did; the frames that
-// decide a race come through the lane, one at a time, not in batches.
+// memory, and flow.Prefetch makes a batch's misses overlap, so a batch of
+// twice the frames waits about as long. Measured with 1M flows, 32
+// against 16, medians of runs side by side: the whole sensor worker
+// 117.4 → 105.6 ns a frame (BenchmarkWorkerFrames, 7 rounds; 10k flows
+// 76.8 → 70.7, 1000 and 100k unchanged); the flow table's Update of
+// trains of 8 packets a flow 76.3 → 62.4, Zipf 86.8 → 84.4, random
+// 109.7 → 103.5. 64 was no faster with 1M flows and slower with 10k
+// (104.5). A batch is decoded before any of it is handled, which delays
+// its first frame by about half a microsecond more than 16 did; the
+// frames that decide a race come through the lane, one at a time.
 const MaxBatch = 32
 
 // BatchHandler is a Handler that can also take frames several at a time,
