@@ -236,12 +236,28 @@ func (m *model) compare(t *testing.T, tb *Table) (dropped []*modelFlow) {
 // same per-direction numbers, a flow dropped only by an eviction (one per
 // new flow of a full table) or by Expire after its idle timeout, and
 // ForEach on addresses and prefixes giving exactly the model's flows.
+//
+// Every path must be reached by the eight runs together, not by each: the
+// traffic is seeded, but the table's hash seed and eviction sampling are
+// not, and in one CI run a 300-flow run saw no SYN on a closed 5-tuple
+// before the tuple was evicted (Restarted 0; 40 local runs of the test
+// never did), which says nothing about the table.
 func TestTableAgainstModel(t *testing.T) {
+	var sum TableStats
 	for seed := range uint64(4) {
 		rng := rand.New(rand.NewPCG(seed, 99))
-		runModel(t, rng, 64, 8, 3, 4000, true)
-		runModel(t, rng, 300, 40, 6, 3000, true)
+		for _, r := range []struct{ maxFlows, naddr, nport, steps int }{{64, 8, 3, 4000}, {300, 40, 6, 3000}} {
+			st := runModel(t, rng, r.maxFlows, r.naddr, r.nport, r.steps)
+			sum.Evicted += st.Evicted
+			sum.Expired += st.Expired
+			sum.Restarted += st.Restarted
+			sum.L2Full += st.L2Full
+		}
 	}
+	if sum.Evicted == 0 || sum.Expired == 0 || sum.Restarted == 0 || sum.L2Full == 0 {
+		t.Fatalf("all runs together: stats %+v: the test does not reach every path", sum)
+	}
+	t.Logf("all runs together: %d evicted, %d expired, %d restarted, %d L2 full", sum.Evicted, sum.Expired, sum.Restarted, sum.L2Full)
 }
 
 // FuzzTableAgainstModel is TestTableAgainstModel with the fuzzer choosing
@@ -251,7 +267,7 @@ func FuzzTableAgainstModel(f *testing.F) {
 	f.Add(uint64(7), uint64(9), uint8(3), uint8(40), uint8(6))
 	f.Fuzz(func(t *testing.T, s1, s2 uint64, size, naddr, nport uint8) {
 		rng := rand.New(rand.NewPCG(s1, s2))
-		runModel(t, rng, []int{1, 2, 16, 64, 300}[size%5], 2+int(naddr%64), 1+int(nport%8), 800, false)
+		runModel(t, rng, []int{1, 2, 16, 64, 300}[size%5], 2+int(naddr%64), 1+int(nport%8), 800)
 	})
 }
 
@@ -265,7 +281,9 @@ var modelAddrs = func() (a []netip.Addr) {
 	return a
 }()
 
-func runModel(t *testing.T, rng *rand.Rand, maxFlows, naddr, nport, steps int, wantAll bool) {
+// runModel drives one table with steps random operations, comparing it
+// with the model after each, and returns the table's counters.
+func runModel(t *testing.T, rng *rand.Rand, maxFlows, naddr, nport, steps int) TableStats {
 	seed := rng.Uint64()
 	cfg := Config{MaxFlows: maxFlows, EvictSample: 4, ExpireBatch: 16,
 		IdleHalfOpen: 2 * time.Second, IdleClosed: time.Second, IdleUDP: 3 * time.Second, IdleEstablished: 5 * time.Second}
@@ -403,7 +421,5 @@ func runModel(t *testing.T, rng *rand.Rand, maxFlows, naddr, nport, steps int, w
 		}
 	}
 	tb.check(t)
-	if st := tb.Stats(); wantAll && (st.Evicted == 0 || st.Expired == 0 || st.Restarted == 0 || st.L2Full == 0) {
-		t.Fatalf("seed %d: stats %+v: the test does not reach every path", seed, st)
-	}
+	return tb.Stats()
 }
