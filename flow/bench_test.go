@@ -85,7 +85,7 @@ func big(b *testing.B) *Table {
 //   - zipf: flows drawn by popularity with a heavy tail (zipfFlows).
 //
 // Each also runs as NAME-batch32: the same packets PrefetchMax (32) at a
-// time, Prefetch then Update each, which is what the sensor does with the
+// time, Prefetch then UpdateAhead each, which is what the sensor does with the
 // frames of a capture block. b.N counts packets either way.
 func BenchmarkUpdate(b *testing.B) {
 	tb := big(b)
@@ -108,7 +108,7 @@ func BenchmarkUpdate(b *testing.B) {
 		b.Run(fmt.Sprintf("%s-batch%d", c.name, PrefetchMax), func(b *testing.B) {
 			// The same packets, PrefetchMax at a time as the sensor
 			// handles a capture block (sensor.worker.Frames): Prefetch
-			// them, then Update each.
+			// them, then UpdateAhead each.
 			var buf [PrefetchMax]capture.Packet
 			for j := range buf {
 				buf[j] = basePacket()
@@ -138,7 +138,7 @@ func BenchmarkUpdate(b *testing.B) {
 				}
 				tb.Prefetch(buf[:])
 				for j := range buf {
-					if f, _, created := tb.Update(&buf[j]); f == nil || created {
+					if f, _, created := tb.UpdateAhead(j); f == nil || created {
 						b.Fatal("lost a flow")
 					}
 				}

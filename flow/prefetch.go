@@ -30,8 +30,9 @@ const prefetchMinFlows = 1 << 12
 // almost never in cache, and one miss at a time costs a DRAM latency per
 // packet. It changes nothing in the table; calling Update for the same
 // packets afterwards (in any order, with other calls in between) gives
-// exactly the results it gives without Prefetch, only sooner. Capture hands
-// frames over a block at a time, which is where the batch comes from.
+// exactly the results it gives without Prefetch, only sooner, and
+// UpdateAhead also uses the keys it made. Capture hands frames over a
+// block at a time, which is where the batch comes from.
 //
 // Prefetches are hints the CPU works on while the code goes on, but only
 // about a dozen misses can be outstanding at once, so it asks for the lines
@@ -49,14 +50,15 @@ const prefetchMinFlows = 1 << 12
 // pipelining the passes with the Updates, each Update fetching for the
 // packets 6 and 12 ahead in batches of 64 (the same times as now).
 func (t *Table) Prefetch(ps []capture.Packet) {
+	la := &t.ahead
+	la.ps, la.has, la.lo = ps, 0, 0
 	if t.live < t.prefetchMin {
 		return
 	}
-	var hs [PrefetchMax]uint64
+	hs := &la.hs
 	var bs [PrefetchMax]uint32 // the bucket pass 2 or 3 looks in
 	var has, again uint32      // bit j: ps[j] has a flow; its secondary bucket is fetched
-	var ks [2]key              // this packet's key and the previous one's
-	prev := false              // ks holds the previous packet's key
+	prev := false              // ps[j-1] has a flow
 	// Pass 1's index lines go three to a touch3 call: the call into
 	// assembly costs more than its prefetches, and a line asked for a
 	// few nanoseconds later still comes long before pass 2 reads it
@@ -70,13 +72,17 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 	nq := 0
 	n := min(len(ps), PrefetchMax)
 	for j := range n {
-		k := &ks[j&1]
-		if !flowKey(&ps[j], k) {
+		k := &la.keys[j]
+		lo, ok := flowKey(&ps[j], k)
+		if !ok {
 			prev = false
 			continue
 		}
-		if prev && k.eq(&ks[(j-1)&1]) {
-			continue // a train: the previous packet's flow, fetched already
+		la.has |= 1 << j
+		la.lo |= b2u32(lo) << j
+		if prev && k.eq(&la.keys[j-1]) {
+			hs[j] = hs[j-1] // a train: the previous packet's flow, fetched already
+			continue
 		}
 		prev = true
 		h := k.hash(t.seed)
@@ -125,15 +131,45 @@ func (t *Table) touchFlow(i uint32) {
 	touch3(f, unsafe.Add(f, 64), unsafe.Add(f, 64))
 }
 
-// flowKey sets k to the key Update files p under, and reports false (k
-// untouched) for packets that have no flow.
-func flowKey(p *capture.Packet, k *key) bool {
+// flowKey sets k to the key Update files p under and reports whether p's
+// source is its lo endpoint, or reports ok false (k untouched) for packets
+// that have no flow.
+func flowKey(p *capture.Packet, k *key) (srcIsLo, ok bool) {
 	if (p.IPVersion != 4 && p.IPVersion != 6) || !p.Src.IsValid() || p.Src.Is4() != p.Dst.Is4() || !(p.IsTCP() || p.IsUDP()) {
-		return false
+		return false, false
 	}
 	var ap addrPorts
 	ap.fill(p)
 	ap.sport, ap.dport = p.SrcPort, p.DstPort
-	makeKey(&ap, k)
-	return true
+	return makeKey(&ap, k), true
+}
+
+// lookahead holds the keys and hashes Prefetch made for the packets of its
+// batch, so that UpdateAhead need not make them again (see UpdateAhead
+// for what making each key twice cost). Each is used once; the next
+// Prefetch starts over.
+type lookahead struct {
+	ps   []capture.Packet // the batch the keys are for
+	has  uint32           // bit j: keys[j], hs[j] and bit j of lo are ps[j]'s, not yet used
+	lo   uint32           // bit j: ps[j]'s source is its key's lo endpoint
+	hs   [PrefetchMax]uint64
+	keys [PrefetchMax]key
+}
+
+// take returns the key, hash and srcIsLo Prefetch made for ps[j], or a nil
+// key if it made none (ps[j] has no flow, or was taken already).
+func (la *lookahead) take(j int) (k *key, h uint64, srcIsLo bool) {
+	if j >= PrefetchMax || la.has&(1<<j) == 0 {
+		return nil, 0, false
+	}
+	la.has &^= 1 << j
+	return &la.keys[j], la.hs[j], la.lo&(1<<j) != 0
+}
+
+// b2u32 is 1 for true, 0 for false.
+func b2u32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
 }

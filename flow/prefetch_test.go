@@ -9,13 +9,17 @@ import (
 )
 
 // TestPrefetchChangesNothing feeds the same packets to two tables, one
-// with Prefetch ahead of every batch, and checks every Update answers the
-// same and both tables hold the same flows: Prefetch is only a hint.
+// with Prefetch ahead of most batches and UpdateAhead for their packets,
+// the other with Update alone, and checks every call answers the same and
+// both tables hold the same flows: Prefetch is only a hint, and the keys
+// UpdateAhead takes from it are the ones Update makes. The batches go in
+// a shuffled order with one packet twice (its key is used once) and one
+// left out (its key must not outlive the batch), and in some rounds
+// Prefetch finds the table too small to look ahead and makes no keys.
 func TestPrefetchChangesNothing(t *testing.T) {
 	a := NewTable(Config{MaxFlows: 512})
 	b := NewTable(Config{MaxFlows: 512})
 	b.seed, b.rng, b.l2.seed = a.seed, a.rng, a.l2.seed // same hashing and eviction draws: the same slots
-	a.prefetchMin = 0                                   // a small table: prefetch anyway
 	rng := rand.New(rand.NewPCG(1, 2))
 	var ps [PrefetchMax + 3]capture.Packet // longer than PrefetchMax: the rest is not looked at
 	ts := t0
@@ -43,13 +47,19 @@ func TestPrefetchChangesNothing(t *testing.T) {
 				p.IPVersion = 0 // no flow: Prefetch skips it
 			}
 		}
+		a.prefetchMin = 0 // a small table: prefetch anyway
+		if round%7 == 3 {
+			a.prefetchMin = 1 << 30 // as a table below prefetchMinFlows: no keys
+		}
 		a.Prefetch(ps[:])
-		for j := range ps {
-			if j == 5 {
+		order := rng.Perm(len(ps))
+		order[1] = order[0] // twice, and the one it replaced not at all
+		for n, j := range order {
+			if n == 5 {
 				a.Expire(ts) // the table may change between Prefetch and Update
 				b.Expire(ts)
 			}
-			fa, da, ca := a.Update(&ps[j])
+			fa, da, ca := a.UpdateAhead(j)
 			fb, db, cb := b.Update(&ps[j])
 			if (fa == nil) != (fb == nil) || da != db || ca != cb || a.Info(fa) != b.Info(fb) || (fa != nil && (a.Handle(fa) != b.Handle(fb) || *fa != *fb)) {
 				t.Fatalf("round %d packet %d: %+v %v %v, without Prefetch %+v %v %v", round, j, a.Info(fa), da, ca, b.Info(fb), db, cb)

@@ -104,7 +104,7 @@ var _ capture.BatchHandler = (*worker)(nil)
 // Frame handles one captured frame: decode, dedup the lane's copies, track
 // the flow, decide, and reset if the flow is blocked.
 func (w *worker) Frame(frame []byte, m *capture.Meta) {
-	w.handle(frame, m, &w.pkt, capture.Decode(frame, m, &w.pkt))
+	w.handle(frame, m, &w.pkt, -1, capture.Decode(frame, m, &w.pkt))
 }
 
 // Frames handles the frames of a bulk capture block, up to
@@ -120,15 +120,16 @@ func (w *worker) Frames(frames [][]byte, ms []capture.Meta) {
 	}
 	w.table.Prefetch(w.batch[:n])
 	for j := range n {
-		w.handle(frames[j], &ms[j], &w.batch[j], w.reasons[j])
+		w.handle(frames[j], &ms[j], &w.batch[j], j, w.reasons[j])
 	}
 	for j := n; j < len(frames); j++ {
 		w.Frame(frames[j], &ms[j])
 	}
 }
 
-// handle is Frame after decoding frame into p with result r.
-func (w *worker) handle(frame []byte, m *capture.Meta, p *capture.Packet, r capture.Reason) {
+// handle is Frame after decoding frame into p with result r. p is
+// w.batch[ahead], which the table has prefetched, or ahead is -1.
+func (w *worker) handle(frame []byte, m *capture.Meta, p *capture.Packet, ahead int, r capture.Reason) {
 	if r != capture.OK {
 		w.decode[r].Add(1)
 		return
@@ -140,7 +141,13 @@ func (w *worker) handle(frame []byte, m *capture.Meta, p *capture.Packet, r capt
 	if w.laneDuplicate(m.Lane) {
 		return
 	}
-	f, dir, _ := w.table.Update(p)
+	var f *flow.Flow
+	var dir flow.Dir
+	if ahead >= 0 {
+		f, dir, _ = w.table.UpdateAhead(ahead)
+	} else {
+		f, dir, _ = w.table.Update(p)
+	}
 	if w.now >= w.nextHouse {
 		w.housekeep(w.now)
 	}
