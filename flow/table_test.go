@@ -1097,7 +1097,9 @@ func TestRestartedSessionCountsAgainInTalkers(t *testing.T) {
 
 // TestIndexKeysMoveHomeWhenRoomFrees: a key that had to live in its
 // secondary bucket moves to its primary on its next packet once the
-// primary has room, so lookups go back to reading one index line.
+// primary has room, so lookups go back to reading one index line. (It
+// asked that every key move home, which failed about once in 30 runs:
+// see the passes below.)
 func TestIndexKeysMoveHomeWhenRoomFrees(t *testing.T) {
 	const n = 1 << 12
 	tb := NewTable(Config{MaxFlows: n, IdleUDP: time.Second})
@@ -1130,22 +1132,35 @@ func TestIndexKeysMoveHomeWhenRoomFrees(t *testing.T) {
 	if tb.Len() != len(away) {
 		t.Fatalf("%d flows left, want the %d kept alive", tb.Len(), len(away))
 	}
-	stillAway := 0
-	p.Timestamp = t0 + 2*sec + 1
-	for _, i := range away {
-		p.Src = addr(i)
-		if _, _, created := tb.Update(p); created {
-			t.Fatalf("flow %d lost", i)
+	// A key's primary can still be full of kept keys that live there as
+	// their secondary and have not had their packet yet: it goes home on a
+	// later pass, after them. And more than a bucket's worth of kept keys
+	// can share a primary (they were away because it overflowed), so some
+	// may never fit. Each pass checks that no key stays away after its
+	// packet while its primary has room; the passes go on while keys move.
+	stillAway, before := len(away), len(away)+1
+	for pass := 0; stillAway < before; pass++ {
+		before, stillAway = stillAway, 0
+		p.Timestamp = t0 + 2*sec + 1 + int64(pass)
+		for _, i := range away {
+			p.Src = addr(i)
+			if _, _, created := tb.Update(p); created {
+				t.Fatalf("flow %d lost", i)
+			}
+			var k key
+			flowKey(p, &k)
+			h := k.hash(tb.seed)
+			if _, a := tb.find(&k, h); a {
+				if tb.idx[tb.primary(h)].free() >= 0 {
+					t.Fatalf("pass %d: flow %d stayed in its secondary bucket with room in its primary", pass, i)
+				}
+				stillAway++
+			}
 		}
-		var k key
-		flowKey(p, &k)
-		if _, a := tb.find(&k, k.hash(tb.seed)); a {
-			stillAway++
-		}
+		tb.check(t)
 	}
-	tb.check(t)
-	if stillAway != 0 {
-		t.Fatalf("%d of %d keys still in their secondary bucket with their primary nearly empty", stillAway, len(away))
+	if stillAway > len(away)/20 {
+		t.Fatalf("%d of %d keys never moved home", stillAway, len(away))
 	}
-	t.Logf("%d of %d keys were away from home; all moved back", len(away), n)
+	t.Logf("%d of %d keys were away from home; all but %d (their primary full) moved back", len(away), n, stillAway)
 }
