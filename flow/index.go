@@ -160,7 +160,11 @@ func (t *Table) goHome(i uint32, h uint64) {
 		return
 	}
 	s := t.secondary(h, p)
-	t.idx[s].clear(t.idx[s].entryOf(i))
+	e := t.idx[s].entryOf(i)
+	if e < 0 {
+		return // home already: UpdateAhead's word that it was away is from Prefetch
+	}
+	t.idx[s].clear(e)
 	t.idx[p].put(j, tagOf(h), i)
 	t.idx[p].addOver(-1)
 }
@@ -188,18 +192,19 @@ func (t *Table) findIn(b *ibucket, k *key, tag uint8) uint32 {
 }
 
 // touchCandidates prefetches the flows of b's entries with tag tag (about
-// one in twenty lookups has two) and reports whether there was one.
+// one in twenty lookups has two) and returns the first one's slot, or 0.
 // Prefetch uses it: the flows' keys are not in cache yet to compare.
-func (t *Table) touchCandidates(b *ibucket, tag uint8) bool {
+func (t *Table) touchCandidates(b *ibucket, tag uint8) (first uint32) {
 	m0, m1 := b.matches(tag)
-	found := m0|m1 != 0
-	for ; m0 != 0; m0 &= m0 - 1 {
-		t.touchFlow(b.slot(bits.TrailingZeros64(m0) / 8))
-	}
 	for ; m1 != 0; m1 &= m1 - 1 {
-		t.touchFlow(b.slot(8 + bits.TrailingZeros64(m1)/8))
+		first = b.slot(8 + bits.TrailingZeros64(m1)/8)
+		t.touchFlow(first)
 	}
-	return found
+	for ; m0 != 0; m0 &= m0 - 1 {
+		first = b.slot(bits.TrailingZeros64(m0) / 8)
+		t.touchFlow(first)
+	}
+	return first
 }
 
 // link enters slot i, whose flow's key has hash h, into the index. If

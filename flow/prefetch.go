@@ -41,6 +41,7 @@ const prefetchMinFlows = 1 << 12
 // matches (the bucket is in by now) and fetch their flows' lines, or, if
 // there is none and the bucket says some of its keys live in their
 // secondary bucket, fetch that; (3) the same in the secondary buckets.
+// It keeps each packet's key, hash and first candidate for UpdateAhead.
 // The flows' keys are not compared here: they are not in cache yet, and
 // a tag matches another key too about once in twenty lookups, which
 // costs one more fetch. Two things tried did not pay: fetching the talker
@@ -51,7 +52,7 @@ const prefetchMinFlows = 1 << 12
 // packets 6 and 12 ahead in batches of 64 (the same times as now).
 func (t *Table) Prefetch(ps []capture.Packet) {
 	la := &t.ahead
-	la.ps, la.has, la.lo = ps, 0, 0
+	la.ps, la.has, la.lo, la.kicks = ps, 0, 0, t.kicks
 	if t.live < t.prefetchMin {
 		return
 	}
@@ -106,7 +107,8 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			continue
 		}
 		b := &t.idx[bs[j]]
-		if !t.touchCandidates(b, tagOf(hs[j])) && b.over() != 0 {
+		la.cand[j] = t.touchCandidates(b, tagOf(hs[j]))
+		if la.cand[j] == 0 && b.over() != 0 {
 			bs[j] = t.secondary(hs[j], bs[j])
 			touch(unsafe.Pointer(&t.idx[bs[j]]))
 			again |= 1 << j
@@ -116,7 +118,14 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 		if again&(1<<j) == 0 {
 			continue
 		}
-		t.touchCandidates(&t.idx[bs[j]], tagOf(hs[j]))
+		la.cand[j] = t.touchCandidates(&t.idx[bs[j]], tagOf(hs[j]))
+	}
+	la.away = again
+	for j := 1; j < n; j++ {
+		if la.has&^has&(1<<j) != 0 { // a train's later packet: its flow's
+			la.cand[j] = la.cand[j-1]
+			la.away |= la.away >> 1 & (1 << j)
+		}
 	}
 }
 
@@ -154,16 +163,29 @@ type lookahead struct {
 	lo   uint32           // bit j: ps[j]'s source is its key's lo endpoint
 	hs   [PrefetchMax]uint64
 	keys [PrefetchMax]key
+	// cand[j] is the slot of the first entry Prefetch found with ps[j]'s
+	// tag (0: none), in the key's secondary bucket if bit j of away is
+	// set. That was so when Prefetch looked; by UpdateAhead's time the
+	// slot may hold another flow or none, so the flow's key and bits
+	// decide. A live flow keeps its slot, and goHome moves only the flow
+	// it is called for (once it checked the flow is away), but making room
+	// for a new key (link's walk) moves others to their other bucket: if
+	// a walk moved any since Prefetch (kicks), away may be wrong, Update
+	// would then move a flow home where UpdateAhead would not, and so
+	// UpdateAhead ignores the candidates.
+	cand  [PrefetchMax]uint32
+	away  uint32
+	kicks uint64 // Table.kicks when Prefetch looked
 }
 
 // take returns the key, hash and srcIsLo Prefetch made for ps[j], or a nil
 // key if it made none (ps[j] has no flow, or was taken already).
-func (la *lookahead) take(j int) (k *key, h uint64, srcIsLo bool) {
+func (la *lookahead) take(j int) (k *key, h uint64, srcIsLo bool, cand uint32, away bool) {
 	if j >= PrefetchMax || la.has&(1<<j) == 0 {
-		return nil, 0, false
+		return nil, 0, false, 0, false
 	}
 	la.has &^= 1 << j
-	return &la.keys[j], la.hs[j], la.lo&(1<<j) != 0
+	return &la.keys[j], la.hs[j], la.lo&(1<<j) != 0, la.cand[j], la.away&(1<<j) != 0
 }
 
 // b2u32 is 1 for true, 0 for false.

@@ -3,6 +3,7 @@ package flow
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"canopy/capture"
@@ -66,9 +67,14 @@ func TestPrefetchChangesNothing(t *testing.T) {
 			}
 		}
 		a.check(t)
+		// The index too: UpdateAhead moves a flow home from its
+		// secondary bucket exactly when Update does.
+		if !slices.Equal(a.idx, b.idx) {
+			t.Fatalf("round %d: the 5-tuple indexes differ", round)
+		}
 	}
-	if st := a.Stats(); st.Evicted == 0 || st.Expired == 0 || st.Restarted == 0 {
-		t.Fatalf("stats %+v: the test does not reach eviction, expiry and restarts", st)
+	if st := a.Stats(); st.Evicted == 0 || st.Expired == 0 || st.Restarted == 0 || a.kicks == 0 {
+		t.Fatalf("stats %+v, %d keys moved to make room: the test does not reach eviction, expiry, restarts and index walks", st, a.kicks)
 	}
 	if a.Stats() != b.Stats() {
 		t.Fatalf("stats %+v, without Prefetch %+v", a.Stats(), b.Stats())

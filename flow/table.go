@@ -225,24 +225,35 @@ func pktBytes(p *capture.Packet) uint64 {
 // Update never allocates, never fails and never stops tracking new flows:
 // when the table is full it evicts (see Config.EvictSample).
 func (t *Table) Update(p *capture.Packet) (f *Flow, dir Dir, created bool) {
-	return t.update(p, nil, 0, false)
+	return t.update(p, nil, 0, false, 0, false)
 }
 
 // UpdateAhead is Update(&ps[j]) for the packets ps of the latest Prefetch
-// call, with the key Prefetch made for ps[j] instead of making it again
-// (with a million flows, medians of 7 runs side by side, batch32: Zipf
-// 81.2 → 78.2 ns a packet, uniformly random 102.2 → 96.5, hot set 65.4 →
-// 59.3, trains 61.0 → 54.6; the sensor's BenchmarkWorkerFrames, 5 runs,
-// 99.4 → 91.9 ns a frame). j indexes that call's ps, and ps[j] must not
-// have changed since. Each packet's key is used once: UpdateAhead for the
-// same j again, or for a packet Prefetch made no key for, is Update.
+// call, using what Prefetch worked out for ps[j]: its key and hash, which
+// Update would make again, and the flow whose index entry had its tag,
+// which is almost always its flow, so that Update need not look in the
+// index again. With a million flows, batch32, medians of 7 runs side by
+// side (taskset -c 1), the key and hash took Zipf 81.2 → 78.2 ns a
+// packet, uniformly random 102.2 → 96.5, hot set 65.4 → 59.3, trains
+// 61.0 → 54.6 (the sensor's BenchmarkWorkerFrames, 5 runs, 99.4 → 91.9 ns
+// a frame); the candidate then Zipf 74.5 → 63.9, random 91.3 → 84.5, hot
+// set 56.3 → 51.1, trains 52.5 → 48.8 (WorkerFrames 92.8 → 84.2). j
+// indexes that call's ps, and
+// ps[j] must not have changed since. Each packet's look-ahead is used
+// once: UpdateAhead for the same j again, or for a packet Prefetch made
+// no key for, is Update.
 func (t *Table) UpdateAhead(j int) (f *Flow, dir Dir, created bool) {
-	k, h, srcIsLo := t.ahead.take(j)
-	return t.update(&t.ahead.ps[j], k, h, srcIsLo)
+	k, h, srcIsLo, cand, away := t.ahead.take(j)
+	if t.kicks != t.ahead.kicks {
+		cand = 0 // see lookahead.cand
+	}
+	return t.update(&t.ahead.ps[j], k, h, srcIsLo, cand, away)
 }
 
-// update is Update, given p's key, hash and srcIsLo if k is not nil.
-func (t *Table) update(p *capture.Packet, k *key, h uint64, srcIsLo bool) (f *Flow, dir Dir, created bool) {
+// update is Update, given p's key, hash and srcIsLo if k is not nil, and
+// then the slot Prefetch found a candidate for p's flow in (0: none, or no
+// Prefetch), and whether in the key's secondary bucket.
+func (t *Table) update(p *capture.Packet, k *key, h uint64, srcIsLo bool, cand uint32, away bool) (f *Flow, dir Dir, created bool) {
 	ts := p.Timestamp
 	if ts > t.now {
 		t.now = ts
@@ -270,7 +281,14 @@ func (t *Table) update(p *capture.Packet, k *key, h uint64, srcIsLo bool) (f *Fl
 		srcIsLo = makeKey(&ap, k)
 		h = k.hash(t.seed)
 	}
-	if i, away := t.find(k, h); i != 0 {
+	if c := &t.flows[cand]; cand != 0 && c.bits&bitInUse != 0 && c.key.eq(k) {
+		// Prefetch's candidate is the flow: no second look at the index
+		// (see UpdateAhead).
+		f = c
+		if away {
+			t.goHome(cand, h)
+		}
+	} else if i, away := t.find(k, h); i != 0 {
 		f = &t.flows[i]
 		if away {
 			t.goHome(i, h)
