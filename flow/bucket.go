@@ -303,6 +303,12 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // goes through the stack and is read back with one 16-byte load, which
 // cannot be forwarded from the four 4-byte stores that wrote it and so
 // waits for them to retire (see addrPorts).
+//
+// A source or destination not in its full map is never in the pairs' map
+// either (that map, as large, fills no later), so the pair's lookup could
+// be skipped for it, exactly: tried, and with uniformly random flows, where
+// every packet has such a key, it measured nothing (batch32, medians of 7
+// and 9 side by side: 86.7 → 84.6, 88.6 → 88.0 ns a packet).
 func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool, rows *[NumKinds]uint16) {
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
 	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
