@@ -227,23 +227,47 @@ func BenchmarkUpdateNoTHP(b *testing.B) {
 }
 
 // BenchmarkUpdateNewFlows measures Update when every packet creates a flow
-// in a full 1M table, i.e. each one evicts (a SYN flood).
+// in a full 1M table, i.e. each one evicts (a SYN flood): one at a time,
+// and as batch32 PrefetchMax at a time with Prefetch, as the sensor does.
 func BenchmarkUpdateNewFlows(b *testing.B) {
-	tb := big(b)
-	p := basePacket()
-	p.Flags = capture.FlagSYN
-	ts := t0 + 2*sec
 	i := uint32(1 << 21)
-	b.ReportAllocs()
-	b.ResetTimer()
-	defer reportCPU(b)()
-	for n := 0; n < b.N; n++ {
-		i++
-		ts += 100
-		flowPacket(&p, i&(1<<24-1)|1<<21, AtoB, ts)
-		tb.Update(&p)
-	}
-	b.StopTimer()
+	ts := t0 + 2*sec
+	b.Run("one", func(b *testing.B) {
+		tb := big(b)
+		p := basePacket()
+		p.Flags = capture.FlagSYN
+		b.ReportAllocs()
+		b.ResetTimer()
+		defer reportCPU(b)()
+		for n := 0; n < b.N; n++ {
+			i++
+			ts += 100
+			flowPacket(&p, i&(1<<24-1)|1<<21, AtoB, ts)
+			tb.Update(&p)
+		}
+	})
+	b.Run(fmt.Sprintf("batch%d", PrefetchMax), func(b *testing.B) {
+		tb := big(b)
+		var buf [PrefetchMax]capture.Packet
+		for j := range buf {
+			buf[j] = basePacket()
+			buf[j].Flags = capture.FlagSYN
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		defer reportCPU(b)()
+		for n := 0; n < b.N; n += len(buf) {
+			for j := range buf {
+				i++
+				ts += 100
+				flowPacket(&buf[j], i&(1<<24-1)|1<<21, AtoB, ts)
+			}
+			tb.Prefetch(buf[:])
+			for j := range buf {
+				tb.UpdateAhead(j)
+			}
+		}
+	})
 	bigOnce = sync.Once{} // the shared table is no longer the pristine 1M established flows
 }
 

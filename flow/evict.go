@@ -67,6 +67,6 @@ func (t *Table) drawSample() {
 		r := mix(t.rng, t.rng^hk2)
 		i := 1 + uint32((r>>32)*uint64(t.hwm)>>32)
 		t.ev.sample[n] = i
-		t.touchFlow(i)
+		t.touchFlowHead(i)
 	}
 }

@@ -64,7 +64,7 @@ const (
 // below that (maxIdle). Reaction latency is measured from the packet's own
 // capture timestamp, never from these.
 const (
-	lastUnit  = int64(1e6) // ns per tick of DirState.last
+	lastUnit  = int64(1e6) // ns per tick of Flow.last
 	firstUnit = int64(1e8) // ns per tick of Flow.first
 )
 
@@ -81,10 +81,10 @@ const (
 // fields use serial-number arithmetic (RFC 1982): they wrap at 2^32 and
 // never move backwards for retransmitted or reordered segments.
 //
-// It is 36 bytes of 32-bit words and smaller: counters, then the time of
-// the latest packet (so both directions' last sit in the flow's first two
-// cache lines with the key, which is all Expire and eviction read), then
-// the TCP state. The first packet's time is shown only, so it lives in
+// It is 32 bytes of 32-bit words and smaller: counters, then the TCP
+// state. The time of the direction's latest packet is in the flow's first
+// line (Flow.last), with the key and state, which is all Expire and
+// eviction read; the first packet's time is shown only, so it lives in
 // the flow's third line (Table.Seen). Timestamps, counters, whether a
 // sequence or ack number was seen (Flow.HasSeq, Flow.HasAck), and the
 // layer-2 details (Table.L2, kept in a per-table dictionary: most flows
@@ -93,7 +93,6 @@ type DirState struct {
 	blo  uint32 // bytes (IP-layer, like iftop), low 32 bits
 	bhi  uint32 // bytes bits 32-55 in the low 24 bits; packets bits 32-39 in the top 8
 	pkts uint32 // packets, low 32 bits
-	last uint32 // ms of the latest packet (low 32 bits)
 
 	Seq     uint32 // TCP sequence number of the latest segment (as sent, even if old)
 	Ack     uint32 // highest acknowledgement number sent with ACK set: the sender's RCV.NXT (valid if HasAck)
@@ -169,8 +168,9 @@ type Enforcement struct {
 // fields and methods.
 //
 // Layout: 192 bytes, three cache lines. The key and the fields every
-// packet reads come first, so a lookup and an update touch the first two;
-// the enforcement record and the address-index links come last. What made
+// packet reads come first, so a lookup and an update touch the first two,
+// and Expire and eviction, which read the key, state and last, only the
+// first; the enforcement record and the address-index links come last. What made
 // it small (it was 256 bytes): MACs and VLAN tags live in a per-table
 // dictionary (2 bytes per direction instead of 21), timestamps are 32-bit
 // ticks, counters are 56+40 bits, the seq/ack-seen bits moved into bits,
@@ -182,10 +182,14 @@ type Flow struct {
 	bits  uint8
 	gen   uint32 // bumped whenever the slot gets a new flow
 
-	Decision Decision    // the sensor's per-packet record (see Decision); the table only zeroes it
-	talk     uint16      // the flow's entry in the current talkers bucket (Bucket.addFlow), valid while a direction's stamp is the bucket's epoch
-	Dirs     [2]DirState // per-direction state, indexed by Dir
-	RuleGen  uint64      // the sensor's: generation of the rule set Decision.Action was decided under (0: never decided)
+	Decision Decision // the sensor's per-packet record (see Decision); the table only zeroes it
+	talk     uint16   // the flow's entry in the current talkers bucket (Bucket.addFlow), valid while a direction's stamp is the bucket's epoch
+	// last is per direction the ms of its latest packet (low 32 bits),
+	// or of the flow's first packet while the direction has none, so that
+	// the later of the two is the flow's, without reading the counters.
+	last    [2]uint32
+	Dirs    [2]DirState // per-direction state, indexed by Dir
+	RuleGen uint64      // the sensor's: generation of the rule set Decision.Action was decided under (0: never decided)
 
 	Enf   Enforcement // the rest of the sensor's record; the table only zeroes it
 	first [2]uint32   // per direction, tenth of a second of the first packet (low 32 bits): shown only

@@ -140,6 +140,10 @@ func (t *Table) touchFlow(i uint32) {
 	touch3(f, unsafe.Add(f, 64), unsafe.Add(f, 64))
 }
 
+// touchFlowHead prefetches the first line of slot i: all that Expire and
+// choosing an eviction victim read (key, bits, state, Flow.last).
+func (t *Table) touchFlowHead(i uint32) { touch(unsafe.Pointer(&t.flows[i])) }
+
 // flowKey sets k to the key Update files p under and reports whether p's
 // source is its lo endpoint, or reports ok false (k untouched) for packets
 // that have no flow.
