@@ -127,6 +127,29 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			la.away |= la.away >> 1 & (1 << j)
 		}
 	}
+	// A packet no entry's tag matched starts a flow (a SYN flood is
+	// nothing else): linking it into the address index reads each
+	// endpoint's list head and writes the flow that heads it now. Fetch
+	// the heads, then those flows' links.
+	var heads [2 * PrefetchMax]uint64
+	nh := 0
+	for j := range n {
+		if has&(1<<j) == 0 || la.cand[j] != 0 {
+			continue
+		}
+		k := &la.keys[j]
+		for _, a := range [2]*ip16{&k.lo, &k.hi} {
+			b := t.epBucket(a, k.v6)
+			touch(unsafe.Pointer(&t.epHeads[b]))
+			heads[nh] = b
+			nh++
+		}
+	}
+	for _, b := range heads[:nh] {
+		if r := t.epHeads[b]; r != 0 {
+			touch(unsafe.Pointer(&t.flows[r>>1].ep))
+		}
+	}
 }
 
 // touch prefetches one line.
