@@ -40,8 +40,11 @@ const prefetchMinFlows = 1 << 12
 // key and fetch its primary index bucket; (2) find the entries whose tag
 // matches (the bucket is in by now) and fetch their flows' lines, or, if
 // there is none and the bucket says some of its keys live in their
-// secondary bucket, fetch that; (3) the same in the secondary buckets.
-// It keeps each packet's key, hash and first candidate for UpdateAhead.
+// secondary bucket, fetch that; (3) the same in the secondary buckets;
+// (4) for the packets whose tag no entry had (they start flows), the
+// address-index list heads their endpoints go under, then the flows that
+// head those lists now. It keeps each packet's key, hash and first
+// candidate for UpdateAhead.
 // The flows' keys are not compared here: they are not in cache yet, and
 // a tag matches another key too about once in twenty lookups, which
 // costs one more fetch. Two things tried did not pay: fetching the talker
