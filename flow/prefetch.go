@@ -153,6 +153,29 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			touch(unsafe.Pointer(&t.flows[r>>1].ep))
 		}
 	}
+	// In a full table each new flow evicts one, chosen from a sample
+	// drawn (and fetched) evictions ago: work out the victims as evict
+	// will, and fetch what unlinking them reads, their index bucket and
+	// address-index links, then their list neighbours' links.
+	if nv := min(nh/2, evictAhead); nv > 0 && t.free == 0 && t.used == uint32(t.cfg.MaxFlows) && t.ev.drawn && int(t.hwm) > t.cfg.EvictSample {
+		var vs [evictAhead]uint32
+		for i := range nv {
+			v := t.oldest(t.sample(i))
+			vs[i] = v
+			f := &t.flows[v]
+			touch3(unsafe.Pointer(&t.idx[t.primary(f.key.hash(t.seed))]), unsafe.Pointer(&f.ep), unsafe.Pointer(&f.Dirs[BtoA]))
+		}
+		for _, v := range vs[:nv] {
+			for _, l := range t.flows[v].ep {
+				if l.prev != 0 {
+					touch(unsafe.Pointer(&t.flows[l.prev>>1].ep))
+				}
+				if l.next != 0 {
+					touch(unsafe.Pointer(&t.flows[l.next>>1].ep))
+				}
+			}
+		}
+	}
 }
 
 // touch prefetches one line.
