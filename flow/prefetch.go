@@ -130,10 +130,20 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			la.away |= la.away >> 1 & (1 << j)
 		}
 	}
-	// A packet no entry's tag matched starts a flow (a SYN flood is
-	// nothing else): linking it into the address index reads each
-	// endpoint's list head and writes the flow that heads it now. Fetch
-	// the heads, then those flows' links.
+	t.prefetchNewFlows(n, has)
+}
+
+// prefetchNewFlows is Prefetch's fourth pass, for the packets of the first
+// n with a bit in has that no index entry's tag matched: they start
+// flows (a SYN flood is nothing else). Linking one into the address index
+// reads each endpoint's list head and writes the flow that heads it now,
+// so it fetches the heads, then those flows' links. In a full table each
+// new flow also evicts one, chosen from a sample drawn (and fetched)
+// evictions ago: it works out the victims as evict will, and fetches what
+// unlinking them reads, their index bucket and address-index links, then
+// their list neighbours' links.
+func (t *Table) prefetchNewFlows(n int, has uint32) {
+	la := &t.ahead
 	var heads [2 * PrefetchMax]uint64
 	nh := 0
 	for j := range n {
@@ -153,26 +163,24 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			touch(unsafe.Pointer(&t.flows[r>>1].ep))
 		}
 	}
-	// In a full table each new flow evicts one, chosen from a sample
-	// drawn (and fetched) evictions ago: work out the victims as evict
-	// will, and fetch what unlinking them reads, their index bucket and
-	// address-index links, then their list neighbours' links.
-	if nv := min(nh/2, evictAhead); nv > 0 && t.free == 0 && t.used == uint32(t.cfg.MaxFlows) && t.ev.drawn && int(t.hwm) > t.cfg.EvictSample {
-		var vs [evictAhead]uint32
-		for i := range nv {
-			v := t.oldest(t.sample(i))
-			vs[i] = v
-			f := &t.flows[v]
-			touch3(unsafe.Pointer(&t.idx[t.primary(f.key.hash(t.seed))]), unsafe.Pointer(&f.ep), unsafe.Pointer(&f.Dirs[BtoA]))
-		}
-		for _, v := range vs[:nv] {
-			for _, l := range t.flows[v].ep {
-				if l.prev != 0 {
-					touch(unsafe.Pointer(&t.flows[l.prev>>1].ep))
-				}
-				if l.next != 0 {
-					touch(unsafe.Pointer(&t.flows[l.next>>1].ep))
-				}
+	nv := min(nh/2, evictAhead)
+	if nv == 0 || t.free != 0 || t.used != uint32(t.cfg.MaxFlows) || !t.ev.drawn || int(t.hwm) <= t.cfg.EvictSample {
+		return // no new flow, or room for them, or evict looks at every slot
+	}
+	var vs [evictAhead]uint32
+	for i := range nv {
+		v := t.oldest(t.sample(i))
+		vs[i] = v
+		f := &t.flows[v]
+		touch3(unsafe.Pointer(&t.idx[t.primary(f.key.hash(t.seed))]), unsafe.Pointer(&f.ep), unsafe.Pointer(&f.Dirs[BtoA]))
+	}
+	for _, v := range vs[:nv] {
+		for _, l := range t.flows[v].ep {
+			if l.prev != 0 {
+				touch(unsafe.Pointer(&t.flows[l.prev>>1].ep))
+			}
+			if l.next != 0 {
+				touch(unsafe.Pointer(&t.flows[l.next>>1].ep))
 			}
 		}
 	}
