@@ -20,12 +20,15 @@
 // Speed: with a million flows nearly every packet's flow is a cache miss.
 // Table.Prefetch lets a caller with a batch of packets (the sensor with a
 // capture block) put those misses in flight together before it updates
-// them one by one. For the misses to overlap, nothing a packet's Update
-// computes may wait on the previous packet's miss: keys are built in place
-// from address words (internal/ipword), never by copying a [16]byte or a
-// struct that was just written in pieces, because the CPU cannot forward
-// such a copy from the stores before it and makes it wait until they
-// retire. The 5-tuple index (see ibucket) makes finding a flow exactly two
+// them one by one, with Table.UpdateAhead, which uses the keys, hashes and
+// candidate flows Prefetch worked out instead of finding them again. In a
+// full table Prefetch also fetches what the batch's new flows will read to
+// evict and link (see prefetchNewFlows). For the misses to overlap,
+// nothing a packet's Update computes may wait on the previous packet's
+// miss: keys are built in place from address words (internal/ipword),
+// never by copying a [16]byte or a struct that was just written in pieces,
+// because the CPU cannot forward such a copy from the stores before it and
+// makes it wait until they retire. The 5-tuple index (see ibucket) makes finding a flow exactly two
 // dependent misses, an index line then the flow, with no chains. Talker
 // accounting, the largest part of an in-cache Update, is cut to one
 // counter for a flow's later packets in a second by the Bucket's flow
