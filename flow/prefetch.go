@@ -61,7 +61,7 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 	}
 	hs := &la.hs
 	var bs [PrefetchMax]uint32 // the bucket pass 2 or 3 looks in
-	var has, again uint32      // bit j: ps[j] has a flow; its secondary bucket is fetched
+	var fetched, again uint32  // bit j: ps[j]'s index bucket is fetched (it has a flow, and is not a train's later packet); its secondary bucket is
 	prev := false              // ps[j-1] has a flow
 	// Pass 1's index lines go three to a touch3 call: the call into
 	// assembly costs more than its prefetches, and a line asked for a
@@ -91,7 +91,7 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 		prev = true
 		h := k.hash(t.seed)
 		hs[j] = h
-		has |= 1 << j
+		fetched |= 1 << j
 		bs[j] = t.primary(h)
 		q[nq] = unsafe.Pointer(&t.idx[bs[j]])
 		if nq++; nq == 3 {
@@ -106,7 +106,7 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 		touch3(q[0], q[1], q[1])
 	}
 	for j := range n {
-		if has&(1<<j) == 0 {
+		if fetched&(1<<j) == 0 {
 			continue
 		}
 		b := &t.idx[bs[j]]
@@ -125,16 +125,16 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 	}
 	la.away = again
 	for j := 1; j < n; j++ {
-		if la.has&^has&(1<<j) != 0 { // a train's later packet: its flow's
+		if la.has&^fetched&(1<<j) != 0 { // a train's later packet: its flow's
 			la.cand[j] = la.cand[j-1]
 			la.away |= la.away >> 1 & (1 << j)
 		}
 	}
-	t.prefetchNewFlows(n, has)
+	t.prefetchNewFlows(n, fetched)
 }
 
 // prefetchNewFlows is Prefetch's fourth pass, for the packets of the first
-// n with a bit in has that no index entry's tag matched: they start
+// n with a bit in fetched that no index entry's tag matched: they start
 // flows (a SYN flood is nothing else). Linking one into the address index
 // reads each endpoint's list head and writes the flow that heads it now,
 // so it fetches the heads, then those flows' links. In a full table each
@@ -142,12 +142,12 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 // evictions ago: it works out the victims as evict will, and fetches what
 // unlinking them reads, their index bucket and address-index links, then
 // their list neighbours' links.
-func (t *Table) prefetchNewFlows(n int, has uint32) {
+func (t *Table) prefetchNewFlows(n int, fetched uint32) {
 	la := &t.ahead
 	var heads [2 * PrefetchMax]uint64
 	nh := 0
 	for j := range n {
-		if has&(1<<j) == 0 || la.cand[j] != 0 {
+		if fetched&(1<<j) == 0 || la.cand[j] != 0 {
 			continue
 		}
 		k := &la.keys[j]
@@ -239,8 +239,9 @@ type lookahead struct {
 	kicks uint64 // Table.kicks when Prefetch looked
 }
 
-// take returns the key, hash and srcIsLo Prefetch made for ps[j], or a nil
-// key if it made none (ps[j] has no flow, or was taken already).
+// take returns the key, hash, srcIsLo and candidate (see cand) Prefetch
+// made for ps[j], or a nil key if it made none (ps[j] has no flow, or was
+// taken already).
 func (la *lookahead) take(j int) (k *key, h uint64, srcIsLo bool, cand uint32, away bool) {
 	if j >= PrefetchMax || la.has&(1<<j) == 0 {
 		return nil, 0, false, 0, false
