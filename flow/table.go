@@ -339,6 +339,11 @@ func (t *Table) update(p *capture.Packet, k *key, h uint64, srcIsLo bool, cand u
 	if created {
 		b.newFlows++
 	}
+	// Counted now, while the flow and its addresses are in registers and
+	// cache. Holding a batch's talker counting back for one loop at the
+	// end of Prefetch (or between its passes, to fill the wait for the
+	// flows' lines) was slower: random-batch32 93.5 → 103.2 ns a packet,
+	// Zipf 81.5 → 86.2 (medians of 7 side by side).
 	b.addFlow(&f.talk, t.slotOf(f), dir, &ap, f.BPort(), p.Proto, size, newInBucket, flowNewInBucket)
 	return f, dir, created
 }
