@@ -171,9 +171,7 @@ func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus 
 		return errors.Join(append(errs, src.Close())...)
 	}
 
-	sensorNS, routerNS := l.Name(lab.Sensor), l.Name(lab.Router)
-	sensorH, routerH := l.Handle(lab.Sensor), l.Handle(lab.Router)
-	ns := exec.Command("ip", "netns", "exec", sensorNS, "netsniff-ng", "--in", l.TapIface, "--out", "/dev/null", "--silent", "--no-sock-mem", "--ring-size", "64MiB")
+	ns := exec.Command("ip", "netns", "exec", l.Name(lab.Sensor), "netsniff-ng", "--in", l.TapIface, "--out", "/dev/null", "--silent", "--no-sock-mem", "--ring-size", "64MiB")
 	ns.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var nsOut lockedBuffer
 	ns.Stdout, ns.Stderr = &nsOut, &nsOut
@@ -195,33 +193,9 @@ func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus 
 	}
 	time.Sleep(500 * time.Millisecond)
 
-	tx0, err := linkStats(routerH, lab.RouterTap)
-	if err == nil {
-		var rx0 linkCounters
-		rx0, err = linkStats(sensorH, l.TapIface)
-		if err == nil {
-			args := []string{"netns", "exec", routerNS, "trafgen", "--dev", lab.RouterTap, "--in", cfgPath, "--cpus", strconv.Itoa(cpus), "-n", strconv.Itoa(n), "--no-cpu-stats", "--no-sock-mem"}
-			if rate > 0 {
-				args = append(args, "-b", fmt.Sprintf("%dpps", rate))
-			}
-			w := watchTx(routerH, lab.RouterTap, tx0.txPackets)
-			t0 := time.Now()
-			out, gerr := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
-			wall := time.Since(t0)
-			r.elapsed = w.stop()
-			progress("capture: trafgen ran %v, frames moved for %v", wall.Round(time.Millisecond), r.elapsed.Round(time.Millisecond))
-			if gerr != nil {
-				err = fmt.Errorf("trafgen: %v: %s", gerr, tail(string(out), 5))
-			}
-			time.Sleep(time.Second) // rings drain
-			tx1, e1 := linkStats(routerH, lab.RouterTap)
-			rx1, e2 := linkStats(sensorH, l.TapIface)
-			err = errors.Join(err, e1, e2)
-			r.sent = tx1.txPackets - tx0.txPackets
-			r.arrived = rx1.rxPackets - rx0.rxPackets
-			r.rxDropped = rx1.rxDropped - rx0.rxDropped
-		}
-	}
+	var g blastRun
+	g, err = blast(ctx, l, "capture", cfgPath, n, rate, cpus)
+	r.sent, r.arrived, r.rxDropped, r.elapsed = g.sent, g.arrived, g.rxDropped, g.elapsed
 	syscall.Kill(-ns.Process.Pid, syscall.SIGINT)
 	select {
 	case <-nsDone:
@@ -240,6 +214,49 @@ func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus 
 	}
 	r.nsSeen, r.nsDrops = incoming-dropped, dropped
 	return r, nil
+}
+
+// blastRun is what one trafgen run put on the tap cable.
+type blastRun struct {
+	sent, arrived, rxDropped uint64        // r-tap tx packets; tap0 rx packets and rx_dropped
+	elapsed                  time.Duration // the window r-tap's tx counter moved in
+}
+
+// blast runs trafgen in the lab's router namespace, writing n frames of
+// the configuration at cfgPath into the tap cable (rate pps, 0 as fast as
+// it goes, on cpus CPUs), then waits a second for the rings to drain and
+// reads what the interfaces counted. name labels its progress lines.
+func blast(ctx context.Context, l *lab.Lab, name, cfgPath string, n, rate, cpus int) (blastRun, error) {
+	var r blastRun
+	routerH, sensorH := l.Handle(lab.Router), l.Handle(lab.Sensor)
+	tx0, err := linkStats(routerH, lab.RouterTap)
+	if err != nil {
+		return r, err
+	}
+	rx0, err := linkStats(sensorH, l.TapIface)
+	if err != nil {
+		return r, err
+	}
+	args := []string{"netns", "exec", l.Name(lab.Router), "trafgen", "--dev", lab.RouterTap, "--in", cfgPath, "--cpus", strconv.Itoa(cpus), "-n", strconv.Itoa(n), "--no-cpu-stats", "--no-sock-mem"}
+	if rate > 0 {
+		args = append(args, "-b", fmt.Sprintf("%dpps", rate))
+	}
+	w := watchTx(routerH, lab.RouterTap, tx0.txPackets)
+	t0 := time.Now()
+	out, gerr := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	wall := time.Since(t0)
+	r.elapsed = w.stop()
+	progress("%s: trafgen ran %v, frames moved for %v", name, wall.Round(time.Millisecond), r.elapsed.Round(time.Millisecond))
+	if gerr != nil {
+		err = fmt.Errorf("trafgen: %v: %s", gerr, tail(string(out), 5))
+	}
+	time.Sleep(time.Second) // rings drain
+	tx1, e1 := linkStats(routerH, lab.RouterTap)
+	rx1, e2 := linkStats(sensorH, l.TapIface)
+	r.sent = tx1.txPackets - tx0.txPackets
+	r.arrived = rx1.rxPackets - rx0.rxPackets
+	r.rxDropped = rx1.rxDropped - rx0.rxDropped
+	return r, errors.Join(err, e1, e2)
 }
 
 // txWatch samples an interface's tx counter every millisecond to time the
