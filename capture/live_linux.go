@@ -51,7 +51,7 @@ type Live struct {
 // goroutine touches the rings.
 type liveWorker struct {
 	bulk, lane []*sock
-	batch      frameBatch    // a bulk block's frames on their way to a BatchHandler
+	batch      frameBatch    // a bulk block's or the lanes' frames on their way to a BatchHandler
 	efd        int           // eventfd: Wake, ctx cancel and Close kick the poll
 	pfds       []unix.PollFd // lanes, then bulks, then efd
 	wakeReq    atomic.Bool   // Wake asked for an Idle call
@@ -319,7 +319,7 @@ func (w *liveWorker) pollError(i int) error {
 func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
 	n := 0
 	for _, s := range w.lane {
-		n += s.v2Drain(h, m)
+		n += s.v2Drain(h, m, &w.batch)
 	}
 	if n > 0 {
 		w.laneFrames.Add(uint64(n))

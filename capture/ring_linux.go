@@ -356,41 +356,89 @@ func (s *sock) v2FrameOff(i int) int {
 	return (i/s.framesPerBlock)*s.blockSize + (i%s.framesPerBlock)*s.frameSize
 }
 
-// v2Drain delivers every ready frame of a V2 ring, flagged Lane.
-func (s *sock) v2Drain(h Handler, m *Meta) (n int) {
-	for {
-		off := s.v2FrameOff(s.cur)
-		if s.status(off)&unix.TP_STATUS_USER == 0 {
-			return n
-		}
-		fr := s.mem[off : off+s.frameSize : off+s.frameSize]
-		hdr := (*unix.Tpacket2Hdr)(unsafe.Pointer(&fr[0]))
-		start := int(hdr.Mac)
-		end := start + int(hdr.Snaplen)
-		if start >= unix.SizeofTpacket2Hdr && end <= len(fr) && fr[v2PktType] != unix.PACKET_OUTGOING {
-			*m = Meta{
-				Timestamp: int64(hdr.Sec)*1e9 + int64(hdr.Nsec),
-				WireLen:   hdr.Len,
-				Port:      s.port,
-				Lane:      true,
+// v2Drain delivers every ready frame of a V2 ring, flagged Lane: through
+// Frame, or, if h is a BatchHandler, through Frames, each call taking the
+// frames that are ready when it starts (up to MaxBatch; fb holds them, and
+// they stay ours until the call returns). A frame that arrives alone goes
+// to Frames alone, so an idle lane waits for nothing; frames that queued
+// up behind a busy worker (a SYN flood, a burst of data) are handled
+// together, so the flow table can prefetch them as it does a bulk block's.
+func (s *sock) v2Drain(h Handler, m *Meta, fb *frameBatch) (n int) {
+	bh, batched := h.(BatchHandler)
+	if !batched {
+		for {
+			off := s.v2FrameOff(s.cur)
+			if s.status(off)&unix.TP_STATUS_USER == 0 {
+				return n
 			}
-			if hdr.Status&unix.TP_STATUS_VLAN_VALID != 0 {
-				m.HasVLAN = true
-				m.VLANTCI = hdr.Vlan_tci
-				if hdr.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
-					m.VLANTPID = hdr.Vlan_tpid
-				}
-				m.WireLen += vlanTagLen
+			if fr, ok := s.v2Frame(off, m); ok {
+				h.Frame(fr, m)
+				n++
 			}
-			h.Frame(fr[start:end:end], m)
-			n++
-		}
-		s.release(off)
-		s.cur++
-		if s.cur == s.numFrames {
-			s.cur = 0
+			s.release(off)
+			s.nextFrame()
 		}
 	}
+	for {
+		first, taken := s.cur, 0 // ring frames this round holds, handed on or skipped
+		for fb.n < MaxBatch && taken < s.numFrames {
+			off := s.v2FrameOff(s.cur)
+			if s.status(off)&unix.TP_STATUS_USER == 0 {
+				break
+			}
+			if fr, ok := s.v2Frame(off, &fb.metas[fb.n]); ok {
+				fb.frames[fb.n] = fr
+				fb.n++
+			}
+			taken++
+			s.nextFrame()
+		}
+		if taken == 0 {
+			return n
+		}
+		n += fb.n
+		fb.flush(bh)
+		// The handler is done with them: hand them back, in ring order.
+		for i := range taken {
+			s.release(s.v2FrameOff((first + i) % s.numFrames))
+		}
+	}
+}
+
+// nextFrame moves a V2 ring's cursor on by one frame.
+func (s *sock) nextFrame() {
+	if s.cur++; s.cur == s.numFrames {
+		s.cur = 0
+	}
+}
+
+// v2Frame returns the frame at off in a V2 ring and sets *m to its
+// metadata, or reports false for a frame that is not traffic: sent by this
+// host (our own resets), or with offsets outside the frame (the kernel
+// wrote them, but a corrupt ring must not crash the sensor).
+func (s *sock) v2Frame(off int, m *Meta) ([]byte, bool) {
+	fr := s.mem[off : off+s.frameSize : off+s.frameSize]
+	hdr := (*unix.Tpacket2Hdr)(unsafe.Pointer(&fr[0]))
+	start := int(hdr.Mac)
+	end := start + int(hdr.Snaplen)
+	if start < unix.SizeofTpacket2Hdr || end > len(fr) || fr[v2PktType] == unix.PACKET_OUTGOING {
+		return nil, false
+	}
+	*m = Meta{
+		Timestamp: int64(hdr.Sec)*1e9 + int64(hdr.Nsec),
+		WireLen:   hdr.Len,
+		Port:      s.port,
+		Lane:      true,
+	}
+	if hdr.Status&unix.TP_STATUS_VLAN_VALID != 0 {
+		m.HasVLAN = true
+		m.VLANTCI = hdr.Vlan_tci
+		if hdr.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 {
+			m.VLANTPID = hdr.Vlan_tpid
+		}
+		m.WireLen += vlanTagLen
+	}
+	return fr[start:end:end], true
 }
 
 func nativeU32(b []byte, off int) uint32 {

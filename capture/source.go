@@ -40,17 +40,19 @@ type Handler interface {
 // trains of 8 packets a flow 76.3 → 62.4, Zipf 86.8 → 84.4, random
 // 109.7 → 103.5. 64 was no faster with 1M flows and slower with 10k
 // (104.5). A batch is decoded before any of it is handled, which delays
-// its first frame by about half a microsecond more than 16 did; the
-// frames that decide a race come through the lane, one at a time.
+// its first frame by about half a microsecond more than 16 did. The lane,
+// whose frames decide a race, hands over only the frames already waiting,
+// so a frame that comes alone is not held for others.
 const MaxBatch = 32
 
 // BatchHandler is a Handler that can also take frames several at a time,
 // to look ahead (the sensor prefetches the flows of a batch so their cache
 // misses overlap). A live source hands it the frames of each bulk ring
-// block through Frames, up to MaxBatch per call, in ring order; lane
-// frames, which are latency-critical and come one at a time, and capture
-// files still go through Frame. Frames must handle its frames exactly as
-// that many Frame calls in the same order would.
+// block through Frames, up to MaxBatch per call, in ring order, and the
+// lane's the same way, each call taking the lane frames waiting when it
+// starts (often just one); capture files still go through Frame. Frames
+// must handle its frames exactly as that many Frame calls in the same
+// order would.
 type BatchHandler interface {
 	Handler
 	// Frames is called with up to MaxBatch frames and their metadata,

@@ -47,8 +47,8 @@ type laneKey struct {
 
 // worker is one capture stream's engine. Everything in it is touched only
 // on its goroutine, except the atomic counters the snapshotter reads. It
-// is a capture.BatchHandler: bulk blocks come through Frames, lane frames
-// and capture files through Frame.
+// is a capture.BatchHandler: live frames, bulk and lane, come through
+// Frames, capture files through Frame.
 type worker struct {
 	e     *Engine
 	id    int
@@ -60,8 +60,8 @@ type worker struct {
 	shots [maxShots]shot
 	buf   [inject.MaxFrameLen]byte
 
-	// A bulk block's frames, decoded ahead so the flow table can prefetch
-	// their flows (Frames).
+	// A batch of live frames, decoded ahead so the flow table can
+	// prefetch their flows (Frames).
 	batch   [capture.MaxBatch]capture.Packet
 	reasons [capture.MaxBatch]capture.Reason
 
@@ -107,12 +107,13 @@ func (w *worker) Frame(frame []byte, m *capture.Meta) {
 	w.handle(frame, m, &w.pkt, -1, capture.Decode(frame, m, &w.pkt))
 }
 
-// Frames handles the frames of a bulk capture block, up to
-// capture.MaxBatch at a time: it decodes them all first and has the flow
-// table prefetch their flows, so that with a large table their cache
-// misses overlap instead of costing a memory latency each; then it handles
-// each, in order, exactly as Frame would (the prefetch is only a hint:
-// housekeeping, evictions or the lane between two frames change nothing).
+// Frames handles live frames (a bulk capture block's, or the lane's that
+// were waiting), up to capture.MaxBatch at a time: it decodes them all
+// first and has the flow table prefetch their flows, so that with a large
+// table their cache misses overlap instead of costing a memory latency
+// each; then it handles each, in order, exactly as Frame would (the
+// prefetch is only a hint: housekeeping, evictions or the lane between two
+// frames change nothing).
 func (w *worker) Frames(frames [][]byte, ms []capture.Meta) {
 	n := min(len(frames), len(w.batch))
 	for j := range n {
