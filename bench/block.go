@@ -303,7 +303,6 @@ func runKill(ctx context.Context, o *options) (*Section, error) {
 
 // killRun opens the sessions, bans, and reports the death latencies.
 func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]string, error) {
-	dst := netip.AddrPortFrom(l.Server4, lab.EchoPort)
 	var c *canopy
 	if blocker == "canopy" {
 		dir, err := os.MkdirTemp("", "canopy-bench-state-")
@@ -316,6 +315,29 @@ func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]
 		}
 		defer c.stop()
 	}
+	return killSessions(ctx, l, n, legitN, func() (time.Time, func(), error) {
+		if c != nil {
+			at := time.Now()
+			return at, func() {}, c.ban(l.ClientBanned4.String())
+		}
+		// tcpkill has no ban to add: its "ban" is the moment it says it is
+		// listening on the tap.
+		tk, err := startTcpkill(l, l.ClientBanned4.String(), 0)
+		if err != nil {
+			return time.Time{}, nil, err
+		}
+		return tk.ready, tk.stop, nil
+	})
+}
+
+// killSessions opens n sessions from the lab's banned client and legitN
+// from its legitimate one to the echo server, lets them chat for 500 ms,
+// calls ban (which returns the ban's time and, if not nil, what to call
+// when the measurement is over, even if it failed), waits up to 5 s for the banned sessions to die,
+// and returns the kill table's cells: sessions, dead, p50, p99, max,
+// causes, legit killed.
+func killSessions(ctx context.Context, l *lab.Lab, n, legitN int, ban func() (time.Time, func(), error)) ([]string, error) {
+	dst := netip.AddrPortFrom(l.Server4, lab.EchoPort)
 	ss, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientBanned4, Dst: dst, N: n, Interval: 50 * time.Millisecond})
 	if err != nil {
 		return nil, err
@@ -330,20 +352,12 @@ func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]
 	if alive := ss.Alive(); alive != n {
 		return nil, fmt.Errorf("only %d of %d sessions alive before the ban", alive, n)
 	}
-	banAt := time.Now()
-	if c != nil {
-		if err := c.ban(l.ClientBanned4.String()); err != nil {
-			return nil, err
-		}
-	} else {
-		// tcpkill has no ban to add: its "ban" is the moment it says it is
-		// listening on the tap.
-		tk, err := startTcpkill(l, l.ClientBanned4.String(), 0)
-		if err != nil {
-			return nil, err
-		}
-		defer tk.stop()
-		banAt = tk.ready
+	banAt, done, err := ban()
+	if done != nil {
+		defer done()
+	}
+	if err != nil {
+		return nil, err
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	ss.WaitDead(wctx, 0)

@@ -123,7 +123,7 @@ var suite = []benchmark{
 	{"block", true, one(runBlock)},
 	{"kill", true, one(runKill)},
 	{"capture", true, runCapture},
-	{"flood", true, one(runFlood)},
+	{"flood", true, runFlood},
 	{"lane", true, one(runLane)},
 	{"engine", false, one(runEngine)},
 	{"decode", false, one(runMicro("decode"))},
