@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseBenchMedians(t *testing.T) {
@@ -77,5 +80,32 @@ func TestLaneLine(t *testing.T) {
 		if m[i+1] != w {
 			t.Errorf("field %d = %q, want %q", i, m[i+1], w)
 		}
+	}
+}
+
+// TestProcCPU: procCPU reads this process's CPU time as getrusage counts
+// it (user + system), within the 10 ms tick /proc counts in.
+func TestProcCPU(t *testing.T) {
+	rusage := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	for deadline := time.Now().Add(5 * time.Second); rusage() < 200*time.Millisecond && time.Now().Before(deadline); {
+		// burn CPU, so there is something to count
+	}
+	before := rusage()
+	got, err := procCPU(os.Getpid())
+	after := rusage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got < before-20*time.Millisecond || got > after+20*time.Millisecond {
+		t.Fatalf("procCPU %v, getrusage %v..%v", got, before, after)
+	}
+	if _, err := procCPU(-1); err == nil {
+		t.Fatal("procCPU of no process: no error")
 	}
 }
