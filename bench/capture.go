@@ -101,15 +101,11 @@ func runCaptureSimultaneous(ctx context.Context, o *options) (*Section, error) {
 		return s, err
 	}
 	defer l.Close()
-	dir, err := os.MkdirTemp("", "canopy-bench-capture-")
+	dir, cfgPath, err := trafgenFile("capture", trafgenConfig)
 	if err != nil {
 		return s, err
 	}
 	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "frame.cfg")
-	if err := os.WriteFile(cfgPath, []byte(trafgenConfig), 0o644); err != nil {
-		return s, err
-	}
 	runs := []struct {
 		label string
 		n     int
@@ -214,6 +210,20 @@ func captureOnce(ctx context.Context, l *lab.Lab, cfgPath string, n, rate, cpus 
 	}
 	r.nsSeen, r.nsDrops = incoming-dropped, dropped
 	return r, nil
+}
+
+// trafgenFile writes the trafgen configuration cfg into a new temporary
+// directory, which the caller removes, for the benchmark called name.
+func trafgenFile(name, cfg string) (dir, path string, err error) {
+	if dir, err = os.MkdirTemp("", "canopy-bench-"+name+"-"); err != nil {
+		return "", "", err
+	}
+	path = filepath.Join(dir, "frames.cfg")
+	if err = os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", "", err
+	}
+	return dir, path, nil
 }
 
 // blastRun is what one trafgen run put on the tap cable.

@@ -55,15 +55,11 @@ func runFlood(ctx context.Context, o *options) ([]*Section, error) {
 		return secs[:1], err
 	}
 	defer l.Close()
-	dir, err := os.MkdirTemp("", "canopy-bench-flood-")
+	dir, cfgPath, err := trafgenFile("flood", synFloodConfig)
 	if err != nil {
 		return secs[:1], err
 	}
 	defer os.RemoveAll(dir)
-	cfgPath := filepath.Join(dir, "syn.cfg")
-	if err := os.WriteFile(cfgPath, []byte(synFloodConfig), 0o644); err != nil {
-		return secs[:1], err
-	}
 	c, err := startCanopy(l, filepath.Join(dir, "state"), 0)
 	if err != nil {
 		return secs[:1], err
