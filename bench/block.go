@@ -267,7 +267,6 @@ func blockRun(ctx context.Context, l *lab.Lab, blocker string, p blockParams) (b
 // runKill measures the time from a ban to the death of 100 live sessions
 // (one line each per 50 ms), for canopy's proactive kill and for tcpkill.
 func runKill(ctx context.Context, o *options) (*Section, error) {
-	const n, legitN = 100, 10
 	cmd := o.command("kill")
 	s := &Section{Name: "kill", Title: "Ban → death of 100 live sessions",
 		Target:  "all 100 dead within 10 ms of the ban (p99); legitimate sessions untouched",
@@ -280,8 +279,8 @@ func runKill(ctx context.Context, o *options) (*Section, error) {
 			return s, err
 		}
 		for _, blocker := range []string{"canopy", "tcpkill"} {
-			progress("kill: %v delay, %s, %d sessions…", d, blocker, n)
-			cells, err := killRun(ctx, l, blocker, n, legitN)
+			progress("kill: %v delay, %s, %d sessions…", d, blocker, killN)
+			cells, err := killRun(ctx, l, blocker)
 			if err == nil && ctx.Err() != nil {
 				err = errors.New("interrupted")
 			}
@@ -297,12 +296,16 @@ func runKill(ctx context.Context, o *options) (*Section, error) {
 		}
 	}
 	s.note("%d sessions from the banned address to the echo server each send one line per 50 ms (lab.OpenSessions), plus %d from the legitimate address; after 500 ms the address is banned (canopy: rules.Store.Add, which the engine sees through its changes feed and answers with a proactive kill from the flow table's last numbers; tcpkill: started then; its ban time is the moment it prints \"listening\", since it has no ban to add). "+
-		"Each session's death is when its reader/writer first saw the error (lab.Session.Died); latency = Died − ban time. Sessions still alive after 5 s count as not dead and are left out of the quantiles. Host load (1 min) after each run: %s.", n, legitN, strings.Join(loads, "; "))
+		"Each session's death is when its reader/writer first saw the error (lab.Session.Died); latency = Died − ban time. Sessions still alive after 5 s count as not dead and are left out of the quantiles. Host load (1 min) after each run: %s.", killN, killLegit, strings.Join(loads, "; "))
 	return s, nil
 }
 
+// The sessions a kill measurement opens: killN from the banned address,
+// killLegit from the legitimate one.
+const killN, killLegit = 100, 10
+
 // killRun opens the sessions, bans, and reports the death latencies.
-func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]string, error) {
+func killRun(ctx context.Context, l *lab.Lab, blocker string) ([]string, error) {
 	var c *canopy
 	if blocker == "canopy" {
 		dir, err := os.MkdirTemp("", "canopy-bench-state-")
@@ -315,7 +318,7 @@ func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]
 		}
 		defer c.stop()
 	}
-	return killSessions(ctx, l, n, legitN, func() (time.Time, func(), error) {
+	return killSessions(ctx, l, func() (time.Time, func(), error) {
 		if c != nil {
 			at := time.Now()
 			return at, func() {}, c.ban(l.ClientBanned4.String())
@@ -330,13 +333,14 @@ func killRun(ctx context.Context, l *lab.Lab, blocker string, n, legitN int) ([]
 	})
 }
 
-// killSessions opens n sessions from the lab's banned client and legitN
-// from its legitimate one to the echo server, lets them chat for 500 ms,
-// calls ban (which returns the ban's time and, if not nil, what to call
-// when the measurement is over, even if it failed), waits up to 5 s for the banned sessions to die,
-// and returns the kill table's cells: sessions, dead, p50, p99, max,
-// causes, legit killed.
-func killSessions(ctx context.Context, l *lab.Lab, n, legitN int, ban func() (time.Time, func(), error)) ([]string, error) {
+// killSessions opens killN sessions from the lab's banned client and
+// killLegit from its legitimate one to the echo server, lets them chat for
+// 500 ms, calls ban (which returns the ban's time and, if not nil, what to
+// call when the measurement is over, even if it failed), waits up to 5 s
+// for the banned sessions to die, and returns the kill table's cells:
+// sessions, dead, p50, p99, max, causes, legit killed.
+func killSessions(ctx context.Context, l *lab.Lab, ban func() (time.Time, func(), error)) ([]string, error) {
+	n, legitN := killN, killLegit
 	dst := netip.AddrPortFrom(l.Server4, lab.EchoPort)
 	ss, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientBanned4, Dst: dst, N: n, Interval: 50 * time.Millisecond})
 	if err != nil {

@@ -112,9 +112,6 @@ func runFlood(ctx context.Context, o *options) ([]*Section, error) {
 	return secs, nil
 }
 
-// Sessions of floodKill, as in the kill benchmark.
-const killN, killLegit = 100, 10
-
 // floodKill opens live sessions, floods the sensor, bans the sessions'
 // address in the middle of the flood, and adds the kill's row to ks.
 func floodKill(ctx context.Context, l *lab.Lab, c *canopy, ks *Section, cmd, cfgPath string, n int, lead time.Duration) error {
@@ -128,7 +125,7 @@ func floodKill(ctx context.Context, l *lab.Lab, c *canopy, ks *Section, cmd, cfg
 		floodErr error
 		flooded  = make(chan error, 1)
 	)
-	cells, err := killSessions(ctx, l, killN, killLegit, func() (time.Time, func(), error) {
+	cells, err := killSessions(ctx, l, func() (time.Time, func(), error) {
 		go func() {
 			_, err := blast(ctx, l, "flood", cfgPath, n, 0, 2)
 			flooded <- err
