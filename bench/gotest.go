@@ -37,7 +37,7 @@ var microGroups = map[string]microGroup{
 		title:  "Flow table with 1M flows",
 		target: "update ≤ 80 ns/packet with 1M live flows, 0 allocs; ≤ 200 bytes per flow (issue 4)",
 		runs: []microRun{
-			{pkg: "./flow/", pattern: "^Benchmark(Update|UpdateNewFlows|ExpireBatch|Snapshot|DRAMLine)$"},
+			{pkg: "./flow/", pattern: "^Benchmark(Update|UpdateNewFlows|BucketAdd|ExpireBatch|Snapshot|DRAMLine)$"},
 			{pkg: "./flow/", pattern: "^BenchmarkMemoryPerFlow$", benchtime: "1x"},
 			{pkg: "./sensor/", pattern: "^BenchmarkWorkerFrames?$/^flows=1000000$"},
 		},

@@ -87,33 +87,87 @@ func newTalkerMap(kind TalkerKind, n int) talkerMap {
 // add counts one packet of size bytes for the key of hash h, which the
 // map's kind of key of ap, port and proto is (see putKey: stored only when
 // the key gets a row); countFlow adds one to the distinct-flow count. It
-// returns the row it counted into (-1: other), for bump.
+// returns the row it counted into (-1: other). Bucket.add does the same
+// for each kind written out, so that the compiler inlines turnsAway and
+// first there, which it cannot do for add as one call.
 func (m *talkerMap) add(h uint64, ap *addrPorts, port uint16, proto uint8, size uint64, countFlow bool) int32 {
-	row := int32(-1)
-	if len(m.rows) == cap(m.rows) && !m.maySee(h) {
-		m.bump(row, size, countFlow)
-		return row
-	}
-	tag := uint32(h>>(64-indexTagBits)) << indexRowBits
-	for s := h & m.mask; ; s = (s + 1) & m.mask {
-		e := m.index[s]
-		if e == 0 {
-			if len(m.rows) == cap(m.rows) {
-				break
-			}
-			m.rows = append(m.rows, talkerRow{h: h})
-			m.putKey(ap, port, proto)
-			m.index[s] = tag | uint32(len(m.rows))
-			m.see(h)
-			row = int32(len(m.rows) - 1)
-			break
-		}
-		if e&^indexRowMask == tag && m.rows[e&indexRowMask-1].h == h {
-			row = int32(e&indexRowMask - 1)
-			break
+	row := int32(rowFull)
+	if !m.turnsAway(h) {
+		if row = m.first(h); row == rowProbe {
+			row = m.slow(h, ap, port, proto)
 		}
 	}
 	m.bump(row, size, countFlow)
+	return row
+}
+
+// Outcomes of a lookup besides a row.
+const (
+	rowFull  = -1 // the key has no row and the map is full: it counts in other
+	rowProbe = -2 // first's look was not enough
+)
+
+// turnsAway reports whether the map is full and its Bloom filter says the
+// key of hash h is not in it: the key counts in other. With first, what
+// Bucket.add inlines of a lookup (each is small enough to be inlined; the
+// two together are not).
+func (m *talkerMap) turnsAway(h uint64) bool {
+	return len(m.rows) == cap(m.rows) && !m.maySee(h)
+}
+
+// first returns the row of the key of hash h if the first index slot its
+// probe reads holds it, else rowProbe.
+func (m *talkerMap) first(h uint64) int32 {
+	e := m.index[h&m.mask]
+	if e != 0 && e>>indexRowBits == uint32(h>>(64-indexTagBits)) {
+		if i := e&indexRowMask - 1; m.rows[i].h == h {
+			return int32(i)
+		}
+	}
+	return rowProbe
+}
+
+// find returns the row of the key of hash h; rowFull if it has none and
+// the map is full; or, if it has none and the map has room, -2 minus the
+// index slot its row would take (see insert). It calls nothing, so that
+// the probe keeps its values in registers.
+func (m *talkerMap) find(h uint64) int32 {
+	full := len(m.rows) == cap(m.rows)
+	index, rows, mask := m.index, m.rows, m.mask
+	tag := uint32(h >> (64 - indexTagBits))
+	for s := h & mask; ; s = (s + 1) & mask {
+		e := index[s]
+		if e == 0 {
+			if full {
+				return rowFull
+			}
+			return int32(-2 - int64(s))
+		}
+		if e>>indexRowBits == tag {
+			if i := e&indexRowMask - 1; rows[i].h == h {
+				return int32(i)
+			}
+		}
+	}
+}
+
+// insert gives the key of hash h, which the map's kind of key of ap, port
+// and proto is, a row whose number it stores in index slot s (from find),
+// and returns the row.
+func (m *talkerMap) insert(h, s uint64, ap *addrPorts, port uint16, proto uint8) int32 {
+	m.rows = append(m.rows, talkerRow{h: h})
+	m.putKey(ap, port, proto)
+	m.index[s] = uint32(h>>(64-indexTagBits))<<indexRowBits | uint32(len(m.rows))
+	m.see(h)
+	return int32(len(m.rows) - 1)
+}
+
+// slow is the rest of a lookup that turnsAway and first did not settle.
+func (m *talkerMap) slow(h uint64, ap *addrPorts, port uint16, proto uint8) int32 {
+	row := m.find(h)
+	if row < -1 {
+		row = m.insert(h, uint64(-2-row), ap, port, proto)
+	}
 	return row
 }
 
@@ -304,29 +358,66 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // cannot be forwarded from the four 4-byte stores that wrote it and so
 // waits for them to retire (see addrPorts).
 //
-// A source or destination not in its full map is never in the pairs' map
-// either (that map, as large, fills no later), so the pair's lookup could
-// be skipped for it, exactly: tried, and with uniformly random flows, where
-// every packet has such a key, it measured nothing (batch32, medians of 7
-// and 9 side by side: 86.7 → 84.6, 88.6 → 88.0 ns a packet).
+// Each kind's lookup is written out here rather than a call of
+// talkerMap.add: calls cost more than the lookups, because Go keeps no
+// register across a call and every one reloads the arguments (callgrind:
+// 370 → 275 instructions a packet with uniformly random flows). The
+// compiler inlines turnsAway and first, which settle nearly every key: a
+// full map turns most away, and most hits are in their first slot. Only
+// the rest take a call (slow). A pair whose source or destination has no
+// row has none either (the pairs' map, as large, fills no later than
+// theirs), so its lookup is skipped. Measured side by side (taskset -c 1,
+// medians of 9): BenchmarkUpdate/random-batch32 97.9 → 90.8 ns a packet,
+// zipf 79.8 → 75.2, hot16k 58.9 → 57.3, train8 57.5 → 56.0;
+// BenchmarkBucketAdd 19.8 → 15.2 ns (medians of 5).
 //
-// Uniformly random flows spend about a quarter of Update here (random-
-// batch32 with talker accounting taken out, medians of 5 side by side:
-// 94.4 → 67.3 ns a packet; Zipf 73.7 → 65.8), almost all of it on keys a
-// full map turns away. Three ways to cut it measured nothing (medians of
-// 7 side by side, random-batch32; 3 % is within this machine's noise):
-// checking the Bloom filters here, inlined, instead of in add (99.2 →
-// 95.9 ns, and 17.8 → 18.0 ns a call with the maps in cache); loading
-// every map's filter word and first index slot before any probe (97.5 →
-// 95.9, Zipf 77.0 → 78.6); and 47 bits of the hash in 8-byte index
-// slots, so that a hit reads no row (101.6 → 101.4, trains 58.3 → 61.2).
+// Uniformly random flows spent about a quarter of Update here before
+// (random-batch32 with talker accounting taken out, medians of 5 side by
+// side: 94.4 → 67.3 ns a packet; Zipf 73.7 → 65.8). Ways to cut it that
+// measured nothing (medians of 7 side by side, random-batch32; 3 % is
+// within this machine's noise): loading every map's filter word and first
+// index slot before any probe (97.5 → 95.9, Zipf 77.0 → 78.6); 47 bits of
+// the hash in 8-byte index slots, so that a hit reads no row (101.6 →
+// 101.4, trains 58.3 → 61.2); and in Prefetch, hashing each packet's
+// addresses and fetching their index slots, then the rows their tags name
+// (random 89.0 → 102.0, Zipf 69.6 → 82.7: more work than the misses it
+// saves).
 func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool, rows *[NumKinds]uint16) {
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
 	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
-	rows[BySrc] = uint16(b.maps[BySrc].add(hs, ap, port, proto, size, countDir))
-	rows[ByDst] = uint16(b.maps[ByDst].add(hd, ap, port, proto, size, countDir))
-	rows[ByPair] = uint16(b.maps[ByPair].add(mix(hs^hk1, hd^hk2), ap, port, proto, size, countDir))
-	rows[ByPort] = uint16(b.maps[ByPort].add(mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1), ap, port, proto, size, countFlow))
+	ms := &b.maps
+	src := int32(rowFull)
+	if m := &ms[BySrc]; !m.turnsAway(hs) {
+		if src = m.first(hs); src == rowProbe {
+			src = m.slow(hs, ap, port, proto)
+		}
+	}
+	ms[BySrc].bump(src, size, countDir)
+	rows[BySrc] = uint16(src)
+	dst := int32(rowFull)
+	if m := &ms[ByDst]; !m.turnsAway(hd) {
+		if dst = m.first(hd); dst == rowProbe {
+			dst = m.slow(hd, ap, port, proto)
+		}
+	}
+	ms[ByDst].bump(dst, size, countDir)
+	rows[ByDst] = uint16(dst)
+	pair := int32(rowFull)
+	if hp := mix(hs^hk1, hd^hk2); src >= 0 && dst >= 0 && !ms[ByPair].turnsAway(hp) {
+		if pair = ms[ByPair].first(hp); pair == rowProbe {
+			pair = ms[ByPair].slow(hp, ap, port, proto)
+		}
+	}
+	ms[ByPair].bump(pair, size, countDir)
+	rows[ByPair] = uint16(pair)
+	svc := int32(rowFull)
+	if hp := mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1); !ms[ByPort].turnsAway(hp) {
+		if svc = ms[ByPort].first(hp); svc == rowProbe {
+			svc = ms[ByPort].slow(hp, ap, port, proto)
+		}
+	}
+	ms[ByPort].bump(svc, size, countFlow)
+	rows[ByPort] = uint16(svc)
 }
 
 // keyBytes is the bytes a key of kind k takes in a talkerMap: an address
