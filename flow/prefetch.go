@@ -77,7 +77,7 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 	n := min(len(ps), PrefetchMax)
 	for j := range n {
 		k := &la.keys[j]
-		lo, ok := flowKey(&ps[j], k)
+		lo, ok := flowKey(&ps[j], k, &la.aps[j])
 		if !ok {
 			prev = false
 			continue
@@ -201,17 +201,16 @@ func (t *Table) touchFlow(i uint32) {
 // choosing an eviction victim read (key, bits, state, Flow.last).
 func (t *Table) touchFlowHead(i uint32) { touch(unsafe.Pointer(&t.flows[i])) }
 
-// flowKey sets k to the key Update files p under and reports whether p's
-// source is its lo endpoint, or reports ok false (k untouched) for packets
-// that have no flow.
-func flowKey(p *capture.Packet, k *key) (srcIsLo, ok bool) {
+// flowKey sets k to the key Update files p under and *ap to p's
+// addresses and ports, and reports whether p's source is its lo endpoint,
+// or reports ok false (k and ap untouched) for packets that have no flow.
+func flowKey(p *capture.Packet, k *key, ap *addrPorts) (srcIsLo, ok bool) {
 	if (p.IPVersion != 4 && p.IPVersion != 6) || !p.Src.IsValid() || p.Src.Is4() != p.Dst.Is4() || !(p.IsTCP() || p.IsUDP()) {
 		return false, false
 	}
-	var ap addrPorts
 	ap.fill(p)
 	ap.sport, ap.dport = p.SrcPort, p.DstPort
-	return makeKey(&ap, k), true
+	return makeKey(ap, k), true
 }
 
 // lookahead holds the keys and hashes Prefetch made for the packets of its
@@ -224,6 +223,7 @@ type lookahead struct {
 	lo   uint32           // bit j: ps[j]'s source is its key's lo endpoint
 	hs   [PrefetchMax]uint64
 	keys [PrefetchMax]key
+	aps  [PrefetchMax]addrPorts // the addresses and ports keys[j] was made of, for the talkers
 	// cand[j] is the slot of the first entry Prefetch found with ps[j]'s
 	// tag (0: none), in the key's secondary bucket if bit j of away is
 	// set. That was so when Prefetch looked; by UpdateAhead's time the

@@ -1113,7 +1113,7 @@ func TestIndexKeysMoveHomeWhenRoomFrees(t *testing.T) {
 	for i := range n {
 		p.Src = addr(i)
 		var k key
-		flowKey(p, &k)
+		flowKey(p, &k, new(addrPorts))
 		if _, a := tb.find(&k, k.hash(tb.seed)); a {
 			away = append(away, i)
 		}
@@ -1148,7 +1148,7 @@ func TestIndexKeysMoveHomeWhenRoomFrees(t *testing.T) {
 				t.Fatalf("flow %d lost", i)
 			}
 			var k key
-			flowKey(p, &k)
+			flowKey(p, &k, new(addrPorts))
 			h := k.hash(tb.seed)
 			if _, a := tb.find(&k, h); a {
 				if tb.idx[tb.primary(h)].free() >= 0 {
