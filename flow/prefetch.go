@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"math/bits"
 	"unsafe"
 
 	"canopy/capture"
@@ -130,27 +131,32 @@ func (t *Table) Prefetch(ps []capture.Packet) {
 			la.away |= la.away >> 1 & (1 << j)
 		}
 	}
-	t.prefetchNewFlows(n, fetched)
+	var fresh uint32 // bit j: ps[j]'s index bucket is fetched and no entry has its tag: it starts a flow
+	for j := range n {
+		if fetched&(1<<j) != 0 && la.cand[j] == 0 {
+			fresh |= 1 << j
+		}
+	}
+	if fresh != 0 {
+		t.prefetchNewFlows(fresh)
+	}
 }
 
-// prefetchNewFlows is Prefetch's fourth pass, for the packets of the first
-// n with a bit in fetched that no index entry's tag matched: they start
-// flows (a SYN flood is nothing else). Linking one into the address index
+// prefetchNewFlows is Prefetch's fourth pass, for the packets with a bit
+// in fresh, whose index buckets were fetched and had no entry with their
+// tag: they start flows (a SYN flood is nothing else). Linking one into the address index
 // reads each endpoint's list head and writes the flow that heads it now,
 // so it fetches the heads, then those flows' links. In a full table each
 // new flow also evicts one, chosen from a sample drawn (and fetched)
 // evictions ago: it works out the victims as evict will, and fetches what
 // unlinking them reads, their index bucket and address-index links, then
 // their list neighbours' links.
-func (t *Table) prefetchNewFlows(n int, fetched uint32) {
+func (t *Table) prefetchNewFlows(fresh uint32) {
 	la := &t.ahead
 	var heads [2 * PrefetchMax]uint64
 	nh := 0
-	for j := range n {
-		if fetched&(1<<j) == 0 || la.cand[j] != 0 {
-			continue
-		}
-		k := &la.keys[j]
+	for ; fresh != 0; fresh &= fresh - 1 {
+		k := &la.keys[bits.TrailingZeros32(fresh)]
 		for _, a := range [2]*ip16{&k.lo, &k.hi} {
 			b := t.epBucket(a, k.v6)
 			touch(unsafe.Pointer(&t.epHeads[b]))
