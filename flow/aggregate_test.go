@@ -254,7 +254,7 @@ func TestAggregatorTrackingLimitAndForgetting(t *testing.T) {
 	b := NewBucket(16)
 	for i := range 4 {
 		a := &addrPorts{sl: uint64(i), dl: uint64(i)}
-		b.add(a, 1, 6, 100, true, true, new([NumKinds]uint16))
+		b.add(&talkerPacket{ap: a, port: 1, proto: 6, size: 100, countDir: true, countFlow: true}, new([NumKinds]uint16))
 	}
 	agg.Add(0, b, s0)
 	snap := agg.Snapshot(10, 0)
@@ -281,7 +281,7 @@ func TestAggregatorLateAndOutOfOrderBuckets(t *testing.T) {
 		b := NewBucket(16)
 		a := &addrPorts{sl: 1, dl: 1}
 		for range pkts {
-			b.add(a, 1, 6, 125, false, false, new([NumKinds]uint16))
+			b.add(&talkerPacket{ap: a, port: 1, proto: 6, size: 125, countDir: false, countFlow: false}, new([NumKinds]uint16))
 			b.pkts++
 			b.bytes += 125
 		}
@@ -345,7 +345,7 @@ func TestAggregatorRecoversFromClockSteps(t *testing.T) {
 		b := NewBucket(16)
 		a := &addrPorts{sl: 1, dl: 1}
 		for range 1000 {
-			b.add(a, 1, 6, 125, false, false, new([NumKinds]uint16))
+			b.add(&talkerPacket{ap: a, port: 1, proto: 6, size: 125, countDir: false, countFlow: false}, new([NumKinds]uint16))
 			b.pkts++
 			b.bytes += 125
 		}
@@ -397,7 +397,7 @@ func TestSnapshotHugeN(t *testing.T) {
 	agg := NewAggregator(4)
 	b := NewBucket(16)
 	a := &addrPorts{sl: 1, dl: 1}
-	b.add(a, 1, 6, 100, true, true, new([NumKinds]uint16))
+	b.add(&talkerPacket{ap: a, port: 1, proto: 6, size: 100, countDir: true, countFlow: true}, new([NumKinds]uint16))
 	agg.Add(0, b, s0)
 	if s := agg.Snapshot(1<<40, 0); len(s.Talkers[BySrc]) != 1 {
 		t.Fatalf("rows %d", len(s.Talkers[BySrc]))
@@ -413,7 +413,7 @@ func TestTiesRankByKeyStably(t *testing.T) {
 	for _, last := range []byte{9, 3, 7, 1, 5} {
 		a := &addrPorts{sl: uint64(last), dl: uint64(last)}
 		for range 10 {
-			b.add(a, uint16(last), 6, 100, false, false, new([NumKinds]uint16))
+			b.add(&talkerPacket{ap: a, port: uint16(last), proto: 6, size: 100, countDir: false, countFlow: false}, new([NumKinds]uint16))
 		}
 	}
 	agg.Add(0, b, s0)
@@ -572,7 +572,7 @@ func TestTalkerMapAgainstReference(t *testing.T) {
 				h = g*0x0101 | lo<<32 | g<<56
 			}
 			size := uint64(rng.IntN(1500))
-			row := m.add(h, &addrPorts{sl: lo}, 0, 0, size, false)
+			row := m.add(h, &talkerPacket{ap: &addrPorts{sl: lo}, size: size}, false)
 			c, known := ref[k]
 			switch {
 			case known || len(ref) < capacity:

@@ -609,7 +609,7 @@ func BenchmarkBucketAdd(b *testing.B) {
 			ap = &server
 			ap.sl, ap.dl = server.sl&^0xffffffff|s, server.dl&^0xffffffff|c
 		}
-		bk.add(ap, 443, capture.ProtoTCP, 1500, true, true, &rows)
+		bk.add(&talkerPacket{ap: ap, size: 1500, port: 443, proto: capture.ProtoTCP, countDir: true, countFlow: true}, &rows)
 		if n&(1<<20-1) == 0 {
 			bk.Reset()
 		}

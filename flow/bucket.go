@@ -84,20 +84,20 @@ func newTalkerMap(kind TalkerKind, n int) talkerMap {
 	}
 }
 
-// add counts one packet of size bytes for the key of hash h, which the
-// map's kind of key of ap, port and proto is (see putKey: stored only when
-// the key gets a row); countFlow adds one to the distinct-flow count. It
-// returns the row it counted into (-1: other). Bucket.add does the same
-// for each kind written out, so that the compiler inlines turnsAway and
-// first there, which it cannot do for add as one call.
-func (m *talkerMap) add(h uint64, ap *addrPorts, port uint16, proto uint8, size uint64, countFlow bool) int32 {
+// add counts packet tp for the key of hash h, which is the map's kind of
+// key of tp (see putKey: stored only when the key gets a row); countFlow
+// adds one to the distinct-flow count. It returns the row it counted into
+// (-1: other). Bucket.add does the same for each kind written out, so
+// that the compiler inlines turnsAway and first there, which it cannot do
+// for add as one call.
+func (m *talkerMap) add(h uint64, tp *talkerPacket, countFlow bool) int32 {
 	row := int32(rowFull)
 	if !m.turnsAway(h) {
 		if row = m.first(h); row == rowProbe {
-			row = m.slow(h, ap, port, proto)
+			row = m.slow(h, tp)
 		}
 	}
-	m.bump(row, size, countFlow)
+	m.bump(row, tp.size, countFlow)
 	return row
 }
 
@@ -151,22 +151,22 @@ func (m *talkerMap) find(h uint64) int32 {
 	}
 }
 
-// insert gives the key of hash h, which the map's kind of key of ap, port
-// and proto is, a row whose number it stores in index slot s (from find),
-// and returns the row.
-func (m *talkerMap) insert(h, s uint64, ap *addrPorts, port uint16, proto uint8) int32 {
+// insert gives the key of hash h, which is the map's kind of key of tp, a
+// row whose number it stores in index slot s (from find), and returns the
+// row.
+func (m *talkerMap) insert(h, s uint64, tp *talkerPacket) int32 {
 	m.rows = append(m.rows, talkerRow{h: h})
-	m.putKey(ap, port, proto)
+	m.putKey(tp.ap, tp.port, tp.proto)
 	m.index[s] = uint32(h>>(64-indexTagBits))<<indexRowBits | uint32(len(m.rows))
 	m.see(h)
 	return int32(len(m.rows) - 1)
 }
 
 // slow is the rest of a lookup that turnsAway and first did not settle.
-func (m *talkerMap) slow(h uint64, ap *addrPorts, port uint16, proto uint8) int32 {
+func (m *talkerMap) slow(h uint64, tp *talkerPacket) int32 {
 	row := m.find(h)
 	if row < -1 {
-		row = m.insert(h, uint64(-2-row), ap, port, proto)
+		row = m.insert(h, uint64(-2-row), tp)
 	}
 	return row
 }
@@ -252,7 +252,7 @@ type Bucket struct {
 // flowRow is one flow's talker rows in one bucket, and the packets and
 // bytes of its later packets in that second, held until the bucket is
 // swapped out (flushAll). A flow's first packet in a bucket takes an
-// entry (takeRow) and stores its index in the flow (Flow.talk); each
+// entry (addFlow) and stores its index in the flow (Flow.talk); each
 // direction's first packet looks its four keys up (Bucket.add) and stores
 // the rows here, and every later packet of the second adds to pkts and
 // bytes: one counter in a line the flow points at, instead of four hashes
@@ -347,12 +347,7 @@ func (b *Bucket) Keys(k TalkerKind) int {
 	return len(b.maps[k].rows)
 }
 
-// add counts one IP packet into the four talker tables. port/proto is the
-// flow's service port (B's port) for flow packets, else the packet's
-// destination port (0 for ICMP and later fragments). countDir says this is
-// the flow's first packet in this direction in this bucket (counts a flow
-// for source, destination and pair); countFlow says it is the flow's first
-// packet at all in this bucket (counts it for the port). It stores the
+// add counts one IP packet into the four talker tables. It stores the
 // rows it counted into in *rows one by one: a [4]int32 returned by value
 // goes through the stack and is read back with one 16-byte load, which
 // cannot be forwarded from the four 4-byte stores that wrote it and so
@@ -382,42 +377,58 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // addresses and fetching their index slots, then the rows their tags name
 // (random 89.0 → 102.0, Zipf 69.6 → 82.7: more work than the misses it
 // saves).
-func (b *Bucket) add(ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool, rows *[NumKinds]uint16) {
+func (b *Bucket) add(tp *talkerPacket, rows *[NumKinds]uint16) {
+	ap := tp.ap
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
 	hd := hashWords(b.seed^hk3, ap.dh, ap.dl, ap.v6)
 	ms := &b.maps
 	src := int32(rowFull)
 	if m := &ms[BySrc]; !m.turnsAway(hs) {
 		if src = m.first(hs); src == rowProbe {
-			src = m.slow(hs, ap, port, proto)
+			src = m.slow(hs, tp)
 		}
 	}
-	ms[BySrc].bump(src, size, countDir)
+	ms[BySrc].bump(src, tp.size, tp.countDir)
 	rows[BySrc] = uint16(src)
 	dst := int32(rowFull)
 	if m := &ms[ByDst]; !m.turnsAway(hd) {
 		if dst = m.first(hd); dst == rowProbe {
-			dst = m.slow(hd, ap, port, proto)
+			dst = m.slow(hd, tp)
 		}
 	}
-	ms[ByDst].bump(dst, size, countDir)
+	ms[ByDst].bump(dst, tp.size, tp.countDir)
 	rows[ByDst] = uint16(dst)
 	pair := int32(rowFull)
 	if hp := mix(hs^hk1, hd^hk2); src >= 0 && dst >= 0 && !ms[ByPair].turnsAway(hp) {
 		if pair = ms[ByPair].first(hp); pair == rowProbe {
-			pair = ms[ByPair].slow(hp, ap, port, proto)
+			pair = ms[ByPair].slow(hp, tp)
 		}
 	}
-	ms[ByPair].bump(pair, size, countDir)
+	ms[ByPair].bump(pair, tp.size, tp.countDir)
 	rows[ByPair] = uint16(pair)
 	svc := int32(rowFull)
-	if hp := mix(uint64(port)|uint64(proto)<<16^hk4, b.seed^hk1); !ms[ByPort].turnsAway(hp) {
+	if hp := mix(uint64(tp.port)|uint64(tp.proto)<<16^hk4, b.seed^hk1); !ms[ByPort].turnsAway(hp) {
 		if svc = ms[ByPort].first(hp); svc == rowProbe {
-			svc = ms[ByPort].slow(hp, ap, port, proto)
+			svc = ms[ByPort].slow(hp, tp)
 		}
 	}
-	ms[ByPort].bump(svc, size, countFlow)
+	ms[ByPort].bump(svc, tp.size, tp.countFlow)
 	rows[ByPort] = uint16(svc)
+}
+
+// talkerPacket is what the talker counters take of one packet. Update
+// builds it once and it is handed down by pointer: Go passes arguments in
+// registers and keeps none across a call, so with them one by one every
+// call level stored and reloaded all six.
+type talkerPacket struct {
+	ap    *addrPorts // its addresses and family
+	size  uint64     // bytes it counts for (pktBytes)
+	port  uint16     // its service port: the flow's B port, else the destination port (0 for ICMP and later fragments)
+	proto uint8
+	// countDir: the first packet of its flow's direction in the bucket
+	// (counts a flow for source, destination and pair); countFlow: the
+	// first of its flow (counts it for the port).
+	countDir, countFlow bool
 }
 
 // keyBytes is the bytes a key of kind k takes in a talkerMap: an address
@@ -486,21 +497,28 @@ func flowRowsFor(maxTalkers int) int { return min(4*maxTalkers, 1<<16-spareRows)
 
 // addFlow is add for a packet of the flow in slot going in direction dir,
 // through the flow's entry in frows (*talk: its index, which addFlow sets
-// when it gives the flow an entry). countFlow says this is the flow's
+// when it gives the flow an entry). tp.countFlow says this is the flow's
 // first packet in the bucket, so *talk is from an older bucket.
-func (b *Bucket) addFlow(talk *uint16, slot uint32, dir Dir, ap *addrPorts, port uint16, proto uint8, size uint64, countDir, countFlow bool) {
+func (b *Bucket) addFlow(talk *uint16, slot uint32, dir Dir, tp *talkerPacket) {
 	var e *flowRow
 	switch i := int(*talk); {
-	case countFlow:
-		e = b.takeRow(talk, slot)
+	case tp.countFlow:
+		// The next free entry, or else a spare. Written here rather than
+		// in a function of its own: a call costs more than this does.
+		if n := len(b.frows); n < cap(b.frows) && flowRowsOn {
+			b.frows = b.frows[:n+1]
+			e = b.give(talk, slot, n)
+		} else {
+			e = b.takeSpare(talk, slot) // nil without flow rows
+		}
 	case i < len(b.frows) && b.frows[i].slot == slot:
 		e = &b.frows[i]
-		if !countDir && e.rows[dir][BySrc] != rowUnknown {
-			if e.bytes[dir] > math.MaxUint32-uint32(size) || e.pkts[dir] == math.MaxUint16 {
+		if !tp.countDir && e.rows[dir][BySrc] != rowUnknown {
+			if e.bytes[dir] > math.MaxUint32-uint32(tp.size) || e.pkts[dir] == math.MaxUint16 {
 				b.flushRow(e, dir)
 			}
 			e.pkts[dir]++
-			e.bytes[dir] += uint32(size)
+			e.bytes[dir] += uint32(tp.size)
 			return
 		}
 	default:
@@ -511,10 +529,10 @@ func (b *Bucket) addFlow(talk *uint16, slot uint32, dir Dir, ap *addrPorts, port
 	}
 	if e == nil {
 		var rows [NumKinds]uint16
-		b.add(ap, port, proto, size, countDir, countFlow, &rows)
+		b.add(tp, &rows)
 		return
 	}
-	b.add(ap, port, proto, size, countDir, countFlow, &e.rows[dir])
+	b.add(tp, &e.rows[dir])
 }
 
 // spareRows entries at the start of frows are shared, direct-mapped by
@@ -534,16 +552,6 @@ const (
 
 // newFlowRows makes a bucket's frows for n entries besides the spares.
 func newFlowRows(n int) []flowRow { return make([]flowRow, spareRows, spareRows+n) }
-
-// takeRow gives the flow in slot the next free entry, or else a spare.
-func (b *Bucket) takeRow(talk *uint16, slot uint32) *flowRow {
-	i := len(b.frows)
-	if i == cap(b.frows) || !flowRowsOn {
-		return b.takeSpare(talk, slot) // nil without flow rows
-	}
-	b.frows = b.frows[:i+1]
-	return b.give(talk, slot, i)
-}
 
 // takeSpare gives the flow in slot the spare its slot hashes to.
 func (b *Bucket) takeSpare(talk *uint16, slot uint32) *flowRow {
