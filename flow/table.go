@@ -336,7 +336,9 @@ func (t *Table) update(p *capture.Packet, ap *addrPorts, k *key, h uint64, srcIs
 	}
 	d.count(size)
 	d.TTL = p.TTL
-	t.setL2(d, p)
+	if i := d.l2; i == 0 || !t.l2.ents[i].l2.sameAs(p) {
+		t.setL2(d, p) // setL2's first test, inlined: it is nearly always the same tuple
+	}
 	if tcp {
 		t.trackTCP(f, dir, p)
 	}
