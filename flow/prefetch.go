@@ -53,7 +53,17 @@ const prefetchMinFlows = 1 << 12
 // random 200 → 240 ns, trains 89 → 107 ns a packet: the misses that can
 // be in flight at once are the limit, and these ask for more), and
 // pipelining the passes with the Updates, each Update fetching for the
-// packets 6 and 12 ahead in batches of 64 (the same times as now).
+// packets 6 and 12 ahead in batches of 64 (the same times as now). Nor,
+// measured again with this index (taskset -c 1, medians of 7 or 9 side
+// by side, random-batch32 first): pipelining across batches, the next
+// batch's index lines asked for before this batch's Updates and its
+// flows' lines one packet per Update (92.5 → 103.1 ns a packet, Zipf
+// 84.3 → 84.1, hot set 60.2 → 63.4: the Updates' own misses to the talker
+// maps in L2 then wait behind the DRAM fetches); within the batch, pass 2
+// done 8 packets ahead of each Update (89.6 → 102.1); PREFETCHNTA for the
+// flows' lines (88.0 → 88.1); 64 packets a batch (89.5 → 90.8, trains and
+// Zipf 5% faster). A batch's fetches all at once, then its Updates, is
+// what this machine does best.
 func (t *Table) Prefetch(ps []capture.Packet) {
 	la := &t.ahead
 	la.ps, la.has, la.lo, la.kicks = ps, 0, 0, t.kicks
