@@ -221,12 +221,18 @@ func (t *Table) touchFlowHead(i uint32) { touch(unsafe.Pointer(&t.flows[i])) }
 // addresses and ports, and reports whether p's source is its lo endpoint,
 // or reports ok false (k and ap untouched) for packets that have no flow.
 func flowKey(p *capture.Packet, k *key, ap *addrPorts) (srcIsLo, ok bool) {
-	if (p.IPVersion != 4 && p.IPVersion != 6) || !p.Src.IsValid() || p.Src.Is4() != p.Dst.Is4() || !(p.IsTCP() || p.IsUDP()) {
+	if !isIP(p) || !(p.IsTCP() || p.IsUDP()) {
 		return false, false
 	}
 	ap.fill(p)
 	ap.sport, ap.dport = p.SrcPort, p.DstPort
 	return makeKey(ap, k), true
+}
+
+// isIP reports whether p is IPv4 or IPv6 with addresses of its family,
+// the packets the talkers count by address.
+func isIP(p *capture.Packet) bool {
+	return (p.IPVersion == 4 || p.IPVersion == 6) && p.Src.IsValid() && p.Src.Is4() == p.Dst.Is4()
 }
 
 // lookahead holds the keys and hashes Prefetch made for the packets of its

@@ -265,20 +265,18 @@ func (t *Table) update(p *capture.Packet, ap *addrPorts, k *key, h uint64, srcIs
 	b.bytes += size
 	tcp := p.IsTCP()
 	if k == nil {
-		if (p.IPVersion != 4 && p.IPVersion != 6) || !p.Src.IsValid() || p.Src.Is4() != p.Dst.Is4() {
-			// Not IP, or addresses no decoder should produce: totals only.
-			return nil, AtoB, false
+		ap, k = new(addrPorts), new(key) // on the stack: neither escapes
+		var ok bool
+		if srcIsLo, ok = flowKey(p, k, ap); !ok {
+			if isIP(p) {
+				// IP without a flow (ICMP, other protocols, later
+				// fragments): the talkers count it.
+				ap.fill(p)
+				var rows [NumKinds]uint16
+				b.add(&talkerPacket{ap: ap, size: size, port: p.DstPort, proto: p.Proto}, &rows)
+			}
+			return nil, AtoB, false // not IP, or addresses no decoder should produce: totals only
 		}
-		ap = new(addrPorts) // on the stack, as k: neither escapes
-		ap.fill(p)
-		if !tcp && !p.IsUDP() {
-			var rows [NumKinds]uint16
-			b.add(&talkerPacket{ap: ap, size: size, port: p.DstPort, proto: p.Proto}, &rows)
-			return nil, AtoB, false
-		}
-		ap.sport, ap.dport = p.SrcPort, p.DstPort
-		k = new(key)
-		srcIsLo = makeKey(ap, k)
 		h = k.hash(t.seed)
 	}
 	if c := &t.flows[cand]; cand != 0 && c.bits&bitInUse != 0 && c.key.eq(k) {
