@@ -23,6 +23,20 @@ lint:
     go vet ./...
     CGO_ENABLED=0 go build -o /dev/null .
 
+# Every fuzz target for TIME each (go test's -fuzztime: 30s, or e.g. 10000x):
+# the decoders of packets, capture files and control messages, the block
+# file, the API's requests, rule matching, reset building, the flow table
+# and the config. A failure leaves its input under the package's testdata/fuzz.
+fuzz time="30s":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    for pkg in $(go list ./...); do
+      for f in $(go test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true); do
+        echo "== $pkg $f"
+        go test -run '^$' -fuzz "^$f\$" -fuzztime {{time}} -fuzzminimizetime 5s "$pkg"
+      done
+    done
+
 # Every benchmark in one table; rewrites BENCHMARKS.md (root, ~5-10 min).
 # Installs the peers it measures canopy against (dsniff's tcpkill,
 # netsniff-ng and trafgen) when they are missing.
