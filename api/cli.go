@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"canopy/internal/latency"
 	"canopy/rules"
 )
 
@@ -286,7 +287,12 @@ func writeStatus(w io.Writer, v StatusView) {
 	fmt.Fprintf(tw, "blocks\t%d attempted: %d confirmed, %d failed (success %.1f%%); %d observed\n",
 		b.Attempted, b.Confirmed, b.Failed, b.SuccessRate*100, b.Observed)
 	fmt.Fprintf(tw, "resets\t%d sent, %d ICMP, %d suppressed, %d send errors\n", b.ResetsSent, b.ICMPSent, b.Suppressed, b.SendErrors)
-	fmt.Fprintf(tw, "reaction\tp50 %s, p99 %s (of which pickup, trigger to worker: p50 %s, p99 %s)\n", b.ReactionP50, b.ReactionP99, b.PickupP50, b.PickupP99)
+	if b.ReactionCount > 0 || b.ReactionP50 > 0 {
+		fmt.Fprintf(tw, "reaction\tp50 %s, p99 %s (of which pickup, trigger to worker: p50 %s, p99 %s)\n",
+			latency.String(b.ReactionP50), latency.String(b.ReactionP99), latency.String(b.PickupP50), latency.String(b.PickupP99))
+	} else {
+		fmt.Fprintf(tw, "reaction\tnone measured yet\n")
+	}
 	tw.Flush()
 }
 

@@ -154,3 +154,23 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusReaction checks the reaction line of `canopy status`: the
+// dashboard's rounding of the histogram's bucket bounds, and words rather
+// than "0s" before anything was measured.
+func TestStatusReaction(t *testing.T) {
+	var v StatusView
+	var b strings.Builder
+	writeStatus(&b, v)
+	if !strings.Contains(b.String(), "reaction  none measured yet\n") {
+		t.Errorf("no reactions yet:\n%s", b.String())
+	}
+	v.Blocks.ReactionCount = 3
+	v.Blocks.ReactionP50, v.Blocks.ReactionP99 = 327679*time.Nanosecond, 5242879*time.Nanosecond
+	v.Blocks.PickupP50, v.Blocks.PickupP99 = 294911*time.Nanosecond, 4194303*time.Nanosecond
+	b.Reset()
+	writeStatus(&b, v)
+	if want := "reaction  p50 327µs, p99 5.2ms (of which pickup, trigger to worker: p50 294µs, p99 4.2ms)\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("status does not contain %q:\n%s", want, b.String())
+	}
+}

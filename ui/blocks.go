@@ -6,6 +6,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"canopy/internal/latency"
 	"canopy/sensor"
 )
 
@@ -179,7 +180,7 @@ func (p *blocksPane) View() string {
 			b = append(b, "  "...)
 			b = appendPadRight(b, outcomeText(k.Outcome, compact), outW)
 			b = append(b, ' ')
-			scratch = appendMicros(scratch[:0], k.Reaction)
+			scratch = latency.Append(scratch[:0], k.Reaction)
 			b = appendPadLeftB(b, scratch, reactW)
 			if withReason && k.Reason != "" {
 				b = append(b, "  "...)

@@ -73,23 +73,6 @@ func appendInt(dst []byte, n uint64) []byte {
 	return dst
 }
 
-// appendMicros appends a reaction time: "312µs", "4.2ms", "1.3s".
-func appendMicros(dst []byte, d time.Duration) []byte {
-	switch {
-	case d <= 0:
-		return append(dst, '-')
-	case d < time.Millisecond:
-		dst = strconv.AppendInt(dst, int64(d/time.Microsecond), 10)
-		return append(dst, "µs"...)
-	case d < time.Second:
-		dst = strconv.AppendFloat(dst, float64(d)/float64(time.Millisecond), 'f', 1, 64)
-		return append(dst, "ms"...)
-	default:
-		dst = strconv.AppendFloat(dst, d.Seconds(), 'f', 1, 64)
-		return append(dst, 's')
-	}
-}
-
 // fmtRemaining says how long until t: "59m12s", "3h05m", "2d04h", "never"
 // for the zero time and "expired" once past.
 func fmtRemaining(t, now time.Time) string {

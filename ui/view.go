@@ -8,6 +8,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
+	"canopy/internal/latency"
 	"canopy/sensor"
 )
 
@@ -260,7 +261,7 @@ func (m *Model) writeHeader(sb *strings.Builder) {
 		b = append(b, ')')
 	}
 	b = append(b, " │ reaction p99 "...)
-	b = appendMicros(b, bs.ReactionP99)
+	b = latency.Append(b, bs.ReactionP99)
 	if m.headerH() == 2 {
 		sb.WriteString(truncLine(line2+string(b), m.width))
 	} else {
