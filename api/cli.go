@@ -145,7 +145,13 @@ func (cl *cli) ban(ctx context.Context, args []string) int {
 	}
 	e, created, err := cl.c.ban(ctx, req)
 	if err != nil {
-		return cl.fail(err)
+		code := cl.fail(err)
+		var ae *APIError
+		if errors.As(err, &ae) && (ae.Status == http.StatusUnprocessableEntity || ae.Status == http.StatusConflict) && !*force {
+			// The API says "force"; on the command line it is a flag.
+			fmt.Fprintf(cl.err, "  to override: canopy ban %s --force (audited)\n", pos[0])
+		}
+		return code
 	}
 	if *asJSON {
 		return cl.printJSON(e)

@@ -87,7 +87,8 @@ func TestCLI(t *testing.T) {
 
 	// API errors: exit 1 with the API's message on stderr.
 	code, out, errs = e.cli(rwSecret, "ban", "10.0.0.0/4")
-	if code != ExitError || out != "" || !strings.Contains(errs, "prefix wider than the safety guard") {
+	if code != ExitError || out != "" || !strings.Contains(errs, "prefix wider than the safety guard") ||
+		!strings.Contains(errs, "to override: canopy ban 10.0.0.0/4 --force (audited)") {
 		t.Errorf("too wide: %d %q %q", code, out, errs)
 	}
 	code, _, errs = e.cli(roSecret, "ban", "203.0.113.8")
