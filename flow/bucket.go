@@ -376,7 +376,10 @@ func (b *Bucket) Keys(k TalkerKind) int {
 // 101.4, trains 58.3 → 61.2); and in Prefetch, hashing each packet's
 // addresses and fetching their index slots, then the rows their tags name
 // (random 89.0 → 102.0, Zipf 69.6 → 82.7: more work than the misses it
-// saves).
+// saves). Nor is it the maps' size in cache: with MaxTalkers 256 instead
+// of 4096, so that they stay in L1 and L2, random-batch32 was 3 % faster
+// (medians of 3 side by side, 135.7 → 132.1 on a slow day): the cost is
+// the lookups' instructions.
 func (b *Bucket) add(tp *talkerPacket, rows *[NumKinds]uint16) {
 	ap := tp.ap
 	hs := hashWords(b.seed, ap.sh, ap.sl, ap.v6)
@@ -544,7 +547,12 @@ func (b *Bucket) addFlow(talk *uint16, slot uint32, dir Dir, tp *talkerPacket) {
 // than the long way. More of them did not pay: with 256 or 1024 spares,
 // Zipf-distributed flows of a million (BenchmarkUpdate/zipf-batch32,
 // medians of 5 side by side) went 86.6 → 88.8 and 89.8 ns a packet,
-// though a quarter of their key lookups follow a stolen spare.
+// though a quarter of their key lookups follow a stolen spare. Nor did
+// taking a spare only at a flow's second packet in the bucket, so that
+// the one-packet flows of uniformly random traffic skip giving one out
+// (taskset -c 1, medians of 7 side by side, on a machine twice as slow
+// as the figures above: random-batch32 139.7 → 163.7, train8 85.0 →
+// 91.1, Zipf 116.3 → 121.2).
 const (
 	spareBits = 6
 	spareRows = 1 << spareBits
