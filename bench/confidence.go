@@ -2,6 +2,10 @@ package main
 
 import "math"
 
+// unconfidence is 1 − the bound's confidence level (95 %): the chance that
+// a blocker this good or worse shows as few leaks as the run did.
+const unconfidence = 0.05
+
 // blockRateLowerBound is the one-sided 95 % lower confidence bound on a
 // blocker's true block rate, given leaks leaked connections of n: the
 // exact (Clopper–Pearson) bound, so a claim such as "better than
@@ -16,14 +20,14 @@ func blockRateLowerBound(leaks, n int) float64 {
 		return 0
 	}
 	if leaks == 0 {
-		return math.Pow(0.05, 1/float64(n))
+		return math.Pow(unconfidence, 1/float64(n))
 	}
 	// The leak rate p whose chance of at most leaks leaks is 5 %:
 	// binomCDF falls as p grows, so bisect.
 	lo, hi := float64(leaks)/float64(n), 1.0
 	for range 100 {
 		mid := (lo + hi) / 2
-		if binomCDF(leaks, n, mid) > 0.05 {
+		if binomCDF(leaks, n, mid) > unconfidence {
 			lo = mid
 		} else {
 			hi = mid

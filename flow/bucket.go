@@ -550,8 +550,8 @@ func (b *Bucket) addFlow(talk *uint16, slot uint32, dir Dir, tp *talkerPacket) {
 // though a quarter of their key lookups follow a stolen spare. Nor did
 // taking a spare only at a flow's second packet in the bucket, so that
 // the one-packet flows of uniformly random traffic skip giving one out
-// (taskset -c 1, medians of 7 side by side, on a machine twice as slow
-// as the figures above: random-batch32 139.7 → 163.7, train8 85.0 →
+// (taskset -c 1, medians of 7 side by side, on a machine about 1.6 times
+// as slow as for the figures above: random-batch32 139.7 → 163.7, train8 85.0 →
 // 91.1, Zipf 116.3 → 121.2).
 const (
 	spareBits = 6
