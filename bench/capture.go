@@ -379,7 +379,7 @@ const liveBenchPattern = "^BenchmarkLiveVsNetsniff$"
 
 var (
 	liveHeader = regexp.MustCompile(`trafgen --cpus (\d+)\s*$`)
-	liveLine   = regexp.MustCompile(`^\s*(canopy bulk\+lane|canopy bulk|netsniff-ng)\s*:\s*(?:\[lane: delivered (\d+), dropped (\d+)\])?sent (\d+) arrived\(rx_packets\) (\d+) seen (\d+) \(([\d.]+)%\) kernel drops (\d+) freezes (\d+) in (\S+) \(([\d.]+) kpps generated\)(?:\s*\[lane: delivered (\d+), dropped (\d+)\])?`)
+	liveLine   = regexp.MustCompile(`^\s*(canopy bulk\+lane|canopy bulk|netsniff-ng)\s*:\s*(?:\[lane: delivered (\d+), dropped (\d+)\])?sent (\d+) arrived\(rx_packets\) (\d+) seen (\d+) \(([\d.]+)%\) kernel drops (\d+) freezes (\d+) in (\S+) \(([\d.]+) kpps generated\)(?:\s*\[lane: delivered (\d+), dropped (\d+)\])?(?:\s*\[CPU (\d+) ns/frame\])?`)
 )
 
 // runCaptureSequential runs the capture package's BenchmarkLiveVsNetsniff
@@ -394,7 +394,7 @@ func runCaptureSequential(ctx context.Context, o *options) (*Section, error) {
 	}
 	s := &Section{Name: "capture", Title: "Live capture: canopy vs netsniff-ng, each alone on the same burst (capture package's benchmark)",
 		Target:  "canopy drops nothing at a rate where netsniff-ng drops nothing (issue 3)",
-		Columns: []string{"generator", "capturer", "frames sent", "arrived", "seen", "seen %", "kernel drops", "queue freezes", "lane delivered / dropped", "generated"},
+		Columns: []string{"generator", "capturer", "frames sent", "arrived", "seen", "seen %", "kernel drops", "queue freezes", "lane delivered / dropped", "generated", "capture CPU per frame"},
 		Key:     2}
 	progress("capture: %s", cmdline)
 	cmd := exec.CommandContext(ctx, "go", args...)
@@ -429,11 +429,15 @@ func runCaptureSequential(ctx context.Context, o *options) (*Section, error) {
 		if cpus != "1" {
 			gen += "s"
 		}
-		s.add(cmdline, gen, m[1], m[4], m[5], m[6], m[7]+" %", m[8], m[9], lane, m[11]+" kpps")
+		cpu := "–"
+		if m[14] != "" {
+			cpu = m[14] + " ns"
+		}
+		s.add(cmdline, gen, m[1], m[4], m[5], m[6], m[7]+" %", m[8], m[9], lane, m[11]+" kpps", cpu)
 	}
 	if len(s.Rows) == 0 {
 		return s, fmt.Errorf("%s: no results in its log:\n%s", cmdline, tail(string(out), 20))
 	}
-	s.note("This is the capture package's own benchmark, run as is and its log tabulated: on a veth pair in a fresh namespace, trafgen sends 2,000,000 64-byte UDP frames as fast as 1 (then 2) CPUs can; canopy (capture.OpenLive, 2 workers, default rings, without and with the lane) and netsniff-ng (`--ring-size 64MiB`, the same ring memory) each capture their own burst, one after the other, so each has the machine to itself. seen excludes the lane's copies; kernel drops are PACKET_STATISTICS (netsniff-ng: 'failed filter (out of space)').")
+	s.note("This is the capture package's own benchmark, run as is and its log tabulated: on a veth pair in a fresh namespace, trafgen sends 2,000,000 64-byte UDP frames as fast as 1 (then 2) CPUs can; canopy (capture.OpenLive, 2 workers, default rings, without and with the lane) and netsniff-ng (`--ring-size 64MiB`, the same ring memory) each capture their own burst, one after the other, so each has the machine to itself. seen excludes the lane's copies; kernel drops are PACKET_STATISTICS (netsniff-ng: 'failed filter (out of space)'); capture CPU per frame is the capturer's user and system CPU time over the burst and its drain (canopy: this test process's, trafgen being a process of its own; netsniff-ng: its process's) divided by the frames that arrived, so it shows what a lane costs when every frame takes it (the lane's wake-ups: see capture.napFor).")
 	return s, nil
 }

@@ -42,6 +42,7 @@ func TestLiveLine(t *testing.T) {
 		"  canopy bulk       : sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 2.548s (785 kpps generated)",
 		"  canopy bulk+lane  : [lane: delivered 1999950, dropped 50]sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated)",
 		"  canopy bulk+lane  : sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated) [lane: delivered 1999950, dropped 50]",
+		"  canopy bulk+lane  : sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated) [lane: delivered 1999950, dropped 50] [CPU 507 ns/frame]",
 	} {
 		m := liveLine.FindStringSubmatch(line)
 		if m == nil {
@@ -53,6 +54,9 @@ func TestLiveLine(t *testing.T) {
 		}
 		if strings.Contains(line, "lane:") && m[2]+m[12] != "1999950" {
 			t.Errorf("lane %q %q", m[2], m[12])
+		}
+		if want := map[bool]string{true: "507"}[strings.Contains(line, "CPU")]; m[14] != want {
+			t.Errorf("%s: CPU %q, want %q", line, m[14], want)
 		}
 	}
 }

@@ -46,6 +46,7 @@ type liveRun struct {
 	sent, arrived, seen, drops, freezes uint64
 	laneSeen, laneDrops                 uint64
 	elapsed                             time.Duration
+	cpu                                 time.Duration // the capturer's user+system CPU time over the burst and its drain
 }
 
 func (r liveRun) String() string {
@@ -55,7 +56,19 @@ func (r liveRun) String() string {
 	}
 	return fmt.Sprintf("sent %d arrived(rx_packets) %d seen %d (%.2f%%) kernel drops %d freezes %d in %v (%.0f kpps generated)",
 		r.sent, r.arrived, r.seen, 100*float64(r.seen)/float64(max(r.arrived, 1)), r.drops, r.freezes, r.elapsed.Round(time.Millisecond),
-		float64(r.sent)/r.elapsed.Seconds()/1e3) + lane
+		float64(r.sent)/r.elapsed.Seconds()/1e3) + lane +
+		fmt.Sprintf(" [CPU %.0f ns/frame]", float64(r.cpu)/float64(max(r.arrived, 1)))
+}
+
+// selfCPU is this process's user+system CPU time so far: with canopy
+// capturing in process, what capture costs (trafgen is a process of its
+// own).
+func selfCPU(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // trafgen sends n frames out of iface inside the namespace at the highest
@@ -107,6 +120,7 @@ func runCanopy(tb testing.TB, tn *testNet, n, cpus int, lane bool) liveRun {
 		go func() { defer wg.Done(); l.Run(ctx, i, cs[i]) }()
 	}
 	rx0 := tn.rxPackets(tb, tn.pairs[0][1])
+	cpu0 := selfCPU(tb)
 	sent, el := tn.trafgen(tb, tn.pairs[0][0], n, cpus)
 	arrived := tn.rxPackets(tb, tn.pairs[0][1]) - rx0
 	// Let the rings drain: stop when the count stops moving.
@@ -121,8 +135,9 @@ func runCanopy(tb testing.TB, tn *testNet, n, cpus int, lane bool) liveRun {
 	}
 	cancel()
 	wg.Wait()
+	cpu := selfCPU(tb) - cpu0
 	st := l.Stats()
-	r := liveRun{sent: sent, arrived: arrived, seen: cs[0].n.Load() + cs[1].n.Load() - st.LanePackets, drops: st.Drops, freezes: st.QueueFreezes, elapsed: el, laneSeen: st.LanePackets}
+	r := liveRun{sent: sent, arrived: arrived, seen: cs[0].n.Load() + cs[1].n.Load() - st.LanePackets, drops: st.Drops, freezes: st.QueueFreezes, elapsed: el, laneSeen: st.LanePackets, cpu: cpu}
 	for _, s := range st.Sockets {
 		if s.Lane {
 			r.laneDrops += s.Drops
@@ -150,6 +165,9 @@ func runNetsniff(tb testing.TB, tn *testNet, n, cpus int) liveRun {
 	cmd.Process.Signal(syscall.SIGINT)
 	cmd.Wait()
 	r := liveRun{sent: sent, arrived: arrived, elapsed: el}
+	if ps := cmd.ProcessState; ps != nil { // ip netns exec execs netsniff-ng: its usage is netsniff-ng's
+		r.cpu = ps.UserTime() + ps.SystemTime()
+	}
 	for _, m := range netsniffStat.FindAllSubmatch(out.Bytes(), -1) {
 		v, _ := strconv.ParseUint(string(m[1]), 10, 64)
 		switch string(m[2]) {
