@@ -636,6 +636,82 @@ func TestLiveWakeUnderLoad(t *testing.T) {
 	t.Logf("Wake served after %d of %d backlog frames", backlogLeft, st.Packets-st.Drops)
 }
 
+// TestLiveLaneNaps checks when a worker naps instead of polling (see
+// napRate): never for lane frames that come one at a time, whose latency
+// decides a reset's race on a quiet link, and while they come as fast as
+// a sender can write them.
+func TestLiveLaneNaps(t *testing.T) {
+	tn := newTestNet(t, 1)
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 1, Lane: true})
+	tx := tn.openTx(t, tn.pairs[0][0])
+	f := randomFlow(rand.New(rand.NewPCG(4, 4)), false)
+	h := &laneBulkCounter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- l.Run(ctx, 0, h) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	w := l.workers[0]
+	// send writes n SYNs (the lane takes SYNs) back to back and waits
+	// until the worker has both copies of each, lane and bulk, or the
+	// kernel counted them dropped (a busy machine can starve the worker
+	// of a flood's lane frames).
+	seq := uint32(0)
+	var want [2]uint64 // bulk, lane
+	send := func(n int) {
+		want[0] += uint64(n)
+		want[1] += uint64(n)
+		for range n {
+			seq++
+			tx.send(t, f.frame(t, false, FlagSYN, seq, 0))
+		}
+		waitFor(t, "the lane and bulk copies", func() bool {
+			got := [2]uint64{h.n[0].Load(), h.n[1].Load()}
+			for _, so := range l.Stats().Sockets {
+				got[b2i(so.Lane)] += so.Drops
+			}
+			return got[0] >= want[0] && got[1] >= want[1]
+		})
+	}
+	const lone = 40
+	for range lone {
+		send(1)
+		time.Sleep(3 * time.Millisecond)
+	}
+	if n := w.naps.Load(); n != 0 {
+		t.Errorf("%d naps after %d lane frames that came one at a time, want 0: a lone frame must be handled at once", n, lone)
+	}
+	const flood = 100_000
+	start := time.Now()
+	send(flood)
+	el := time.Since(start)
+	if rate := float64(flood) / el.Seconds(); rate < 2*napRate {
+		t.Skipf("the sender managed %.0f frames/s, too few to be sure the worker should nap", rate)
+	}
+	n := w.naps.Load()
+	if n < uint64(el/(10*napFor)) {
+		t.Errorf("%d naps in %v of %d lane frames, want at least one per %v: the worker polled for each frame", n, el.Round(time.Millisecond), flood, 10*napFor)
+	}
+	t.Logf("%d naps in %v of %d lane frames", n, el.Round(time.Millisecond), flood)
+}
+
+// laneBulkCounter counts bulk frames in n[0] and lane frames in n[1].
+type laneBulkCounter struct{ n [2]atomic.Uint64 }
+
+func (c *laneBulkCounter) Frame(_ []byte, m *Meta) { c.n[b2i(m.Lane)].Add(1) }
+func (c *laneBulkCounter) Idle(int64)              {}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // TestLivePromiscuous checks Promiscuous puts the port in promiscuous mode
 // while capture is open and Close takes it out again.
 func TestLivePromiscuous(t *testing.T) {
