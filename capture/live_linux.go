@@ -58,13 +58,13 @@ type liveWorker struct {
 	runMu      sync.Mutex    // held for the duration of Run; Close waits on it
 	bytes      atomic.Uint64 // bytes handed to the handler
 	laneFrames atomic.Uint64 // frames delivered from lane rings
-	// Napping (see napRate): lane frames since the worker last slept,
-	// and in the window that started at winStart; whether the last
+	// Napping (see napRate): laneFrames when the worker last slept and
+	// when the window that started at winStart began; whether the last
 	// window's rate makes the worker nap.
-	laneRun, winFrames int
-	winStart           int64
-	napping            bool
-	naps               atomic.Uint64 // naps taken (tests read it)
+	sleptAt, winBase uint64
+	winStart         int64
+	napping          bool
+	naps             atomic.Uint64 // naps taken (tests read it)
 	// efdMu keeps Close from closing efd under a concurrent Wake: a
 	// write to a closed and reused fd number would hit someone's file.
 	efdMu sync.RWMutex
@@ -335,8 +335,6 @@ func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
 	}
 	if n > 0 {
 		w.laneFrames.Add(uint64(n))
-		w.laneRun += n
-		w.winFrames += n
 	}
 	return n
 }
@@ -377,12 +375,13 @@ const (
 // napNext reports whether the worker, out of frames at time now, should
 // nap rather than poll, and starts counting afresh for the next sleep.
 func (w *liveWorker) napNext(now int64) bool {
+	lane := w.laneFrames.Load() // only this worker's Run adds to it
 	if el := now - w.winStart; el >= int64(napWindow) {
-		w.napping = int64(w.winFrames)*int64(time.Second)/el >= napRate
-		w.winStart, w.winFrames = now, 0
+		w.napping = int64(lane-w.winBase)*int64(time.Second)/el >= napRate
+		w.winStart, w.winBase = now, lane
 	}
-	nap := w.napping && w.laneRun > 0
-	w.laneRun = 0
+	nap := w.napping && lane != w.sleptAt
+	w.sleptAt = lane
 	return nap
 }
 
