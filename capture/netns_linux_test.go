@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"testing"
 
+	"canopy/lab"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -38,6 +40,9 @@ func newTestNet(t testing.TB, n int) *testNet {
 	tn := &testNet{name: "capture-" + sfx + fmt.Sprintf("-%d", rand.IntN(1e6))}
 	for i := 0; i < n; i++ {
 		tn.pairs = append(tn.pairs, [2]string{fmt.Sprintf("capt%d%s", i, sfx), fmt.Sprintf("capr%d%s", i, sfx)})
+	}
+	if err := lab.ShareNetnsDir(); err != nil {
+		t.Fatal(err)
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"canopy/lab"
+
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -56,6 +58,9 @@ func onThread(fn func() error) error {
 // newNS creates a named namespace and registers its removal.
 func newNS(t testing.TB, name string) netns.NsHandle {
 	t.Helper()
+	if err := lab.ShareNetnsDir(); err != nil {
+		t.Fatal(err)
+	}
 	var h netns.NsHandle
 	err := onThread(func() error {
 		var err error

@@ -86,9 +86,52 @@ func inNS(target netns.NsHandle, fn func() error) error {
 	})
 }
 
+// ShareNetnsDir makes /run/netns a shared mount point of its own, as
+// `ip netns add` does before it mounts a namespace there. Call it before
+// bind-mounting a namespace into /run/netns by any other means
+// (netns.NewNamed does not do it).
+//
+// Without it, a namespace mounted while /run/netns is still a plain
+// directory sits on the mount below; the first `ip netns add` afterwards
+// binds /run/netns over itself and hides that mount, and from then on
+// neither `ip netns delete` nor netns.DeleteNamed can remove the entry
+// ("Device or resource busy"): the namespace and its veths live until
+// reboot. Calling it when /run/netns is already a mount point only marks it
+// shared again.
+func ShareNetnsDir() error {
+	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
+		return fmt.Errorf("lab: create %s: %w", netnsDir, err)
+	}
+	// Two processes doing this at once could stack binds on each other
+	// (https://bugs.debian.org/949235); iproute2 takes this same lock.
+	if dir, err := os.Open(netnsDir); err == nil {
+		defer dir.Close()
+		unix.Flock(int(dir.Fd()), unix.LOCK_EX)
+	}
+	bound := false
+	for {
+		err := unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		if err == nil {
+			return nil
+		}
+		// EINVAL: not a mount point yet. Bind it over itself (with what is
+		// mounted in it, so nothing is hidden) and mark that shared.
+		if err != unix.EINVAL || bound {
+			return fmt.Errorf("lab: make %s a shared mount point: %w", netnsDir, err)
+		}
+		if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("lab: bind %s over itself: %w", netnsDir, err)
+		}
+		bound = true
+	}
+}
+
 // newNamedNS creates a network namespace bind-mounted at /run/netns/name
 // and returns a handle to it, leaving every thread where it was.
 func newNamedNS(name string) (netns.NsHandle, error) {
+	if err := ShareNetnsDir(); err != nil {
+		return netns.None(), err
+	}
 	h := netns.None()
 	err := onOwnThread(func() error {
 		var err error
@@ -203,6 +246,9 @@ func deleteNamedNS(name string) error {
 		// DeleteNamed unmounts first; a name that is a plain file (mount
 		// already gone) only needs removing.
 		if rmErr := os.Remove(filepath.Join(netnsDir, name)); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
+			if errors.Is(rmErr, unix.EBUSY) {
+				return fmt.Errorf("lab: remove network namespace %s: %w (its mount is hidden under a later bind of %s over itself, made by `ip netns add` before the lab called ShareNetnsDir; it goes at reboot, or after `umount %s` once no other namespace is mounted there)", name, rmErr, netnsDir, netnsDir)
+			}
 			return fmt.Errorf("lab: remove network namespace %s: %w", name, err)
 		}
 	}
