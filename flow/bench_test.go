@@ -106,47 +106,7 @@ func BenchmarkUpdate(b *testing.B) {
 			zipf = zipfFlows()
 		}
 		b.Run(fmt.Sprintf("%s-batch%d", c.name, PrefetchMax), func(b *testing.B) {
-			// The same packets, PrefetchMax at a time as the sensor
-			// handles a capture block (sensor.worker.Frames): Prefetch
-			// them, then UpdateAhead each.
-			var buf [PrefetchMax]capture.Packet
-			for j := range buf {
-				buf[j] = basePacket()
-			}
-			rng := uint32(12345)
-			ts := t0 + sec
-			var i uint32
-			m := 0
-			z := 0
-			spare := NewBucket(tb.Config().MaxTalkers)
-			b.ReportAllocs()
-			b.ResetTimer()
-			defer reportCPU(b)()
-			for n := 0; n < b.N; n += len(buf) {
-				for j := range buf {
-					switch {
-					case c.zipf:
-						i = zipf[z&(len(zipf)-1)]
-						z++
-					case m%c.train == 0:
-						rng = rng*1664525 + 1013904223
-						i = (rng >> 12) & c.mask
-					}
-					ts += 100
-					flowPacket(&buf[j], i, Dir(m&1), ts)
-					m++
-				}
-				tb.Prefetch(buf[:])
-				for j := range buf {
-					if f, _, created := tb.UpdateAhead(j); f == nil || created {
-						b.Fatal("lost a flow")
-					}
-				}
-				if n&(1<<20-1) == 0 {
-					spare = tb.SwapBucket(spare)
-					spare.Reset() // as the Aggregator does before the sensor reuses it
-				}
-			}
+			updateBatches(b, tb, c.train, c.mask, zipf)
 		})
 		b.Run(c.name, func(b *testing.B) {
 			p := basePacket()
@@ -179,6 +139,69 @@ func BenchmarkUpdate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// updateBatches is BenchmarkUpdate's NAME-batch32 loop: packets of flows
+// chosen as train, mask and zipf say (see BenchmarkUpdate), PrefetchMax
+// at a time as the sensor handles a capture block (sensor.worker.Frames):
+// Prefetch them, then UpdateAhead each.
+func updateBatches(b *testing.B, tb *Table, train int, mask uint32, zipf []uint32) {
+	var buf [PrefetchMax]capture.Packet
+	for j := range buf {
+		buf[j] = basePacket()
+	}
+	rng := uint32(12345)
+	ts := t0 + sec
+	var i uint32
+	m := 0
+	z := 0
+	spare := NewBucket(tb.Config().MaxTalkers)
+	b.ReportAllocs()
+	b.ResetTimer()
+	defer reportCPU(b)()
+	for n := 0; n < b.N; n += len(buf) {
+		for j := range buf {
+			switch {
+			case zipf != nil:
+				i = zipf[z&(len(zipf)-1)]
+				z++
+			case m%train == 0:
+				rng = rng*1664525 + 1013904223
+				i = (rng >> 12) & mask
+			}
+			ts += 100
+			flowPacket(&buf[j], i, Dir(m&1), ts)
+			m++
+		}
+		tb.Prefetch(buf[:])
+		for j := range buf {
+			if f, _, created := tb.UpdateAhead(j); f == nil || created {
+				b.Fatal("lost a flow")
+			}
+		}
+		if n&(1<<20-1) == 0 {
+			spare = tb.SwapBucket(spare)
+			spare.Reset() // as the Aggregator does before the sensor reuses it
+		}
+	}
+}
+
+// BenchmarkUpdateNoTalkers is BenchmarkUpdate/random-batch32 with talker
+// accounting switched off (talkersOn): what the flow table itself costs a
+// packet with uniformly random flows, so that the rest of
+// BenchmarkUpdate/random-batch32 is what counting the talkers costs. It
+// is a measurement aid: the sensor always counts talkers.
+func BenchmarkUpdateNoTalkers(b *testing.B) {
+	tb := big(b)
+	talkersOn = false
+	defer func() { talkersOn = true }()
+	b.Run(fmt.Sprintf("random-batch%d", PrefetchMax), func(b *testing.B) {
+		updateBatches(b, tb, 1, 1<<20-1, nil)
+		// updateBatches installs a fresh bucket after its first batch.
+		if got := tb.SwapBucket(nil); b.N > PrefetchMax && got.Pkts() == 0 || got.Keys(BySrc)+got.Keys(ByPort) != 0 {
+			b.Fatalf("with talkersOn false the bucket counted %d packets into %d source and %d port keys; want packets but no keys", got.Pkts(), got.Keys(BySrc), got.Keys(ByPort))
+		}
+	})
 }
 
 // zipfFlows is a sequence of flows of the 1M drawn from a Zipf

@@ -290,6 +290,10 @@ var unknownRows = [2][NumKinds]uint16{
 // flowRowsOn lets a test compare counts made with and without flow rows.
 var flowRowsOn = true
 
+// talkersOn lets BenchmarkUpdateNoTalkers measure the table without
+// talker accounting; nothing else changes it.
+var talkersOn = true
+
 // NewBucket returns an empty bucket holding up to maxTalkers keys of each
 // kind (0 or less: DefaultMaxTalkers). Make all buckets of a table with
 // its Config.MaxTalkers.
