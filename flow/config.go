@@ -23,9 +23,9 @@ const (
 	DefaultExpireBatch = 8192
 	// DefaultSweepEvery is how often Expire aims to have examined every slot.
 	DefaultSweepEvery = 5 * time.Second
-	// DefaultEvictSample is how many candidates are compared when the table
-	// is full and a slot must be reclaimed.
-	DefaultEvictSample = 8
+	// DefaultEvictSample is how many slots are drawn when the table is
+	// full and a slot must be reclaimed (see evictor).
+	DefaultEvictSample = 5
 
 	// MaxTableFlows bounds one table's capacity so a slot number fits the
 	// 24 bits an index entry holds (see ibucket): 3.2 GB of flows.
@@ -78,9 +78,10 @@ type Config struct {
 	// therefore up to SweepEvery late (longer if calls are rarer than
 	// SweepEvery × ExpireBatch / Cap). Default 5 s.
 	SweepEvery time.Duration
-	// EvictSample is how many randomly drawn slots are compared to pick the
-	// victim when the table is full: the one furthest past (or closest to)
-	// its idle deadline wins. Default 8; at most 64.
+	// EvictSample is how many slots are drawn at random to pick the victim
+	// when the table is full: of them and the best candidates kept from
+	// earlier draws, the one furthest past (or closest to) its idle
+	// deadline wins. Default 5; at most 64.
 	EvictSample int
 }
 

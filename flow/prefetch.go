@@ -184,13 +184,17 @@ func (t *Table) prefetchNewFlows(fresh uint32) {
 		return // no new flow, or room for them, or evict looks at every slot
 	}
 	var vs [evictAhead]uint32
+	pool := t.ev.pool // evict's pool as it will be: a copy to play forward
 	for i := range nv {
-		v := t.oldest(t.sample(i))
+		v := t.predict(&pool, t.sample(i))
 		vs[i] = v
-		f := &t.flows[v]
-		touch3(unsafe.Pointer(&t.idx[t.primary(f.key.hash(t.seed))]), unsafe.Pointer(&f.ep), unsafe.Pointer(&f.Dirs[BtoA]))
+		f := unsafe.Pointer(&t.flows[v])
+		// The sample's flows are in cache; a victim from the pool may
+		// not be: its key decides its index bucket, fetched below.
+		touch3(f, unsafe.Add(f, 64), unsafe.Pointer(&t.flows[v].ep))
 	}
 	for _, v := range vs[:nv] {
+		touch(unsafe.Pointer(&t.idx[t.primary(t.flows[v].key.hash(t.seed))]))
 		for _, l := range t.flows[v].ep {
 			if l.prev != 0 {
 				touch(unsafe.Pointer(&t.flows[l.prev>>1].ep))

@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -79,4 +80,46 @@ func TestPrefetchChangesNothing(t *testing.T) {
 	if a.Stats() != b.Stats() {
 		t.Fatalf("stats %+v, without Prefetch %+v", a.Stats(), b.Stats())
 	}
+}
+
+// TestPredictFollowsEvict checks Prefetch's guess of a batch's victims: in
+// a full table that a flood of new flows fills, predict on a copy of the
+// pool must name the slots the evictions then take (a wrong guess costs
+// only wasted fetches, so a rare miss, where a batch's new flow lands in a
+// later eviction's sample, is allowed).
+func TestPredictFollowsEvict(t *testing.T) {
+	const n = 1 << 16
+	tb := NewTable(Config{MaxFlows: n})
+	for i := range n {
+		tb.Update(udp(fmt.Sprintf("10.%d.%d.1", i>>8, i&255), uint16(i), srv, 53, 10, t0+int64(i*7919%n)*sec/1000))
+	}
+	ts := t0 + 100*sec
+	next := 0
+	newFlow := func() uint32 {
+		next++
+		f, _, created := tb.Update(udp("192.0.2.1", uint16(next), srv, 53, 10, ts))
+		if !created {
+			t.Fatal("no new flow")
+		}
+		return tb.slotOf(f)
+	}
+	newFlow() // the first eviction draws the samples ahead
+	hits, total := 0, 0
+	for range 20 {
+		pool := tb.ev.pool
+		var want [PrefetchMax]uint32
+		for i := range want {
+			want[i] = tb.predict(&pool, tb.sample(i))
+		}
+		for i := range want {
+			total++
+			if newFlow() == want[i] {
+				hits++
+			}
+		}
+	}
+	if hits < total*95/100 {
+		t.Fatalf("predict named %d of %d victims", hits, total)
+	}
+	t.Logf("predict named %d of %d victims", hits, total)
 }
