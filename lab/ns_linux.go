@@ -114,8 +114,10 @@ func ShareNetnsDir() error {
 		if err == nil {
 			return nil
 		}
-		// EINVAL: not a mount point yet. Bind it over itself (with what is
-		// mounted in it, so nothing is hidden) and mark that shared.
+		// EINVAL: not a mount point yet. Bind it over itself and mark that
+		// shared. MS_REC copies what is already mounted in it, so those
+		// names still resolve, but their originals stay below and cannot
+		// be deleted: hence "call it before mounting a namespace there".
 		if err != unix.EINVAL || bound {
 			return fmt.Errorf("lab: make %s a shared mount point: %w", netnsDir, err)
 		}
