@@ -1,6 +1,7 @@
 package flow
 
 import (
+	"math"
 	"net/netip"
 	"testing"
 
@@ -250,4 +251,16 @@ func (tb *Table) checkIndex(t testing.TB) {
 	if len(seen) != tb.live {
 		t.Fatalf("index holds %d flows, %d live", len(seen), tb.live)
 	}
+}
+
+// forEachScan and forEachByAddr are ForEach by one route, whichever
+// NewWalk would take, so tests can check that the two agree.
+func (t *Table) forEachScan(p netip.Prefix, fn func(*Flow) bool) {
+	w := scanWalk(p)
+	t.Step(&w, math.MaxInt, fn)
+}
+
+func (t *Table) forEachByAddr(p netip.Prefix, host int, fn func(*Flow) bool) {
+	w := addrWalk(p, host)
+	t.Step(&w, math.MaxInt, fn)
 }

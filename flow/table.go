@@ -4,7 +4,6 @@ import (
 	"errors"
 	"math/bits"
 	"math/rand/v2"
-	"net/netip"
 	"time"
 	"unsafe"
 
@@ -657,111 +656,6 @@ func (t *Table) clampLast(f *Flow) {
 			f.last[i] = n - 1<<30
 		}
 	}
-}
-
-// ForEach calls fn for every live flow with an endpoint inside p, once
-// per flow, until fn returns false. For a single address (a /32 or /128) it
-// walks that address's index list: cost proportional to its flows, not to
-// the table (the 100 flows of one address among 1M: under a microsecond).
-// For a small prefix it walks each address's list in turn, as long as that
-// is cheaper than a scan (a /24 in a 1M table: 256 walks, ~10 µs); wider
-// prefixes scan every slot in use (a /8 matching all of a 1M table: ~20 ms,
-// which holds the worker that long). fn may read any flow and write its
-// Decision, RuleGen and Enf, but must not call Update or Expire on this
-// table.
-func (t *Table) ForEach(p netip.Prefix, fn func(*Flow) bool) {
-	if !p.IsValid() {
-		return
-	}
-	p = p.Masked()
-	if host := p.Addr().BitLen() - p.Bits(); host <= enumMaxHostBits && uint64(1)<<host*enumCost <= uint64(t.hwm) {
-		t.forEachByAddr(p, host, fn)
-		return
-	}
-	t.forEachScan(p, fn)
-}
-
-// Enumerating a prefix address by address costs about one cache miss per
-// address; a scan costs about a thirtieth of that per slot.
-const (
-	enumMaxHostBits = 16
-	enumCost        = 32
-)
-
-// forEachByAddr walks the index list of each of the 1<<host addresses of p.
-func (t *Table) forEachByAddr(p netip.Prefix, host int, fn func(*Flow) bool) {
-	m := matcherOf(p)
-	a := p.Addr()
-	for n := uint64(0); n < uint64(1)<<host; n++ {
-		ab, v6 := ipOf(a)
-		for ref := t.epHeads[t.epBucket(&ab, v6)]; ref != 0; {
-			f := &t.flows[ref>>1]
-			s := int(ref & 1)
-			ref = f.ep[s].next
-			if f.key.v6 != v6 || *f.epAddr(s) != ab {
-				continue // another address in the same bucket
-			}
-			if s == 1 && m.contains(&f.key.lo, f.key.v6) {
-				continue // both ends inside p: visited through its lo end
-			}
-			if !fn(f) {
-				return
-			}
-		}
-		a = a.Next()
-	}
-}
-
-// forEachScan checks every slot in use.
-func (t *Table) forEachScan(p netip.Prefix, fn func(*Flow) bool) {
-	m := matcherOf(p)
-	for i := uint32(1); i <= t.hwm; i++ {
-		f := &t.flows[i]
-		if f.bits&bitInUse == 0 {
-			continue
-		}
-		if m.contains(&f.key.lo, f.key.v6) || m.contains(&f.key.hi, f.key.v6) {
-			if !fn(f) {
-				return
-			}
-		}
-	}
-}
-
-// prefixMatcher tests stored addresses against a prefix with two masked
-// 64-bit compares instead of building a netip.Addr per slot.
-type prefixMatcher struct {
-	hi, lo, mhi, mlo uint64
-	v6               uint8
-}
-
-// matcherOf builds the matcher of a masked, valid prefix. An IPv4 prefix
-// matches the stored (v4-mapped) form of IPv4 addresses only, and an IPv6
-// prefix IPv6 addresses only, as netip.Prefix.Contains does.
-func matcherOf(p netip.Prefix) prefixMatcher {
-	a, v6 := ipOf(p.Addr())
-	n := p.Bits()
-	if v6 == 0 {
-		n += 96
-	}
-	var m prefixMatcher
-	m.v6 = v6
-	switch {
-	case n >= 128:
-		m.mhi, m.mlo = ^uint64(0), ^uint64(0)
-	case n > 64:
-		m.mhi, m.mlo = ^uint64(0), ^uint64(0)<<(128-n)
-	case n > 0:
-		m.mhi = ^uint64(0) << (64 - n)
-	}
-	hi, lo := a.words()
-	m.hi, m.lo = hi&m.mhi, lo&m.mlo
-	return m
-}
-
-func (m *prefixMatcher) contains(b *ip16, v6 uint8) bool {
-	hi, lo := b.words()
-	return v6 == m.v6 && hi&m.mhi == m.hi && lo&m.mlo == m.lo
 }
 
 // Info returns a copy of f for the drill-down view and the API (the zero
