@@ -81,6 +81,36 @@ func (c *Ceiling) Allow(now int64) bool {
 	}
 }
 
+// Room is how many frames Allow would let through one after another at
+// time now, taking none of them: a proactive kill asks before it starts on
+// a flow, so that it waits for the bucket to refill instead of spending
+// frames it would then have refused. Other callers may take some in the
+// meantime; Room is a hint, Allow decides.
+func (c *Ceiling) Room(now int64) int {
+	ahead := max(c.tat.Load(), now) - now
+	switch {
+	case ahead > c.tolerance+c.interval+clockSlack:
+		return c.Burst() // Allow starts afresh after a backwards jump of the clock
+	case ahead > c.tolerance:
+		return 0
+	}
+	return int((c.tolerance-ahead)/c.interval) + 1
+}
+
+// Burst is the most frames the ceiling lets through at one instant.
+func (c *Ceiling) Burst() int { return int(c.tolerance/c.interval) + 1 }
+
+// Wait is how long from now until Room reaches n (at least 1, at most
+// Burst), if nobody else takes a frame meanwhile: zero if it has already.
+func (c *Ceiling) Wait(now int64, n int) time.Duration {
+	n = min(max(n, 1), c.Burst())
+	ahead := max(c.tat.Load(), now) - now
+	if ahead > c.tolerance+c.interval+clockSlack {
+		return 0
+	}
+	return time.Duration(max(0, ahead-(c.tolerance-int64(n-1)*c.interval)))
+}
+
 // Suppressed is how many frames Allow has refused so far.
 func (c *Ceiling) Suppressed() uint64 { return c.suppressed.Load() }
 

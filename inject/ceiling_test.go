@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestCeilingRate(t *testing.T) {
@@ -112,5 +113,48 @@ func TestCeilingClockJumpsBack(t *testing.T) {
 	// ...but a clock stepped back an hour does not stall injection for an hour.
 	if !c.Allow(now - 3600e9) {
 		t.Error("refused after the clock stepped back an hour")
+	}
+}
+
+// TestCeilingRoom checks Room and Wait against what Allow then does.
+func TestCeilingRoom(t *testing.T) {
+	c := NewCeiling(1000) // 1 ms per frame, burst 100
+	now := int64(1_700_000_000_000_000_000)
+	if c.Burst() != 100 || c.Room(now) != 100 || c.Wait(now, 100) != 0 {
+		t.Fatalf("full bucket: burst %d, room %d, wait %v", c.Burst(), c.Room(now), c.Wait(now, 100))
+	}
+	for range 70 {
+		c.Allow(now)
+	}
+	if got := c.Room(now); got != 30 {
+		t.Fatalf("after 70 frames: room %d, want 30", got)
+	}
+	if got := c.Wait(now, 50); got != 20*time.Millisecond {
+		t.Errorf("wait for 50: %v, want 20ms", got)
+	}
+	if got := c.Wait(now, 500); got != 70*time.Millisecond {
+		t.Errorf("wait for more than a burst: %v, want 70ms (a full bucket)", got)
+	}
+	// Room says exactly how many Allow lets through, at any time.
+	for _, at := range []int64{now, now + 5_500_000, now + 40_000_000} {
+		room, allowed := c.Room(at), 0
+		for c.Allow(at) {
+			allowed++
+		}
+		if allowed != room {
+			t.Errorf("at +%v: room %d, Allow let %d through", time.Duration(at-now), room, allowed)
+		}
+		w := c.Wait(at, 1)
+		if c.Room(at) != 0 || w <= 0 || w > time.Millisecond || c.Room(at+int64(w)-1) != 0 || c.Room(at+int64(w)) != 1 {
+			t.Errorf("at +%v, emptied: room %d, wait %v", time.Duration(at-now), c.Room(at), w)
+		}
+	}
+	// After the clock jumps back, Allow starts afresh, and Room says so.
+	back := now - 10_000_000_000
+	if c.Room(back) != 100 || !c.Allow(back) {
+		t.Errorf("after a backwards jump: room %d", c.Room(back))
+	}
+	if c := NewCeiling(1); c.Burst() != 1 || c.Room(0) != 1 || !c.Allow(0) || c.Room(1) != 0 || c.Wait(1, 4) != time.Second-1 {
+		t.Errorf("1 pps: burst %d, wait %v", c.Burst(), c.Wait(1, 4))
 	}
 }
