@@ -293,6 +293,9 @@ func writeStatus(w io.Writer, v StatusView) {
 	fmt.Fprintf(tw, "blocks\t%d attempted: %d confirmed, %d failed (success %.1f%%); %d observed\n",
 		b.Attempted, b.Confirmed, b.Failed, b.SuccessRate*100, b.Observed)
 	fmt.Fprintf(tw, "resets\t%d sent, %d ICMP, %d suppressed, %d send errors\n", b.ResetsSent, b.ICMPSent, b.Suppressed, b.SendErrors)
+	if b.Killing > 0 {
+		fmt.Fprintf(tw, "killing\tthe live sessions of %d new ban(s), at the injection ceiling's pace\n", b.Killing)
+	}
 	if b.ReactionCount > 0 || b.ReactionP50 > 0 {
 		fmt.Fprintf(tw, "reaction\tp50 %s, p99 %s (of which pickup, trigger to worker: p50 %s, p99 %s)\n",
 			latency.String(b.ReactionP50), latency.String(b.ReactionP99), latency.String(b.PickupP50), latency.String(b.PickupP99))

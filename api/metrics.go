@@ -142,6 +142,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c caller) error
 	p.one("canopy_icmp_sent_total", "counter", "ICMP unreachable messages injected for UDP flows.", float64(bs.ICMPSent))
 	p.one("canopy_resets_suppressed_total", "counter", "Resets held back by the per-flow budget or the global rate ceiling.", float64(bs.Suppressed))
 	p.one("canopy_send_errors_total", "counter", "Injections the kernel refused.", float64(bs.SendErrors))
+	p.one("canopy_proactive_kills", "gauge", "New bans whose live sessions are still being reset from the flow table, at the injection ceiling's pace.", float64(bs.Killing))
 
 	p.histogram("canopy_reaction_seconds", "Time from the trigger packet's kernel timestamp to the first reset handed to the kernel.",
 		&bs.ReactionBuckets, bs.ReactionCount, bs.ReactionSum)

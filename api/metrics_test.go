@@ -31,6 +31,7 @@ func TestMetricsExposition(t *testing.T) {
 		s.Status.Blocks.ReactionBuckets[len(sensor.PromBuckets)-1] = 10
 		s.Status.Blocks.PickupCount, s.Status.Blocks.PickupSum = 10, 2*time.Millisecond
 		s.Traffic.Totals.Evictions, s.Traffic.Totals.L2Full = 7, 5
+		s.Status.Blocks.Killing = 2
 	})
 	a := e.do("GET", "/metrics", roSecret, nil)
 	if a.status != 200 || !strings.HasPrefix(a.header.Get("Content-Type"), "text/plain; version=0.0.4") {
@@ -120,6 +121,7 @@ func TestMetricsExposition(t *testing.T) {
 		"canopy_pickup_seconds_sum":                                       0.002,
 		"canopy_flow_evictions_total":                                     7,
 		"canopy_flow_l2_full_total":                                       5,
+		"canopy_proactive_kills":                                          2,
 		`canopy_build_info{version="v1 \"quoted\" \\ back"}`:              1,
 		`canopy_socket_drops_total{iface="eth1",worker="1",lane="false"}`: 3,
 	}

@@ -54,9 +54,13 @@ var microGroups = map[string]microGroup{
 		notes: []string{"Match: half the probes are banned addresses (90% of the v4 bans are /32s, 80% of the v6 bans /128s), half random; the dst is an unbanned server address. A full-length src match skips the dst lookup. MatchMiss: every probe unbanned: the common case for a sensor. MatchWithOverlay: Match (v4, 1M bans) between folds, with a full overlay of 4096 recent changes on top of the compiled set: the worst case while bans keep arriving. Build1M: one op compiles a 1M-prefix set (ns/op is the build time); MiB-kept is the heap the compiled set keeps."},
 	},
 	"inject": {
-		title:  "Inject: crafting RSTs",
+		title:  "Inject: crafting RSTs, and killing a new ban's live sessions",
 		target: "BuildReset well under 100 ns, 0 allocs (issue 6)",
-		runs:   []microRun{{pkg: "./inject/", pattern: "^BenchmarkBuildReset"}},
+		runs: []microRun{
+			{pkg: "./inject/", pattern: "^BenchmarkBuildReset"},
+			{pkg: "./sensor/", pattern: "^BenchmarkProactiveKill$", benchtime: "3x"},
+		},
+		notes: []string{"ProactiveKill (package sensor): a ban whose prefix holds every session of a worker's table (10,000 or 100,000), killed from the table as the worker does it, a step at a time between blocks of frames, into a sender that drops the frames and under a ceiling that never waits: ns/op is the whole kill, ns/session its cost per session (verdict, block record, two resets crafted and sent), p99-hold-µs and max-hold-µs the longest the kill kept the worker from its frames at once (a step is at most 200 µs of sends; the maximum includes garbage collection and page faults). Before the kill went in steps it held the worker for the whole of it."},
 	},
 	"ui": {
 		title:  "Dashboard: View with 1,000 talkers at 200×60",

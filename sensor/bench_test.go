@@ -2,7 +2,9 @@ package sensor
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -39,7 +41,7 @@ func benchWorker(b *testing.B, flows, bans int, banClients bool) (*worker, [][]b
 		}
 	}
 	e, err := New(Config{Injection: Injection{Sender: &discard{}, NextHop: fixedMAC{}, Ceiling: inject.NewCeiling(1 << 30)},
-		MaxResetsPerFlow: 1 << 15}, &scriptSource{}, store)
+		MaxResetsPerFlow: 1 << 15, Logger: slog.New(slog.DiscardHandler)}, &scriptSource{}, store)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -137,5 +139,50 @@ func BenchmarkWorkerFrameBlocked(b *testing.B) {
 		f := frames[i%len(frames)]
 		m.Timestamp = now + int64(i)
 		w.Frame(f, &m)
+	}
+}
+
+// BenchmarkProactiveKill bans a prefix holding every session of a worker's
+// table and runs the kill to its end, as the worker's Idle calls would
+// between blocks of frames (the ceiling never waits here). ns/op is the
+// whole kill; ns/session its cost per session reset; p99-hold-µs and
+// max-hold-µs the steps' durations, that is how long the kill kept the
+// worker from its frames at once (killStep, plus the last session's sends,
+// plus whatever the garbage collector or a page fault added).
+func BenchmarkProactiveKill(b *testing.B) {
+	for _, flows := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("sessions=%d", flows), func(b *testing.B) {
+			w, _ := benchWorker(b, flows, 0, true) // bans 198.51.0.0/16, the clients
+			p := netip.MustParsePrefix("198.51.0.0/16")
+			holds := make([]time.Duration, 0, 1<<16)
+			killed := uint64(0)
+			b.ReportAllocs()
+			for b.Loop() {
+				// A second later each time: the last round's resets are
+				// older than this ban, so every session is killed again.
+				w.now += int64(time.Second)
+				w.nextHouse = w.now + int64(time.Hour)
+				before := w.attempted.Load()
+				for first := true; first || len(w.kills) > 0; first = false {
+					t0 := time.Now()
+					if first {
+						w.killPrefix(p)
+					} else {
+						w.Idle(w.now)
+					}
+					holds = append(holds, time.Since(t0))
+				}
+				killed += w.attempted.Load() - before
+				w.pending = w.pending[:0]
+			}
+			if killed < uint64(b.N*flows) {
+				b.Fatalf("%d sessions killed in %d rounds of %d", killed, b.N, flows)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(killed), "ns/session")
+			slices.Sort(holds)
+			b.ReportMetric(float64(holds[len(holds)*99/100].Microseconds()), "p99-hold-µs")
+			b.ReportMetric(float64(holds[len(holds)-1].Microseconds()), "max-hold-µs")
+			b.ReportMetric(float64(len(holds))/float64(b.N), "steps/op")
+		})
 	}
 }

@@ -1,8 +1,7 @@
 package sensor
 
 // This file holds what a worker does to a blocked flow: plan the resets,
-// address and craft them, and send them within the budgets; and the
-// proactive kill of a newly banned address's live sessions.
+// address and craft them, and send them within the budgets.
 
 import (
 	"net/netip"
@@ -328,48 +327,4 @@ func sidePort(f *flow.Flow, side int) uint16 {
 		return f.APort()
 	}
 	return f.BPort()
-}
-
-// killPrefix resets every live TCP flow with an endpoint in p from the flow
-// table's last known numbers (a ban was just added).
-func (w *worker) killPrefix(p netip.Prefix) {
-	observe := w.e.observe.Load()
-	w.table.ForEach(p, func(f *flow.Flow) bool {
-		if f.Proto() != capture.ProtoTCP || f.State().Closed() {
-			return true
-		}
-		act := w.verdict(f)
-		if act != actBlock && act != actObserve {
-			return true
-		}
-		obs := observe || act == actObserve
-		rec := w.record(f, obs)
-		rec.block.Proactive = true
-		a, b := &f.Dirs[flow.AtoB], &f.Dirs[flow.BtoA]
-		n := proactiveShots(
-			[2]uint32{a.Ack, b.Ack}, [2]uint32{a.NextSeq, b.NextSeq},
-			[2]bool{f.HasAck(flow.AtoB), f.HasAck(flow.BtoA)}, [2]bool{f.HasSeq(flow.AtoB), f.HasSeq(flow.BtoA)}, &w.shots)
-		var sent []string
-		for i := 0; i < n; i++ {
-			s := w.shots[i]
-			target := 1
-			if s.toSender {
-				target = 0
-			}
-			if d := w.sendReset(f, rec, target, s, obs); d != "" {
-				sent = append(sent, d)
-			}
-		}
-		if obs && len(sent) > 0 {
-			f.Decision.Outcome = outObserved
-			rec.block.Outcome = OutcomeObserved
-			w.observed.Add(1)
-			b := rec.block
-			w.e.bus.publish(Event{Type: EventWouldBlock, Time: time.Now(), Block: &b, Sent: sent})
-			w.publishBlock(rec)
-		} else if f.Enf.Resets > 0 {
-			w.publishBlock(rec)
-		}
-		return true
-	})
 }

@@ -27,7 +27,7 @@ type running struct {
 // startSensor runs a real engine in the lab's sensor namespace: live
 // TPACKET rings on the tap, a transmit socket on the inject port addressed
 // to the router.
-func startSensor(t *testing.T, l *lab.Lab, mode sensor.Mode) *running {
+func startSensor(t *testing.T, l *lab.Lab, mode sensor.Mode, opts ...func(*sensor.Config)) *running {
 	t.Helper()
 	var (
 		src    *capture.Live
@@ -58,7 +58,11 @@ func startSensor(t *testing.T, l *lab.Lab, mode sensor.Mode) *running {
 	copy(inj.SrcMAC[:], sender.MAC())
 	// The lab's delay line runs at nice -10; the sensor's workers get the
 	// same priority, as canopy's config gives them by default.
-	e, err := sensor.New(sensor.Config{Mode: mode, Injection: inj, ConfirmAfter: 200 * time.Millisecond, WorkerNice: -10}, src, store)
+	cfg := sensor.Config{Mode: mode, Injection: inj, ConfirmAfter: 200 * time.Millisecond, WorkerNice: -10}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e, err := sensor.New(cfg, src, store)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +199,61 @@ func TestLabProactiveKill(t *testing.T) {
 	}
 	if alive := legit.Alive(); alive != 5 {
 		t.Errorf("legitimate sessions alive %d of 5", alive)
+	}
+}
+
+// TestLabProactiveKillWaitsForTheCeiling bans an address holding more
+// idle sessions than the injection ceiling's burst can reset at once:
+// every one must still die within a second, at the ceiling's pace, with
+// no reset held back, long before any sends its next line.
+func TestLabProactiveKillWaitsForTheCeiling(t *testing.T) {
+	l := lab.NewT(t, lab.Config{})
+	const n, pps = 200, 1000 // a burst of 100 frames: about 40 sessions' resets at once
+	r := startSensor(t, l, sensor.ModeEnforce, func(c *sensor.Config) { c.Injection.Ceiling = inject.NewCeiling(pps) })
+	ctx := context.Background()
+	ss, err := l.OpenSessions(ctx, lab.SessionsConfig{Src: l.ClientBanned4, Dst: netip.AddrPortFrom(l.Server4, lab.EchoPort),
+		N: n, Interval: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	time.Sleep(300 * time.Millisecond) // every session has exchanged its first line and gone quiet
+	banAt := time.Now()
+	r.ban(t, l.ClientBanned4.String())
+	// While the kill waits for the ceiling, status says a ban's sessions
+	// are still being killed; once it is over, that none are.
+	killing := 0
+	for end := time.Now().Add(150 * time.Millisecond); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		killing = max(killing, r.e.Refresh(ctx).Status.Blocks.Killing)
+	}
+	if killing != 1 {
+		t.Errorf("status showed %d kills in progress, want 1", killing)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	alive := ss.WaitDead(wctx, 0)
+	for end := time.Now().Add(time.Second); r.e.Refresh(ctx).Status.Blocks.Killing != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("status still shows a kill in progress a second after the last session died")
+		}
+	}
+	st := r.e.Refresh(ctx).Status.Blocks
+	if alive != 0 {
+		t.Fatalf("%d of %d sessions still alive 3s after the ban (resets sent %d, suppressed %d)", alive, n, st.ResetsSent, st.Suppressed)
+	}
+	var last time.Duration
+	for _, s := range ss.Snapshot() {
+		last = max(last, s.Died.Sub(banAt))
+		if s.Cause != lab.Reset {
+			t.Errorf("session %v died of %v (%s), want a reset", s.Local, s.Cause, s.Err)
+		}
+	}
+	t.Logf("ban → death of %d idle sessions at %d resets/s: last after %v; resets sent %d, suppressed %d", n, pps, last, st.ResetsSent, st.Suppressed)
+	if st.Suppressed != 0 {
+		t.Errorf("%d resets suppressed: the kill spent the ceiling instead of waiting for it", st.Suppressed)
+	}
+	if last > 2*time.Second {
+		t.Errorf("slowest death %v after the ban", last)
 	}
 }
 

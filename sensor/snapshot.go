@@ -98,6 +98,7 @@ func (e *Engine) buildSnapshot(traffic flow.Snapshot, recent *recentBlocks) Snap
 		bs.ICMPSent += w.icmp.Load()
 		bs.Suppressed += w.suppressed.Load()
 		bs.SendErrors += w.sendErrors.Load()
+		bs.Killing = max(bs.Killing, int(w.killing.Load()))
 		for r := capture.Reason(0); r < capture.NumReasons; r++ {
 			if r.Malformed() {
 				decode += w.decode[r].Load()

@@ -52,15 +52,19 @@ type Block struct {
 
 // BlockStats summarise enforcement since start.
 type BlockStats struct {
-	Attempted   uint64        `json:"attempted"` // flows canopy injected into
-	Confirmed   uint64        `json:"confirmed"`
-	Failed      uint64        `json:"failed"`
-	Observed    uint64        `json:"observed"`     // would-blocks in observe mode
-	SuccessRate float64       `json:"success_rate"` // confirmed / (confirmed + failed); 1 when none decided yet
-	ResetsSent  uint64        `json:"resets_sent"`
-	ICMPSent    uint64        `json:"icmp_sent"`
-	Suppressed  uint64        `json:"suppressed"` // held back by budgets or the global pps ceiling
-	SendErrors  uint64        `json:"send_errors"`
+	Attempted   uint64  `json:"attempted"` // flows canopy injected into
+	Confirmed   uint64  `json:"confirmed"`
+	Failed      uint64  `json:"failed"`
+	Observed    uint64  `json:"observed"`     // would-blocks in observe mode
+	SuccessRate float64 `json:"success_rate"` // confirmed / (confirmed + failed); 1 when none decided yet
+	ResetsSent  uint64  `json:"resets_sent"`
+	ICMPSent    uint64  `json:"icmp_sent"`
+	Suppressed  uint64  `json:"suppressed"` // held back by budgets or the global pps ceiling
+	SendErrors  uint64  `json:"send_errors"`
+	// Killing is how many new bans' live sessions are still being reset
+	// from the flow table: a step at a time, and no faster than the
+	// injection ceiling lets (the most any worker has in hand).
+	Killing     int           `json:"killing"`
 	ReactionP50 time.Duration `json:"reaction_p50_ns"`
 	ReactionP99 time.Duration `json:"reaction_p99_ns"`
 	// ReactionBuckets, ReactionCount and ReactionSum are the

@@ -77,12 +77,17 @@ type worker struct {
 	nextRec int
 	pending []pendingFlow // blocked flows whose outcome is not settled
 
+	kills     []killJob   // proactive kills in progress, oldest first (proactive.go)
+	killTimer *time.Timer // wakes the worker when the ceiling has room for a waiting kill
+	killRound int         // stepKills calls so far
+
 	// counters read by the snapshotter
 	decode                          [capture.NumReasons]atomic.Uint64
 	flows, evicted, l2full          atomic.Int64
 	attempted, confirmed, failed    atomic.Uint64
 	observed, resets, icmp          atomic.Uint64
 	suppressed, sendErrors, created atomic.Uint64
+	killing                         atomic.Int64 // len(kills)
 	reaction                        Histogram
 	pickup                          Histogram // trigger timestamp → enforce starts (the first part of reaction)
 }
@@ -165,8 +170,9 @@ func (w *worker) handle(frame []byte, m *capture.Meta, p *capture.Packet, ahead 
 	w.enforce(f, dir, act, frame)
 }
 
-// Idle does housekeeping and runs control requests (proactive kills, flow
-// listings) between frames.
+// Idle does housekeeping, runs control requests (new proactive kills, flow
+// listings) and goes on with the proactive kills in progress, between
+// frames.
 func (w *worker) Idle(now int64) {
 	if now > w.now {
 		w.now = now
@@ -178,6 +184,8 @@ func (w *worker) Idle(now int64) {
 		default:
 			if w.now >= w.nextHouse {
 				w.housekeep(w.now)
+			} else if len(w.kills) > 0 {
+				w.stepKills()
 			}
 			return
 		}
@@ -231,7 +239,8 @@ func (w *worker) verdict(f *flow.Flow) uint8 {
 }
 
 // housekeep rotates the talkers bucket on second boundaries, settles
-// outcomes of blocked flows that went quiet, and expires idle flows.
+// outcomes of blocked flows that went quiet, expires idle flows, and goes
+// on with the proactive kills in progress.
 func (w *worker) housekeep(now int64) {
 	w.nextHouse = now + housekeepEvery
 	sec := now / int64(time.Second)
@@ -247,6 +256,9 @@ func (w *worker) housekeep(now int64) {
 	w.evicted.Store(int64(st.Evicted))
 	w.l2full.Store(int64(st.L2Full))
 	w.created.Store(st.Created)
+	if len(w.kills) > 0 {
+		w.stepKills()
+	}
 }
 
 // rotate hands the finished bucket to the snapshotter; if it has no room
