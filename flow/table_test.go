@@ -1278,3 +1278,31 @@ func TestIndexHoldsOneHostsPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestL2HashSpreadsOneSegmentsMACs hashes the tuples a SPAN of one access
+// segment shows, 4,096 hosts' MACs toward one gateway MAC on one VLAN, into
+// 5,000 dictionaries of random seeds, gateways and VLANs: no hash chain may
+// grow past 12 (8 is about the longest uniform hashing gives here).
+func TestL2HashSpreadsOneSegmentsMACs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	worst := 0
+	chain := make(map[uint64]int, 4096)
+	for range 5000 {
+		d := newL2Dict(4096, rng.Uint64())
+		var gw [6]byte
+		for i := range gw {
+			gw[i] = byte(rng.Uint32())
+		}
+		v := capture.VLAN{TPID: 0x8100, TCI: uint16(rng.IntN(4096))}
+		clear(chain)
+		for i := range 4096 {
+			host := [6]byte{2, 0, 0, 0, byte(i >> 8), byte(i)}
+			b := d.hashOf(&host, &gw, 1, v, capture.VLAN{}) & d.mask
+			chain[b]++
+			worst = max(worst, chain[b])
+		}
+	}
+	if worst > 12 {
+		t.Errorf("a hash chain of %d of 4,096 MAC tuples", worst)
+	}
+}
