@@ -149,6 +149,12 @@ func newHarness(t *testing.T, src capture.Source, mode Mode) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// These tests check decisions frame by frame, not pacing: a kill step
+	// cut short by a slow run (the race detector) would end the kill
+	// after other frames than in a fast one.
+	for _, w := range e.workers {
+		w.killStep = time.Hour
+	}
 	return &harness{t: t, store: store, rec: rec, e: e}
 }
 
@@ -488,6 +494,57 @@ func TestEngineProactiveKillOnBan(t *testing.T) {
 	}
 	if bl := h.e.Snapshot().Blocks; len(bl) != 1 || !bl[0].Proactive {
 		t.Errorf("blocks %+v", bl)
+	}
+}
+
+// TestEngineProactiveKillInTinySteps kills three idle sessions with a kill
+// step far too short for any work (a machine too slow for killStep): each
+// step must still reset one session, so the kill ends while other traffic
+// goes on, and no session is reset twice.
+func TestEngineProactiveKillInTinySteps(t *testing.T) {
+	server := netip.MustParseAddrPort("192.0.2.10:7")
+	other := netip.MustParseAddrPort("198.51.100.200:50000")
+	base := time.Now().UnixNano()
+	var frames [][]byte
+	var ts []int64
+	add := func(f []byte) {
+		frames = append(frames, f)
+		ts = append(ts, base+int64(len(ts))*100_000)
+	}
+	for i := range 3 {
+		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), 40000)
+		add(tcpFrame(t, c, server, 1000, 0, "S", "", 61))
+		add(tcpFrame(t, server, c, 5000, 1001, "SA", "", 63))
+		add(tcpFrame(t, c, server, 1001, 5001, "A", "", 61))
+	}
+	banAt := len(frames)
+	for range 6 { // someone else's traffic, while the kill goes on
+		add(tcpFrame(t, other, server, 1, 1, "A", "", 61))
+	}
+	var h *harness
+	src := &scriptSource{frames: frames, ts: ts}
+	src.hook = func(i int) {
+		if i == banAt {
+			h.ban("198.51.100.0/29")
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	h = newHarness(t, src, ModeEnforce)
+	h.e.workers[0].killStep = time.Nanosecond
+	if err := h.e.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	bl := h.e.Snapshot().Blocks
+	if len(bl) != 3 {
+		t.Fatalf("%d blocks, want the 3 sessions: %+v", len(bl), bl)
+	}
+	for _, b := range bl {
+		if !b.Proactive || b.ToSrc != 1 || b.ToDst != 1 {
+			t.Errorf("block of %v:%d: proactive %v, resets %d/%d, want proactive and one each way", b.Src, b.SrcPort, b.Proactive, b.ToSrc, b.ToDst)
+		}
+	}
+	if w := h.e.workers[0]; len(w.kills) != 0 || w.killing.Load() != 0 {
+		t.Errorf("%d kills still in hand", len(w.kills))
 	}
 }
 

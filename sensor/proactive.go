@@ -37,7 +37,7 @@ type killJob struct {
 
 const (
 	// killStep is the longest a step of proactive kills holds the
-	// worker's frames.
+	// worker's frames (worker.killStep, which tests may raise).
 	killStep = 200 * time.Microsecond
 	// killSlots is how many slots (or addresses) of the flow table a walk
 	// looks at between two looks at the clock: ~20 µs of a scan.
@@ -49,20 +49,25 @@ const (
 // table does not.
 func killReserve(c *inject.Ceiling) int { return c.Burst() / 4 }
 
-// killPrefix starts the proactive kill of p's live sessions (a ban was
-// just added) and takes its first step.
+// killPrefix queues the proactive kill of p's live sessions (a ban was
+// just added). It runs as a control request, within an Idle call, which
+// takes the first step once it has run every request waiting: a block
+// file of thousands of bans queues thousands of kills, and a step each
+// would hold the worker for all of them.
 func (w *worker) killPrefix(p netip.Prefix) {
 	w.kills = append(w.kills, killJob{ban: p, walk: w.table.NewWalk(p), since: w.now, started: time.Now()})
-	w.stepKills()
+	w.killing.Store(int64(len(w.kills)))
 }
 
 // stepKills goes on with the kills in hand, oldest first, for up to
-// killStep. If time ran out it asks the source for another Idle at once
-// (a busy worker gets it after its next block); if the ceiling has no
-// room it sets a timer for when it will.
+// killStep, but resets one session at least, however slow the machine. If
+// time ran out it asks the source for another Idle at once (a busy worker
+// gets it after its next block); if the ceiling has no room it sets a
+// timer for when it will.
 func (w *worker) stepKills() {
-	deadline := time.Now().Add(killStep)
+	deadline := time.Now().Add(w.killStep)
 	w.killRound++
+	acted := 0 // sessions this step reset
 	for len(w.kills) > 0 {
 		j := &w.kills[0]
 		if j.round != w.killRound {
@@ -72,13 +77,16 @@ func (w *worker) stepKills() {
 		j.need = 0
 		timeUp := false
 		done := w.table.Step(&j.walk, killSlots, func(f *flow.Flow) bool {
-			ok, late := w.killFlow(f, j, deadline)
+			before := j.flows
+			ok, late := w.killFlow(f, j, deadline, acted > 0)
+			acted += j.flows - before
 			timeUp = late
 			return ok
 		})
 		if done {
 			w.finishKill(j)
-			w.kills = append(w.kills[:0], w.kills[1:]...)
+			*j = killJob{}
+			w.kills = w.kills[1:] // a queue: append reuses or replaces the array
 			continue
 		}
 		if j.need > 0 {
@@ -96,9 +104,9 @@ func (w *worker) stepKills() {
 
 // killFlow resets one flow of a kill's walk, as Table.Step's fn. It
 // returns false to stop the walk before f: late when the step's time is
-// up, or with j.need set when the ceiling lacks room for f's resets and
-// the reserve.
-func (w *worker) killFlow(f *flow.Flow, j *killJob, deadline time.Time) (ok, late bool) {
+// up (and it may stop: it has reset a session already), or with j.need
+// set when the ceiling lacks room for f's resets and the reserve.
+func (w *worker) killFlow(f *flow.Flow, j *killJob, deadline time.Time, mayStop bool) (ok, late bool) {
 	if f.Proto() != capture.ProtoTCP || f.State().Closed() {
 		return true, false
 	}
@@ -121,7 +129,7 @@ func (w *worker) killFlow(f *flow.Flow, j *killJob, deadline time.Time) (ok, lat
 		return true, false
 	}
 	now := time.Now()
-	if now.After(deadline) {
+	if mayStop && now.After(deadline) {
 		return false, true
 	}
 	if !obs {

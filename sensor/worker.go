@@ -80,6 +80,7 @@ type worker struct {
 	kills     []killJob   // proactive kills in progress, oldest first (proactive.go)
 	killTimer *time.Timer // wakes the worker when the ceiling has room for a waiting kill
 	killRound int         // stepKills calls so far
+	killStep  time.Duration
 
 	// counters read by the snapshotter
 	decode                          [capture.NumReasons]atomic.Uint64
@@ -99,6 +100,8 @@ func newWorker(e *Engine, id int, fc flow.Config) *worker {
 		table:  flow.NewTable(fc),
 		ctl:    make(chan func(*worker), 256),
 		blocks: make([]blockRec, 4096),
+
+		killStep: killStep,
 	}
 	w.cur = &w.pkt
 	return w
