@@ -773,3 +773,20 @@ func TestHelpIsAModalAnyKeyCloses(t *testing.T) {
 		t.Fatalf("bans %+v", bans)
 	}
 }
+
+// TestHeaderShowsKillsInProgress: while a new ban's sessions are still
+// being reset at the ceiling's pace, the header says so, and not after.
+func TestHeaderShowsKillsInProgress(t *testing.T) {
+	m, _ := newTestModel(t, demoSnapshot(), 160, 40)
+	if s := screen(m); strings.Contains(s, "killing") {
+		t.Fatalf("header mentions a kill with none in progress:\n%s", s)
+	}
+	for n, want := range map[int]string{1: "│ killing sessions of 1 ban │ reaction", 2: "│ killing sessions of 2 bans │ reaction"} {
+		snap := demoSnapshot()
+		snap.Status.Blocks.Killing = n
+		for _, w := range []int{160, 100} { // header of two lines, and of three
+			m, _ := newTestModel(t, snap, w, 40)
+			mustContain(t, screen(m), want)
+		}
+	}
+}

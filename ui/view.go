@@ -260,6 +260,17 @@ func (m *Model) writeHeader(sb *strings.Builder) {
 		b = appendInt(b, bs.Confirmed+bs.Failed)
 		b = append(b, ')')
 	}
+	if bs.Killing > 0 {
+		// A wide ban's kill goes on at the injection ceiling's pace: say
+		// so until its last session is reset (before the reaction, which
+		// a narrow terminal cuts first).
+		b = append(b, " │ killing sessions of "...)
+		b = appendInt(b, uint64(bs.Killing))
+		b = append(b, " ban"...)
+		if bs.Killing > 1 {
+			b = append(b, 's')
+		}
+	}
 	b = append(b, " │ reaction p99 "...)
 	b = latency.Append(b, bs.ReactionP99)
 	if m.headerH() == 2 {
