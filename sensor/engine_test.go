@@ -127,6 +127,22 @@ func tcpFrame(t testing.TB, src, dst netip.AddrPort, seq, ack uint32, flags stri
 	return buf.Bytes()
 }
 
+// frameScript collects a scriptSource's frames, gap apart in time.
+type frameScript struct {
+	frames    [][]byte
+	ts        []int64
+	base, gap int64
+}
+
+func newFrameScript(gap time.Duration) *frameScript {
+	return &frameScript{base: time.Now().UnixNano(), gap: int64(gap)}
+}
+
+func (s *frameScript) add(f []byte) {
+	s.frames = append(s.frames, f)
+	s.ts = append(s.ts, s.base+int64(len(s.ts))*s.gap)
+}
+
 type harness struct {
 	t     *testing.T
 	store *rules.Store
@@ -237,13 +253,8 @@ func TestEngineResetsBannedHandshakeAndData(t *testing.T) {
 // the live ring hands them over: every reset and every counter must agree.
 func TestEngineBatchedFramesSameAsOneByOne(t *testing.T) {
 	server := netip.MustParseAddrPort("192.0.2.10:443")
-	base := time.Now().UnixNano()
-	var frames [][]byte
-	var ts []int64
-	add := func(f []byte) {
-		frames = append(frames, f)
-		ts = append(ts, base+int64(len(ts))*20_000)
-	}
+	fs := newFrameScript(20 * time.Microsecond)
+	add := fs.add
 	for round := range 3 {
 		for i := range 12 {
 			c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i)}), uint16(40000+i))
@@ -267,7 +278,7 @@ func TestEngineBatchedFramesSameAsOneByOne(t *testing.T) {
 		}
 	}
 	run := func(batch bool) (*harness, []string) {
-		src := &scriptSource{frames: frames, ts: ts, batch: batch}
+		src := &scriptSource{frames: fs.frames, ts: fs.ts, batch: batch}
 		h := newHarness(t, src, ModeEnforce)
 		h.ban("203.0.113.0/24")
 		if err := h.e.Run(context.Background()); err != nil {
@@ -504,25 +515,20 @@ func TestEngineProactiveKillOnBan(t *testing.T) {
 func TestEngineProactiveKillInTinySteps(t *testing.T) {
 	server := netip.MustParseAddrPort("192.0.2.10:7")
 	other := netip.MustParseAddrPort("198.51.100.200:50000")
-	base := time.Now().UnixNano()
-	var frames [][]byte
-	var ts []int64
-	add := func(f []byte) {
-		frames = append(frames, f)
-		ts = append(ts, base+int64(len(ts))*100_000)
-	}
+	fs := newFrameScript(100 * time.Microsecond)
+	add := fs.add
 	for i := range 3 {
 		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), 40000)
 		add(tcpFrame(t, c, server, 1000, 0, "S", "", 61))
 		add(tcpFrame(t, server, c, 5000, 1001, "SA", "", 63))
 		add(tcpFrame(t, c, server, 1001, 5001, "A", "", 61))
 	}
-	banAt := len(frames)
+	banAt := len(fs.frames)
 	for range 6 { // someone else's traffic, while the kill goes on
 		add(tcpFrame(t, other, server, 1, 1, "A", "", 61))
 	}
 	var h *harness
-	src := &scriptSource{frames: frames, ts: ts}
+	src := &scriptSource{frames: fs.frames, ts: fs.ts}
 	src.hook = func(i int) {
 		if i == banAt {
 			h.ban("198.51.100.0/29")
