@@ -89,6 +89,28 @@ func FuzzUpdate(f *testing.F) {
 						if len(seen) != n {
 							t.Fatalf("%v: ForEach %d, scan %d", p, len(seen), n)
 						}
+						// A walk in steps of a few slots, refusing a flow
+						// now and then, finds the same flows.
+						w, got, calls, refused := tb.NewWalk(p), map[Handle]bool{}, 0, 0
+						for !tb.Step(&w, 1+int(c[4]%4), func(fl *Flow) bool {
+							h := tb.Handle(fl)
+							calls++
+							if !got[h] && refused < 8 && c[5]>>(calls%8)&1 == 1 {
+								refused++
+								return false
+							}
+							got[h] = true
+							return true
+						}) {
+						}
+						if len(got) != n {
+							t.Fatalf("%v: a walk in steps found %d flows, a scan %d", p, len(got), n)
+						}
+						for h := range got {
+							if !seen[h] {
+								t.Fatalf("%v: a walk in steps found a flow ForEach did not", p)
+							}
+						}
 					}
 				}
 				continue
