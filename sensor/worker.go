@@ -77,10 +77,10 @@ type worker struct {
 	nextRec int
 	pending []pendingFlow // blocked flows whose outcome is not settled
 
-	kills     []killJob   // proactive kills in progress, oldest first (proactive.go)
-	killTimer *time.Timer // wakes the worker when the ceiling has room for a waiting kill
-	killRound int         // stepKills calls so far
-	killStep  time.Duration
+	kills     []killJob     // proactive kills in progress, oldest first (proactive.go)
+	killTimer *time.Timer   // wakes the worker when the ceiling has room for a waiting kill
+	killRound int           // stepKills calls so far
+	killStep  time.Duration // how long a step of kills may take (killStep; engine tests raise it)
 
 	// counters read by the snapshotter
 	decode                          [capture.NumReasons]atomic.Uint64
