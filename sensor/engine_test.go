@@ -511,46 +511,87 @@ func TestEngineProactiveKillOnBan(t *testing.T) {
 // TestEngineProactiveKillInTinySteps kills three idle sessions with a kill
 // step far too short for any work (a machine too slow for killStep): each
 // step must still reset one session, so the kill ends while other traffic
-// goes on, and no session is reset twice.
+// goes on, and no session is reset (or, observing, described) twice, also
+// when the walk goes address by address and starts a list again after
+// each pause.
 func TestEngineProactiveKillInTinySteps(t *testing.T) {
 	server := netip.MustParseAddrPort("192.0.2.10:7")
 	other := netip.MustParseAddrPort("198.51.100.200:50000")
-	fs := newFrameScript(100 * time.Microsecond)
-	add := fs.add
-	for i := range 3 {
-		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), 40000)
-		add(tcpFrame(t, c, server, 1000, 0, "S", "", 61))
-		add(tcpFrame(t, server, c, 5000, 1001, "SA", "", 63))
-		add(tcpFrame(t, c, server, 1001, 5001, "A", "", 61))
-	}
-	banAt := len(fs.frames)
-	for range 6 { // someone else's traffic, while the kill goes on
-		add(tcpFrame(t, other, server, 1, 1, "A", "", 61))
-	}
-	var h *harness
-	src := &scriptSource{frames: fs.frames, ts: fs.ts}
-	src.hook = func(i int) {
-		if i == banAt {
-			h.ban("198.51.100.0/29")
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	h = newHarness(t, src, ModeEnforce)
-	h.e.workers[0].killStep = time.Nanosecond
-	if err := h.e.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	bl := h.e.Snapshot().Blocks
-	if len(bl) != 3 {
-		t.Fatalf("%d blocks, want the 3 sessions: %+v", len(bl), bl)
-	}
-	for _, b := range bl {
-		if !b.Proactive || b.ToSrc != 1 || b.ToDst != 1 {
-			t.Errorf("block of %v:%d: proactive %v, resets %d/%d, want proactive and one each way", b.Src, b.SrcPort, b.Proactive, b.ToSrc, b.ToDst)
-		}
-	}
-	if w := h.e.workers[0]; len(w.kills) != 0 || w.killing.Load() != 0 {
-		t.Errorf("%d kills still in hand", len(w.kills))
+	for _, tc := range []struct {
+		name string
+		ban  string
+		mode Mode
+		port func(i int) netip.AddrPort // the client of session i
+	}{
+		{"three clients, by scan", "198.51.100.0/29", ModeEnforce, func(i int) netip.AddrPort {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(1 + i)}), 40000)
+		}},
+		{"one client, by address", "198.51.100.1", ModeEnforce, func(i int) netip.AddrPort {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, 1}), uint16(40000+i))
+		}},
+		{"one client, by address, observing", "198.51.100.1", ModeObserve, func(i int) netip.AddrPort {
+			return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, 1}), uint16(40000+i))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFrameScript(100 * time.Microsecond)
+			// 40 bystanders, so that the table is large enough for a
+			// walk by address of a single one.
+			for i := range 40 {
+				c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), 30000)
+				fs.add(tcpFrame(t, c, server, 1, 0, "S", "", 61))
+			}
+			for i := range 3 {
+				c := tc.port(i)
+				fs.add(tcpFrame(t, c, server, 1000, 0, "S", "", 61))
+				fs.add(tcpFrame(t, server, c, 5000, 1001, "SA", "", 63))
+				fs.add(tcpFrame(t, c, server, 1001, 5001, "A", "", 61))
+			}
+			banAt := len(fs.frames)
+			for range 6 { // someone else's traffic, while the kill goes on
+				fs.add(tcpFrame(t, other, server, 1, 1, "A", "", 61))
+			}
+			var h *harness
+			src := &scriptSource{frames: fs.frames, ts: fs.ts}
+			src.hook = func(i int) {
+				if i == banAt {
+					h.ban(tc.ban)
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			h = newHarness(t, src, tc.mode)
+			h.e.workers[0].killStep = time.Nanosecond
+			events, cancel := h.e.Subscribe()
+			defer cancel()
+			if err := h.e.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			would := 0
+			for len(events) > 0 {
+				if ev := <-events; ev.Type == EventWouldBlock {
+					would++
+				}
+			}
+			bl := h.e.Snapshot().Blocks
+			if len(bl) != 3 {
+				t.Fatalf("%d blocks, want the 3 sessions: %+v", len(bl), bl)
+			}
+			for _, b := range bl {
+				if tc.mode == ModeObserve {
+					if !b.Proactive || b.Outcome != OutcomeObserved {
+						t.Errorf("block of %v:%d: proactive %v, outcome %v", b.Src, b.SrcPort, b.Proactive, b.Outcome)
+					}
+				} else if !b.Proactive || b.ToSrc != 1 || b.ToDst != 1 {
+					t.Errorf("block of %v:%d: proactive %v, resets %d/%d, want proactive and one each way", b.Src, b.SrcPort, b.Proactive, b.ToSrc, b.ToDst)
+				}
+			}
+			if tc.mode == ModeObserve && (would != 3 || h.rec.Count() != 0) {
+				t.Errorf("observing: %d would-block events for 3 sessions, %d frames sent", would, h.rec.Count())
+			}
+			if w := h.e.workers[0]; len(w.kills) != 0 || w.killing.Load() != 0 {
+				t.Errorf("%d kills still in hand", len(w.kills))
+			}
+		})
 	}
 }
 
