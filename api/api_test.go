@@ -619,6 +619,7 @@ func TestStateEndpoints(t *testing.T) {
 			{Src: b1, Bits: [flow.NumWindows]float64{500, 800, 60}, Flows: 2},
 		}
 		s.Traffic.Talkers[flow.ByPort] = []flow.Talker{{Port: 443, Proto: 6, Bits: [flow.NumWindows]float64{1, 2, 3}}}
+		s.Traffic.Talkers[flow.BySrcNet] = []flow.Talker{{Net: netip.MustParsePrefix("10.0.0.0/24"), Bits: [flow.NumWindows]float64{600, 1700, 110}, Flows: 3}}
 		s.Blocks = []sensor.Block{{ID: 1, Src: a1, Dst: b1, Outcome: sensor.OutcomeConfirmed}}
 	})
 	e.sens.flows = []flow.Info{{Proto: 6, A: a1, APort: 5555, B: b1, BPort: 80, State: "established"}}
@@ -641,6 +642,11 @@ func TestStateEndpoints(t *testing.T) {
 	if len(tk.Items) != 1 || tk.Items[0].Port != 443 || tk.Items[0].Proto != "tcp" {
 		t.Errorf("talkers by port: %+v", tk)
 	}
+	tk = Talkers{} // decoding leaves the fields a row omits as they were
+	e.do("GET", "/v1/talkers?by=srcnet", roSecret, nil).json(t, &tk)
+	if tk.By != "srcnet" || len(tk.Items) != 1 || tk.Items[0].Net.String() != "10.0.0.0/24" || tk.Items[0].Src.IsValid() || tk.Items[0].Flows != 3 {
+		t.Errorf("talkers by source network: %+v", tk)
+	}
 	var fl FlowList
 	e.do("GET", "/v1/flows?ip=10.0.0.0/24", roSecret, nil).json(t, &fl)
 	if len(fl.Items) != 1 || fl.Items[0].BPort != 80 {
@@ -656,7 +662,8 @@ func TestStateEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.Blocks) != 1 || snap.Blocks[0].Src != a1 || len(snap.Traffic.Talkers[flow.BySrc]) != 2 {
+	if len(snap.Blocks) != 1 || snap.Blocks[0].Src != a1 || len(snap.Traffic.Talkers[flow.BySrc]) != 2 ||
+		len(snap.Traffic.Talkers[flow.BySrcNet]) != 1 || snap.Traffic.Talkers[flow.BySrcNet][0].Net.String() != "10.0.0.0/24" {
 		t.Errorf("snapshot round trip: %+v", snap)
 	}
 	// A large snapshot is gzip-compressed for clients that accept it.

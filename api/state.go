@@ -89,19 +89,20 @@ func acceptsGzip(r *http.Request) bool {
 
 // TalkerView is one row of GET /v1/talkers, for the requested window.
 type TalkerView struct {
-	Src              netip.Addr `json:"src,omitzero"`
-	Dst              netip.Addr `json:"dst,omitzero"`
-	Port             uint16     `json:"port,omitempty"`
-	Proto            string     `json:"proto,omitempty"`
-	BitsPerSecond    float64    `json:"bits_per_second"`
-	PacketsPerSecond float64    `json:"packets_per_second"`
-	Flows            int        `json:"flows"`
+	Net              netip.Prefix `json:"net,omitzero"` // by=srcnet: the source network (a /24 or a /64)
+	Src              netip.Addr   `json:"src,omitzero"`
+	Dst              netip.Addr   `json:"dst,omitzero"`
+	Port             uint16       `json:"port,omitempty"`
+	Proto            string       `json:"proto,omitempty"`
+	BitsPerSecond    float64      `json:"bits_per_second"`
+	PacketsPerSecond float64      `json:"packets_per_second"`
+	Flows            int          `json:"flows"`
 }
 
 // Talkers is the answer of GET /v1/talkers.
 type Talkers struct {
 	At     time.Time    `json:"at"`     // when the snapshot was taken
-	By     string       `json:"by"`     // src, dst, pair or port
+	By     string       `json:"by"`     // src, dst, pair, port or srcnet
 	Window string       `json:"window"` // 2s, 10s or 40s: the averaging window of the rates
 	Items  []TalkerView `json:"items"`  // largest bits/s first
 }
@@ -115,7 +116,7 @@ func (s *Server) talkers(w http.ResponseWriter, r *http.Request, c caller) error
 	if v := q.Get("by"); v != "" {
 		kind, ok = parseTalkerKind(v)
 		if !ok {
-			return errorf(http.StatusBadRequest, "invalid by", "%q: want src, dst, pair or port", v)
+			return errorf(http.StatusBadRequest, "invalid by", "%q: want src, dst, pair, port or srcnet", v)
 		}
 	}
 	win := flow.Win10s
@@ -133,7 +134,7 @@ func (s *Server) talkers(w http.ResponseWriter, r *http.Request, c caller) error
 	slices.SortStableFunc(rows, func(a, b flow.Talker) int { return cmp.Compare(b.Bits[win], a.Bits[win]) })
 	out := Talkers{At: traffic.At, By: kind.String(), Window: win.String(), Items: make([]TalkerView, 0, min(n, len(rows)))}
 	for _, t := range rows[:min(n, len(rows))] {
-		v := TalkerView{Src: t.Src, Dst: t.Dst, BitsPerSecond: t.Bits[win], PacketsPerSecond: t.Pkts[win], Flows: t.Flows}
+		v := TalkerView{Net: t.Net, Src: t.Src, Dst: t.Dst, BitsPerSecond: t.Bits[win], PacketsPerSecond: t.Pkts[win], Flows: t.Flows}
 		if kind == flow.ByPort {
 			v.Port, v.Proto = t.Port, protoName(t.Proto)
 		}
@@ -144,7 +145,7 @@ func (s *Server) talkers(w http.ResponseWriter, r *http.Request, c caller) error
 }
 
 func parseTalkerKind(s string) (flow.TalkerKind, bool) {
-	for k := flow.TalkerKind(0); k < flow.NumKinds; k++ {
+	for k := flow.TalkerKind(0); k < flow.NumViews; k++ {
 		if k.String() == s {
 			return k, true
 		}

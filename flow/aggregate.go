@@ -78,8 +78,9 @@ type kindTable struct {
 type Aggregator struct {
 	maxTracked int
 	kinds      [NumKinds]kindTable
-	total      series // Totals: bytes/pkts
-	newFlows   series // new flows per second, in the bytes field
+	nets       netTable // BySrcNet's scratch (srcnet.go)
+	total      series   // Totals: bytes/pkts
+	newFlows   series   // new flows per second, in the bytes field
 	started    bool
 	start      int64 // first second ever added
 	head       int64 // latest second added
@@ -98,7 +99,7 @@ const clockStep = 300
 // in an "other" row until a tracked key has been silent for SparkLen seconds.
 // Each tracked key keeps its 60-second history in 832 bytes, so the
 // default costs at most 52 MiB (4 kinds × 16384 keys), allocated as keys
-// appear.
+// appear, and 13 MiB more for summing the sources by network (BySrcNet).
 func NewAggregator(maxTracked int) *Aggregator {
 	if maxTracked <= 0 {
 		maxTracked = DefaultMaxTracked
@@ -305,6 +306,16 @@ func (a *Aggregator) Snapshot(n int, activeFlows int) Snapshot {
 		}
 		snap.Talkers[k] = rows
 	}
+	srcOther := &a.kinds[BySrc].other
+	top = append(top[:0], a.srcNets(n)...)
+	if srcOther.sumPkts[Win40s] != 0 {
+		top = offerTop(top, n, srcOther)
+	}
+	rows := make([]Talker, len(top))
+	for j, s := range top {
+		rows[j] = a.talker(BySrcNet, s, s == srcOther, &el)
+	}
+	snap.Talkers[BySrcNet] = rows
 	return snap
 }
 
@@ -369,6 +380,8 @@ func (a *Aggregator) talker(k TalkerKind, s *series, other bool, el *[NumWindows
 			t.Dst = s.key.b.addr(s.key.v6)
 		case ByPort:
 			t.Port, t.Proto = s.key.port, s.key.proto
+		case BySrcNet:
+			t.Net = netOf(&s.key)
 		}
 	}
 	for w := Window(0); w < NumWindows; w++ {

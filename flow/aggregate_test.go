@@ -697,3 +697,80 @@ func TestTalkerHashesSpreadAScan(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceNetworksSumTheirSources: the BySrcNet rows are the tracked
+// sources summed by /24 and /64, ranked like any kind, with their flows
+// and sparklines; sources beyond the tracking limit stay in "other".
+func TestSourceNetworksSumTheirSources(t *testing.T) {
+	tb := NewTable(Config{MaxFlows: 1024})
+	agg := NewAggregator(0)
+	var traffic []flowSpec
+	for i := range 100 { // a flood from one /24: each source small
+		traffic = append(traffic, flowSpec{src: fmt.Sprintf("203.0.113.%d", i+1), dst: "192.0.2.1", sport: 1000, dport: 80, pkts: 2, size: 100})
+	}
+	traffic = append(traffic,
+		flowSpec{src: "198.51.100.7", dst: "192.0.2.1", sport: 1, dport: 443, pkts: 10, size: 1500}, // the heaviest single source
+		flowSpec{src: "2001:db8:1:2::1", dst: "2001:db8::80", sport: 1, dport: 443, pkts: 3, size: 1000},
+		flowSpec{src: "2001:db8:1:2::ffff", dst: "2001:db8::80", sport: 2, dport: 443, pkts: 3, size: 1000},
+		flowSpec{src: "2001:db8:1:3::1", dst: "2001:db8::80", sport: 1, dport: 443, pkts: 1, size: 1000},
+	)
+	for i := range int64(5) {
+		feedSecond(tb, agg, 0, s0+i, traffic)
+	}
+	snap := agg.Snapshot(10, tb.Len())
+	if src := snap.Talkers[BySrc]; src[0].Src.String() != "198.51.100.7" {
+		t.Fatalf("top source %v", src[0].Src)
+	}
+	nets := snap.Talkers[BySrcNet]
+	want := []struct {
+		net        string
+		bits, pkts float64 // per second
+		flows      int
+	}{
+		{"203.0.113.0/24", 100 * 2 * 100 * 8, 200, 100},
+		{"198.51.100.0/24", 10 * 1500 * 8, 10, 1},
+		{"2001:db8:1:2::/64", 6 * 1000 * 8, 6, 2},
+		{"2001:db8:1:3::/64", 1000 * 8, 1, 1},
+	}
+	if len(nets) != len(want) {
+		t.Fatalf("%d networks, want %d: %+v", len(nets), len(want), nets)
+	}
+	for i, w := range want {
+		r := nets[i]
+		if r.Net.String() != w.net || r.Src.IsValid() || r.Other || !near(r.Bits[Win10s], w.bits) || !near(r.Pkts[Win2s], w.pkts) || r.Flows != w.flows {
+			t.Errorf("network %d: %v bits %v pkts %v flows %d, want %s %v %v %d", i, r.Net, r.Bits[Win10s], r.Pkts[Win2s], r.Flows, w.net, w.bits, w.pkts, w.flows)
+		}
+		if got := r.Spark[SparkLen-1]; !near(float64(got), w.bits) {
+			t.Errorf("%s: last second's sparkline %v, want %v", w.net, got, w.bits)
+		}
+	}
+	// Sources past the tracking limit are in BySrc's "other", and so in
+	// BySrcNet's: their networks are not known.
+	few := NewAggregator(10)
+	tb2 := NewTable(Config{MaxFlows: 1024})
+	feedSecond(tb2, few, 0, s0, traffic)
+	snap = few.Snapshot(20, tb2.Len())
+	srcOther, netOther := findOther(snap.Talkers[BySrc]), findOther(snap.Talkers[BySrcNet])
+	if srcOther == nil || netOther == nil || srcOther.Bits != netOther.Bits || srcOther.Pkts != netOther.Pkts {
+		t.Fatalf("other rows: sources %+v, networks %+v", srcOther, netOther)
+	}
+	var srcBits, netBits float64
+	for _, r := range snap.Talkers[BySrc] {
+		srcBits += r.Bits[Win10s]
+	}
+	for _, r := range snap.Talkers[BySrcNet] {
+		netBits += r.Bits[Win10s]
+	}
+	if !near(netBits, srcBits) {
+		t.Errorf("networks sum to %v bits/s, sources to %v", netBits, srcBits)
+	}
+}
+
+func findOther(rows []Talker) *Talker {
+	for i := range rows {
+		if rows[i].Other {
+			return &rows[i]
+		}
+	}
+	return nil
+}

@@ -39,15 +39,28 @@ const (
 	ByDst                      // destination IP
 	ByPair                     // source and destination IP
 	ByPort                     // destination port (and protocol)
-	NumKinds                   // how many kinds there are
+	NumKinds                   // how many kinds the workers count
+	// BySrcNet is the source network (SrcNetBits4, SrcNetBits6): not
+	// counted by the workers but summed from the tracked sources when a
+	// Snapshot is taken, so it costs the hot path nothing. A flood from
+	// many addresses of few networks shows as those networks, each what
+	// to ban.
+	BySrcNet = NumKinds
+	NumViews = NumKinds + 1 // the kinds a Snapshot has talkers of
 )
 
-// String is the kind's short name: "src", "dst", "pair" or "port".
+// The prefix lengths of BySrcNet's networks.
+const (
+	SrcNetBits4 = 24
+	SrcNetBits6 = 64
+)
+
+// String is the kind's short name: "src", "dst", "pair", "port" or "srcnet".
 func (k TalkerKind) String() string {
-	if k >= NumKinds {
+	if k >= NumViews {
 		return "?"
 	}
-	return [...]string{"src", "dst", "pair", "port"}[k]
+	return [...]string{"src", "dst", "pair", "port", "srcnet"}[k]
 }
 
 // SparkLen is how many one-second points a talker's sparkline holds.
@@ -59,6 +72,7 @@ const SparkLen = 60
 // rate is its sum divided by its length; while the sensor has run for less
 // than the window, by the seconds it has run.
 type Talker struct {
+	Net   netip.Prefix        // BySrcNet: the source network; otherwise invalid
 	Src   netip.Addr          // BySrc, ByPair: the source; ByDst: invalid
 	Dst   netip.Addr          // ByDst, ByPair: the destination; BySrc: invalid
 	Port  uint16              // ByPort: the flow's service port (B's port, the initiator's destination port) for TCP/UDP; the destination port (0 for ICMP and later fragments) otherwise
@@ -89,7 +103,7 @@ type Totals struct {
 type Snapshot struct {
 	At      time.Time // end of the latest complete second it covers (zero before any traffic)
 	Totals  Totals
-	Talkers [NumKinds][]Talker // top N per kind, sorted by bits/s over 10 s, largest first
+	Talkers [NumViews][]Talker // top N per kind, sorted by bits/s over 10 s, largest first
 }
 
 // Info is one flow as the drill-down view and the API show it: a copy, safe
