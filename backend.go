@@ -58,8 +58,8 @@ func (b localBackend) SetMode(ctx context.Context, m sensor.Mode) error {
 	return err
 }
 
-func (b localBackend) Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, error) {
-	return b.s.engine.Flows(ctx, netip.PrefixFrom(ip, ip.BitLen()), 500)
+func (b localBackend) Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error) {
+	return b.s.engine.Flows(ctx, p, 500)
 }
 
 // attachBackend is the dashboard's view of a daemon, through its API.
@@ -84,8 +84,8 @@ func (b attachBackend) Unban(ctx context.Context, id uint64, reason string) (rul
 
 func (b attachBackend) SetMode(ctx context.Context, m sensor.Mode) error { return b.c.SetMode(ctx, m) }
 
-func (b attachBackend) Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, error) {
-	return b.c.Flows(ctx, netip.PrefixFrom(ip, ip.BitLen()))
+func (b attachBackend) Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error) {
+	return b.c.Flows(ctx, p)
 }
 
 // apiSensor adapts the engine to the API's Sensor seam; mode changes are

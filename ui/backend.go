@@ -28,8 +28,9 @@ type Backend interface {
 	Unban(ctx context.Context, id uint64, reason string) (rules.Entry, error)
 	// SetMode switches the whole sensor between enforce and observe.
 	SetMode(ctx context.Context, m sensor.Mode) error
-	// Flows lists the live flows that ip takes part in (drill-down view).
-	Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, error)
+	// Flows lists the live flows with an endpoint in p, an address or a
+	// network (drill-down view).
+	Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error)
 }
 
 // Config is what the dashboard needs to start.
@@ -76,6 +77,6 @@ func (noBackend) Unban(context.Context, uint64, string) (rules.Entry, error) {
 
 func (noBackend) SetMode(context.Context, sensor.Mode) error { return errNoBackend }
 
-func (noBackend) Flows(context.Context, netip.Addr) ([]flow.Info, error) {
+func (noBackend) Flows(context.Context, netip.Prefix) ([]flow.Info, error) {
 	return nil, errNoBackend
 }

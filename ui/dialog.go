@@ -85,8 +85,8 @@ type dialog struct {
 	kind dialogKind
 
 	// dlgBan
-	ip       netip.Addr
-	context  []string // what the operator should know: rate, existing ban, allowlist
+	target   netip.Prefix // an address, or a network
+	context  []string     // what the operator should know: rate, existing ban, allowlist
 	duration field
 	reason   field
 	focus    int
@@ -116,7 +116,7 @@ func (d *dialog) view(st *Styles, w int, now time.Time) string {
 	}
 	switch d.kind {
 	case dlgBan:
-		add(st.DialogTitle.Render("Ban " + d.ip.String()))
+		add(st.DialogTitle.Render("Ban " + targetString(d.target)))
 		for _, c := range d.context {
 			wrap(st.Hint, c)
 		}
@@ -124,7 +124,7 @@ func (d *dialog) view(st *Styles, w int, now time.Time) string {
 		add(formLine(st, "duration", d.duration.String(), d.focus == focusDuration, "e.g. 1h, 30m, 7d, never", inner))
 		add(formLine(st, "reason  ", d.reason.String(), d.focus == focusReason, "optional, kept in the audit log", inner))
 		add("")
-		wrap(st.DialogWarn, "Resets every session of "+d.ip.String()+" in both directions and blocks new ones until it expires.")
+		wrap(st.DialogWarn, "Resets every session of "+targetString(d.target)+" in both directions and blocks new ones until it expires.")
 		if d.err != "" {
 			wrap(st.StatusErr, d.err)
 		}

@@ -23,8 +23,10 @@ type fakeBackend struct {
 	unbans  []uint64
 	modes   []sensor.Mode
 	nextID  uint64
-	flows   map[netip.Addr][]flow.Info
+	flows   map[netip.Addr][]flow.Info // by the address they are listed under
 	fetches int
+
+	flowQueries []netip.Prefix // what Flows was asked for
 }
 
 func newFake(s sensor.Snapshot) *fakeBackend {
@@ -99,10 +101,17 @@ func (f *fakeBackend) SetMode(ctx context.Context, m sensor.Mode) error {
 	return nil
 }
 
-func (f *fakeBackend) Flows(ctx context.Context, ip netip.Addr) ([]flow.Info, error) {
+func (f *fakeBackend) Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.flows[ip], nil
+	f.flowQueries = append(f.flowQueries, p)
+	var out []flow.Info
+	for a, fs := range f.flows {
+		if p.Contains(a) {
+			out = append(out, fs...)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeBackend) recorded() ([]rules.Request, []uint64, []sensor.Mode) {
@@ -154,6 +163,14 @@ func demoSnapshot() sensor.Snapshot {
 		{Port: 443, Proto: 6, Bits: [3]float64{950e6, 900e6, 520e6}, Pkts: [3]float64{120e3, 110e3, 65e3}, Flows: 1950},
 		{Port: 53, Proto: 17, Bits: [3]float64{3e6, 2e6, 2e6}, Pkts: [3]float64{900, 800, 700}, Flows: 60},
 	}
+	net := func(p string, bits float64, flows int) flow.Talker {
+		return flow.Talker{Net: netip.MustParsePrefix(p), Bits: [3]float64{bits, bits, bits}, Pkts: [3]float64{bits / 8000, bits / 8000, bits / 8000}, Flows: flows}
+	}
+	nets := []flow.Talker{
+		net("203.0.113.0/24", 915e6, 1850),
+		net("198.51.100.0/24", 130e6, 14), // banned by #7
+		net("10.0.0.0/24", 80e6, 44),      // inside the allowlisted 10.0.0.0/8
+	}
 	ruleset := []rules.Entry{
 		{ID: 7, Kind: rules.KindBan, Value: netip.MustParsePrefix("198.51.100.0/24"), Action: rules.ActionBlock,
 			Origin: rules.OriginAPI, Reason: "credential stuffing (ticket 4411)", Created: t0.Add(-20 * time.Minute),
@@ -182,6 +199,7 @@ func demoSnapshot() sensor.Snapshot {
 	s.Traffic.Talkers[flow.ByDst] = dst
 	s.Traffic.Talkers[flow.ByPair] = pair
 	s.Traffic.Talkers[flow.ByPort] = port
+	s.Traffic.Talkers[flow.BySrcNet] = nets
 	s.Rules = ruleset
 	s.Blocks = blocks
 	return s

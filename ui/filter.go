@@ -106,7 +106,24 @@ func (f filterSpec) matchTalker(t *flow.Talker) bool {
 	if f.port != 0 && t.Port == f.port {
 		return true
 	}
+	if t.Net.IsValid() {
+		return f.matchNet(t.Net)
+	}
 	return f.matchAddr(t.Src) || f.matchAddr(t.Dst)
+}
+
+// matchNet applies an address, prefix or text filter to a network row:
+// an address or prefix matches the networks it overlaps.
+func (f filterSpec) matchNet(n netip.Prefix) bool {
+	switch {
+	case f.addr.IsValid():
+		return n.Contains(f.addr)
+	case f.prefix.IsValid():
+		return n.Overlaps(f.prefix)
+	case f.text != "":
+		return strings.Contains(n.String(), f.text)
+	}
+	return false
 }
 
 // matchBlock reports whether b passes the filter.

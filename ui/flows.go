@@ -17,7 +17,7 @@ type flowsPane struct {
 	w, h    int
 	focused bool
 
-	ip      netip.Addr
+	target  netip.Prefix // an address, or a network
 	flows   []flow.Info
 	err     error
 	loading bool
@@ -41,9 +41,9 @@ func (p *flowsPane) SetFocused(f bool) {
 	}
 }
 
-// Open starts showing ip's flows (loading until SetData).
-func (p *flowsPane) Open(ip netip.Addr) {
-	*p = flowsPane{st: p.st, w: p.w, h: p.h, focused: p.focused, ip: ip, loading: true, buf: p.buf}
+// Open starts showing the flows of target (loading until SetData).
+func (p *flowsPane) Open(target netip.Prefix) {
+	*p = flowsPane{st: p.st, w: p.w, h: p.h, focused: p.focused, target: target, loading: true, buf: p.buf}
 }
 
 // SetData replaces the flows (or records the error fetching them), the
@@ -93,7 +93,7 @@ func (p *flowsPane) View() string {
 	hb = appendPadLeft(hb, "age", 6)
 	hb = append(hb, ' ')
 	hb = appendPadLeft(hb, "idle", 6)
-	title := " Flows of " + p.ip.String()
+	title := " Flows of " + targetString(p.target)
 	switch {
 	case p.loading:
 		title += " · loading…"
@@ -102,7 +102,7 @@ func (p *flowsPane) View() string {
 	default:
 		title += " · " + strconv.Itoa(len(p.flows)) + " live"
 	}
-	title += " · esc back · b bans " + p.ip.String()
+	title += " · esc back · b bans " + targetString(p.target)
 	empty := "  no live flows"
 	if p.loading {
 		empty = "  loading…"

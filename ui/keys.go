@@ -51,7 +51,7 @@ func DefaultKeyMap() KeyMap {
 		Filter: b([]string{"/"}, "/", "filter"),
 		Sort:   b([]string{"s"}, "s", "sort"),
 		Window: b([]string{"w"}, "w", "window"),
-		Kind:   b([]string{"t"}, "t", "by src/dst/pair/port"),
+		Kind:   b([]string{"t"}, "t", "by src/dst/pair/port/net"),
 		Pause:  b([]string{"p"}, "p", "pause"),
 		Units:  b([]string{"U"}, "U", "bits/bytes"),
 		Help:   b([]string{"?"}, "?", "more"),
@@ -86,7 +86,7 @@ func (k KeyMap) FullHelp() [][]key.Binding {
 			long(k.Filter, "filter: IP, prefix or port"),
 			long(k.Sort, "sort: bits/s, pkts/s, flows"),
 			long(k.Window, "window: 2s, 10s, 40s avg"),
-			long(k.Kind, "talkers by src, dst, pair, port"),
+			long(k.Kind, "talkers by src, dst, pair, port, net"),
 			long(k.Units, "bits/s ⇄ bytes/s"),
 		},
 		{

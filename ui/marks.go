@@ -108,3 +108,54 @@ func (ri *ruleIndex) banFor(a netip.Addr) (rules.Entry, bool) {
 	}
 	return ri.rules[best], true
 }
+
+// markNet is mark for a network row: whether a ban or allow entry covers
+// the whole network (entries inside it mark its addresses' rows instead).
+func (ri *ruleIndex) markNet(n netip.Prefix) mark {
+	if ri == nil || !n.IsValid() {
+		return markNone
+	}
+	if n.IsSingleIP() {
+		return ri.mark(n.Addr())
+	}
+	m := markNone
+	for _, i := range ri.wide {
+		e := &ri.rules[i]
+		if e.Value.Bits() > n.Bits() || !e.Value.Contains(n.Addr()) {
+			continue
+		}
+		switch {
+		case e.Kind == rules.KindAllow:
+			return markAllow
+		case e.Action == rules.ActionObserve:
+			if m == markNone {
+				m = markObserve
+			}
+		default:
+			m = markBan
+		}
+	}
+	return m
+}
+
+// banForNet is banFor for a target: the most specific ban covering all of
+// it.
+func (ri *ruleIndex) banForNet(n netip.Prefix) (rules.Entry, bool) {
+	if ri == nil || !n.IsValid() {
+		return rules.Entry{}, false
+	}
+	if n.IsSingleIP() {
+		return ri.banFor(n.Addr())
+	}
+	best := -1
+	for _, i := range ri.wide {
+		e := &ri.rules[i]
+		if e.Kind == rules.KindBan && e.Value.Bits() <= n.Bits() && e.Value.Contains(n.Addr()) && (best < 0 || e.Value.Bits() > ri.rules[best].Value.Bits()) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return rules.Entry{}, false
+	}
+	return ri.rules[best], true
+}

@@ -195,7 +195,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.onModeResult(msg)
 	case flowsMsg:
 		m.flowsBusy = false
-		if m.drill && msg.ip == m.flows.ip {
+		if m.drill && msg.target == m.flows.target {
 			m.flows.SetData(msg.flows, msg.err, m.now())
 			m.dirty = true
 		}
@@ -211,7 +211,7 @@ func (m *Model) onTick(now time.Time) tea.Cmd {
 		cmds = append(cmds, m.fetch())
 	}
 	if m.drill && !m.flowsBusy {
-		cmds = append(cmds, m.fetchFlows(m.flows.ip))
+		cmds = append(cmds, m.fetchFlows(m.flows.target))
 	}
 	if m.statusKind == statusOK && now.Sub(m.statusAt) > okStatusFor {
 		m.setStatus(statusNone, "")
@@ -376,7 +376,7 @@ func (m *Model) onKey(k tea.KeyPressMsg) tea.Cmd {
 		m.view.window = (m.view.window + 1) % flow.NumWindows
 		m.setView()
 	case key.Matches(k, km.Kind):
-		m.view.kind = (m.view.kind + 1) % flow.NumKinds
+		m.view.kind = (m.view.kind + 1) % flow.NumViews
 		m.setView()
 	case key.Matches(k, km.Units):
 		m.view.bytes = !m.view.bytes
@@ -409,65 +409,65 @@ func (m *Model) move(d int) {
 	}
 }
 
-// selectedIP is the address b and Enter act on: the drill-down's address,
-// or the selected talker's.
-func (m *Model) selectedIP() (netip.Addr, flow.Talker) {
+// selectedTarget is what b and Enter act on: the drill-down's address or
+// network, or the selected talker's.
+func (m *Model) selectedTarget() (netip.Prefix, flow.Talker) {
 	if m.drill {
-		return m.flows.ip, flow.Talker{}
+		return m.flows.target, flow.Talker{}
 	}
 	t, ok := m.talkers.Selected()
 	if !ok {
-		return netip.Addr{}, t
+		return netip.Prefix{}, t
 	}
-	return targetIP(m.view.kind, t), t
+	return targetOf(m.view.kind, t), t
 }
 
 func (m *Model) openDrill() tea.Cmd {
 	if m.focus != paneTalkers || m.drill {
 		return nil
 	}
-	ip, _ := m.selectedIP()
-	if !ip.IsValid() {
+	target, _ := m.selectedTarget()
+	if !target.IsValid() {
 		m.setStatus(statusErr, "no address selected: port rows have no flows to open (t changes the view)")
 		return nil
 	}
 	m.drill = true
-	m.flows.Open(ip)
+	m.flows.Open(target)
 	m.setFocus(paneTalkers)
-	return m.fetchFlows(ip)
+	return m.fetchFlows(target)
 }
 
-func (m *Model) fetchFlows(ip netip.Addr) tea.Cmd {
+func (m *Model) fetchFlows(target netip.Prefix) tea.Cmd {
 	m.flowsBusy = true
 	be, ctx := m.cfg.Backend, m.ctx
 	return func() tea.Msg {
 		ctx, cancel := context.WithTimeout(ctx, snapshotTimeout)
 		defer cancel()
-		fs, err := be.Flows(ctx, ip)
-		return flowsMsg{ip: ip, flows: fs, err: err}
+		fs, err := be.Flows(ctx, target)
+		return flowsMsg{target: target, flows: fs, err: err}
 	}
 }
 
-// openBan opens the ban form for the selected address, with what the
-// operator should know before confirming.
+// openBan opens the ban form for the selected address or network, with
+// what the operator should know before confirming.
 func (m *Model) openBan() {
-	ip, t := m.selectedIP()
-	if !ip.IsValid() {
+	target, t := m.selectedTarget()
+	if !target.IsValid() {
 		m.setStatus(statusErr, "nothing to ban: select an address in the talkers (port rows have none; t changes the view)")
 		return
 	}
-	d := &dialog{kind: dlgBan, ip: ip}
+	d := &dialog{kind: dlgBan, target: target}
 	d.duration.Set(fmtTTL(m.cfg.banTTL()))
 	if !m.drill {
 		w := m.view.window
 		d.context = append(d.context, "now "+string(appendRate(nil, t.Bits[w], m.view.bytes))+", "+
 			string(appendCount(nil, t.Pkts[w]))+" pkts/s ("+w.String()+" avg), "+plural(t.Flows, "flow", "flows"))
 	}
-	switch m.marks.mark(ip) {
+	switch m.marks.markNet(target) {
 	case markAllow:
-		d.context = append(d.context, ip.String()+" is ALLOWLISTED: the sensor will refuse this ban")
+		d.context = append(d.context, targetString(target)+" is ALLOWLISTED: the sensor will refuse this ban")
 	case markBan, markObserve:
-		if e, ok := m.marks.banFor(ip); ok {
+		if e, ok := m.marks.banForNet(target); ok {
 			d.context = append(d.context, "already banned by "+entryValue(&e)+" (#"+strconv.FormatUint(e.ID, 10)+", expires in "+fmtRemaining(e.Expires, m.now())+")")
 		}
 	}
@@ -484,8 +484,8 @@ func (m *Model) openUnban() {
 	var ok bool
 	if m.focus == paneBans {
 		e, ok = m.bans.Selected()
-	} else if ip, _ := m.selectedIP(); ip.IsValid() {
-		e, ok = m.marks.banFor(ip)
+	} else if target, _ := m.selectedTarget(); target.IsValid() {
+		e, ok = m.marks.banForNet(target)
 	}
 	switch {
 	case !ok:
@@ -568,11 +568,11 @@ func (m *Model) confirmBan(d *dialog) tea.Cmd {
 		return nil
 	}
 	m.dlg = nil
-	ip, reason := d.ip, strings.TrimSpace(d.reason.String())
-	m.setStatus(statusBusy, "banning "+ip.String()+" for "+fmtTTL(ttl)+"…")
+	target, reason := d.target, strings.TrimSpace(d.reason.String())
+	m.setStatus(statusBusy, "banning "+targetString(target)+" for "+fmtTTL(ttl)+"…")
 	req := rules.Request{
 		Kind:        rules.KindBan,
-		Value:       ip.String(),
+		Value:       targetString(target),
 		TTL:         ttl,
 		Action:      rules.ActionBlock,
 		Reason:      reason,
@@ -584,7 +584,7 @@ func (m *Model) confirmBan(d *dialog) tea.Cmd {
 		ctx, cancel := context.WithTimeout(ctx, actionTimeout)
 		defer cancel()
 		e, err := be.Ban(ctx, req)
-		return banResultMsg{ip: ip, ttl: ttl, entry: e, err: err}
+		return banResultMsg{target: target, ttl: ttl, entry: e, err: err}
 	}
 }
 
@@ -621,10 +621,10 @@ func (m *Model) confirm(d *dialog) tea.Cmd {
 
 func (m *Model) onBanResult(r banResultMsg) tea.Cmd {
 	if r.err != nil {
-		m.setStatus(statusErr, "ban "+r.ip.String()+": "+r.err.Error())
+		m.setStatus(statusErr, "ban "+targetString(r.target)+": "+r.err.Error())
 		return nil
 	}
-	s := "banned " + r.ip.String()
+	s := "banned " + targetString(r.target)
 	if r.ttl > 0 {
 		s += " for " + fmtTTL(r.ttl)
 	} else {

@@ -790,3 +790,50 @@ func TestHeaderShowsKillsInProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceNetworkView: the fifth view lists source networks, marks the
+// ones a ban or the allowlist covers whole, and bans, unbans and drills
+// into a network as into an address.
+func TestSourceNetworkView(t *testing.T) {
+	m, fb := newTestModel(t, demoSnapshot(), 120, 40)
+	press(t, m, "t", "t", "t", "t")
+	s := screen(m)
+	mustContain(t, s, "Top talkers by srcnet", "source network")
+	wantOrder(t, m, "203.0.113.0/24", "198.51.100.0/24", "10.0.0.0/24")
+	mustContain(t, line(t, s, "2 198.51.100.0/24"), "BAN")
+	mustContain(t, line(t, s, "3 10.0.0.0/24"), "ALLOW")
+	mustNotContain(t, line(t, s, "1 203.0.113.0/24"), "BAN", "ALLOW")
+
+	press(t, m, "b")
+	mustContain(t, screen(m), "Ban 203.0.113.0/24", "Resets every session of 203.0.113.0/24")
+	press(t, m, "enter")
+	if bans, _, _ := fb.recorded(); len(bans) != 1 || bans[0].Value != "203.0.113.0/24" {
+		t.Fatalf("bans %+v", bans)
+	}
+
+	press(t, m, "down", "u") // the network banned by #7
+	mustContain(t, screen(m), "Remove ban 198.51.100.0/24?", "entry #7")
+	press(t, m, "esc")
+
+	press(t, m, "up", "enter")
+	mustContain(t, screen(m), "Flows of 203.0.113.0/24")
+	if q := fb.flowQueries; len(q) == 0 || q[len(q)-1].String() != "203.0.113.0/24" {
+		t.Fatalf("flows asked for %v", q)
+	}
+	press(t, m, "esc")
+	// A filter by address or prefix keeps the networks it falls in.
+	press(t, m, "/")
+	typeText(t, m, "203.0.113.7")
+	press(t, m, "enter")
+	wantOrder(t, m, "203.0.113.0/24")
+	press(t, m, "/", "ctrl+u")
+	typeText(t, m, "10.0.0.0/8")
+	press(t, m, "enter")
+	wantOrder(t, m, "10.0.0.0/24")
+	press(t, m, "/", "ctrl+u", "enter")
+
+	press(t, m, "t") // round to the sources again
+	if got := order(m); got[0] != "203.0.113.7" {
+		t.Fatalf("after a full round of views: %v", got)
+	}
+}

@@ -25,10 +25,10 @@ type snapshotMsg struct {
 
 // banResultMsg is the answer to a ban the operator confirmed.
 type banResultMsg struct {
-	ip    netip.Addr
-	ttl   time.Duration
-	entry rules.Entry
-	err   error
+	target netip.Prefix
+	ttl    time.Duration
+	entry  rules.Entry
+	err    error
 }
 
 // unbanResultMsg is the answer to an unban the operator confirmed.
@@ -45,7 +45,7 @@ type modeResultMsg struct {
 
 // flowsMsg is the answer to a drill-down's Backend.Flows call.
 type flowsMsg struct {
-	ip    netip.Addr
-	flows []flow.Info
-	err   error
+	target netip.Prefix
+	flows  []flow.Info
+	err    error
 }

@@ -204,16 +204,32 @@ func (p *talkersPane) Selected() (flow.Talker, bool) {
 // Len is the number of rows after filtering.
 func (p *talkersPane) Len() int { return len(p.order) }
 
-// targetIP is the address an action on t acts on: the source for src and
-// pair rows, the destination for dst rows; port rows have none.
-func targetIP(kind flow.TalkerKind, t flow.Talker) netip.Addr {
+// targetOf is what an action on t acts on: the source for src and pair
+// rows, the destination for dst rows (each a single address), the network
+// for srcnet rows; port rows and "other" have none.
+func targetOf(kind flow.TalkerKind, t flow.Talker) netip.Prefix {
+	var a netip.Addr
 	switch kind {
 	case flow.BySrc, flow.ByPair:
-		return t.Src
+		a = t.Src
 	case flow.ByDst:
-		return t.Dst
+		a = t.Dst
+	case flow.BySrcNet:
+		return t.Net
 	}
-	return netip.Addr{}
+	if !a.IsValid() {
+		return netip.Prefix{}
+	}
+	return netip.PrefixFrom(a, a.BitLen())
+}
+
+// targetString is how the dashboard names a target: an address alone for
+// a single one, else the prefix.
+func targetString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
 }
 
 func protoName(p uint8) string {
@@ -243,6 +259,8 @@ func appendKey(dst []byte, kind flow.TalkerKind, t *flow.Talker) []byte {
 		dst = t.Src.AppendTo(dst)
 		dst = append(dst, " → "...)
 		return t.Dst.AppendTo(dst)
+	case flow.BySrcNet:
+		return t.Net.AppendTo(dst)
 	default:
 		dst = append(dst, protoName(t.Proto)...)
 		dst = append(dst, '/')
@@ -253,7 +271,7 @@ func appendKey(dst []byte, kind flow.TalkerKind, t *flow.Talker) []byte {
 var arrow = []byte("→")
 
 func keyHeader(kind flow.TalkerKind) string {
-	return [...]string{"source", "destination", "source → destination", "port"}[kind]
+	return [...]string{"source", "destination", "source → destination", "port", "source network"}[kind]
 }
 
 // plan decides which columns fit in the pane's width for the visible rows.
@@ -431,7 +449,11 @@ func (p *talkersPane) row(b []byte, i int, t *flow.Talker, c talkerCols) ([]byte
 	b = appendPadRightB(b, p.num, c.key)
 	b = append(b, ' ')
 	mk := markNone
-	if p.view.kind != flow.ByPort {
+	switch p.view.kind {
+	case flow.ByPort:
+	case flow.BySrcNet:
+		mk = p.marks.markNet(t.Net)
+	default:
 		mk = max(p.marks.mark(t.Src), p.marks.mark(t.Dst))
 	}
 	at := len(b)
