@@ -99,7 +99,8 @@ const clockStep = 300
 // in an "other" row until a tracked key has been silent for SparkLen seconds.
 // Each tracked key keeps its 60-second history in 832 bytes, so the
 // default costs at most 52 MiB (4 kinds × 16384 keys), allocated as keys
-// appear, and 13 MiB more for summing the sources by network (BySrcNet).
+// appear, and under 2 MiB more for summing the sources by network
+// (BySrcNet: about 100 bytes per network, 4 per source).
 func NewAggregator(maxTracked int) *Aggregator {
 	if maxTracked <= 0 {
 		maxTracked = DefaultMaxTracked
