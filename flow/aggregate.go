@@ -336,19 +336,23 @@ func offerTop(top []*series, n int, s *series) []*series {
 	return top
 }
 
-// rank orders series best first: bits over 10 s, then 40 s, then 2 s,
-// then by key so equal rates come out in a stable order.
-func rank(x, y *series) int {
-	if c := cmp.Compare(y.sumBytes[Win10s], x.sumBytes[Win10s]); c != 0 {
+// rank orders series best first (rankBy).
+func rank(x, y *series) int { return rankBy(&x.sumBytes, &y.sumBytes, &x.key, &y.key) }
+
+// rankBy orders talkers best first by their window sums: bits over 10 s,
+// then 40 s, then 2 s, then by key so equal rates come out in a stable
+// order.
+func rankBy(xb, yb *[NumWindows]uint64, xk, yk *talkerKey) int {
+	if c := cmp.Compare(yb[Win10s], xb[Win10s]); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(y.sumBytes[Win40s], x.sumBytes[Win40s]); c != 0 {
+	if c := cmp.Compare(yb[Win40s], xb[Win40s]); c != 0 {
 		return c
 	}
-	if c := cmp.Compare(y.sumBytes[Win2s], x.sumBytes[Win2s]); c != 0 {
+	if c := cmp.Compare(yb[Win2s], xb[Win2s]); c != 0 {
 		return c
 	}
-	return cmpKey(&x.key, &y.key)
+	return cmpKey(xk, yk)
 }
 
 func cmpKey(x, y *talkerKey) int {

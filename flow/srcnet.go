@@ -1,7 +1,6 @@
 package flow
 
 import (
-	"cmp"
 	"net/netip"
 	"slices"
 )
@@ -129,18 +128,7 @@ func offerTopSum(top []int32, n int, sums []netSum, j int32) []int32 {
 }
 
 // rankSum orders network sums as rank orders series.
-func rankSum(x, y *netSum) int {
-	if c := cmp.Compare(y.sumBytes[Win10s], x.sumBytes[Win10s]); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(y.sumBytes[Win40s], x.sumBytes[Win40s]); c != 0 {
-		return c
-	}
-	if c := cmp.Compare(y.sumBytes[Win2s], x.sumBytes[Win2s]); c != 0 {
-		return c
-	}
-	return cmpKey(&x.key, &y.key)
-}
+func rankSum(x, y *netSum) int { return rankBy(&x.sumBytes, &y.sumBytes, &x.key, &y.key) }
 
 // netKey is the key of the network of source key k: its address masked
 // to SrcNetBits4 or SrcNetBits6 bits (stored IPv4 addresses are the last
