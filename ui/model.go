@@ -1,9 +1,11 @@
 package ui
 
 import (
+	"cmp"
 	"context"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -463,6 +465,9 @@ func (m *Model) openBan() {
 		d.context = append(d.context, "now "+string(appendRate(nil, t.Bits[w], m.view.bytes))+", "+
 			string(appendCount(nil, t.Pkts[w]))+" pkts/s ("+w.String()+" avg), "+plural(t.Flows, "flow", "flows"))
 	}
+	if !target.IsSingleIP() {
+		d.context = append(d.context, m.coveredSources(target))
+	}
 	switch m.marks.markNet(target) {
 	case markAllow:
 		d.context = append(d.context, targetString(target)+" is ALLOWLISTED: the sensor will refuse this ban")
@@ -475,6 +480,34 @@ func (m *Model) openBan() {
 		d.context = append(d.context, "the sensor is in OBSERVE mode: this ban will only log would-block until you switch to enforce (o)")
 	}
 	m.dlg = d
+}
+
+// coveredSources says which of the snapshot's top sources a network ban
+// would cover, heaviest first: a network holds more than the attacker the
+// operator picked it for.
+func (m *Model) coveredSources(n netip.Prefix) string {
+	w := m.view.window
+	var in []flow.Talker
+	for _, t := range m.traffic.Talkers[flow.BySrc] {
+		if !t.Other && n.Contains(t.Src) {
+			in = append(in, t)
+		}
+	}
+	if len(in) == 0 {
+		return "covers none of the top sources"
+	}
+	slices.SortStableFunc(in, func(a, b flow.Talker) int { return cmp.Compare(b.Bits[w], a.Bits[w]) })
+	s := "covers " + plural(len(in), "top source", "top sources") + ": "
+	for i, t := range in[:min(3, len(in))] {
+		if i > 0 {
+			s += ", "
+		}
+		s += t.Src.String() + " (" + string(appendRate(nil, t.Bits[w], m.view.bytes)) + ")"
+	}
+	if len(in) > 3 {
+		s += ", …"
+	}
+	return s
 }
 
 // openUnban asks before removing the selected ban: the bans pane's

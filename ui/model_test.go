@@ -805,7 +805,17 @@ func TestSourceNetworkView(t *testing.T) {
 	mustNotContain(t, line(t, s, "1 203.0.113.0/24"), "BAN", "ALLOW")
 
 	press(t, m, "b")
-	mustContain(t, screen(m), "Ban 203.0.113.0/24", "Resets every session of 203.0.113.0/24")
+	for p, want := range map[string]string{
+		"0.0.0.0/0":       "covers 6 top sources: 203.0.113.7 (850 Mb/s), 198.51.100.23 (230 Mb/s), 10.0.0.5 (95.0 Mb/s), …",
+		"192.0.2.128/25":  "covers none of the top sources",
+		"198.51.100.0/24": "covers 1 top source: 198.51.100.23 (230 Mb/s)",
+	} {
+		if got := m.coveredSources(netip.MustParsePrefix(p)); got != want {
+			t.Errorf("%s: %q, want %q", p, got, want)
+		}
+	}
+	// The form says which of the top sources the network holds.
+	mustContain(t, screen(m), "Ban 203.0.113.0/24", "Resets every session of 203.0.113.0/24", "covers 1 top source: 203.0.113.7 (850 Mb/s)")
 	press(t, m, "enter")
 	if bans, _, _ := fb.recorded(); len(bans) != 1 || bans[0].Value != "203.0.113.0/24" {
 		t.Fatalf("bans %+v", bans)
