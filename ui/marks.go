@@ -60,31 +60,33 @@ func (ri *ruleIndex) mark(a netip.Addr) mark {
 	}
 	a = a.Unmap()
 	m := markNone
-	consider := func(e *rules.Entry) {
-		switch {
-		case e.Kind == rules.KindAllow:
-			m = markAllow
-		case m == markAllow:
-		case e.Action == rules.ActionObserve:
-			if m == markNone {
-				m = markObserve
-			}
-		default:
-			m = markBan
-		}
-	}
 	if i, ok := ri.exact[a]; ok {
-		consider(&ri.rules[i])
+		m = m.with(&ri.rules[i])
 	}
 	for _, i := range ri.wide {
 		if m == markAllow {
 			break
 		}
 		if ri.rules[i].Value.Contains(a) {
-			consider(&ri.rules[i])
+			m = m.with(&ri.rules[i])
 		}
 	}
 	return m
+}
+
+// with is m once entry e, which covers the address, is considered too:
+// the allowlist wins over every ban, as in the sensor, and a ban that
+// blocks over one that observes.
+func (m mark) with(e *rules.Entry) mark {
+	switch {
+	case e.Kind == rules.KindAllow:
+		return markAllow
+	case m == markAllow:
+		return m
+	case e.Action == rules.ActionObserve:
+		return max(m, markObserve)
+	}
+	return markBan
 }
 
 // banFor returns the most specific ban covering a, for `u` on a talker row.
@@ -120,19 +122,8 @@ func (ri *ruleIndex) markNet(n netip.Prefix) mark {
 	}
 	m := markNone
 	for _, i := range ri.wide {
-		e := &ri.rules[i]
-		if e.Value.Bits() > n.Bits() || !e.Value.Contains(n.Addr()) {
-			continue
-		}
-		switch {
-		case e.Kind == rules.KindAllow:
-			return markAllow
-		case e.Action == rules.ActionObserve:
-			if m == markNone {
-				m = markObserve
-			}
-		default:
-			m = markBan
+		if e := &ri.rules[i]; e.Value.Bits() <= n.Bits() && e.Value.Contains(n.Addr()) {
+			m = m.with(e)
 		}
 	}
 	return m
