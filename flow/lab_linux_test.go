@@ -185,6 +185,9 @@ func TestLabFlowsMatchWhatWasSent(t *testing.T) {
 	if p := snap.Talkers[flow.ByPort]; len(p) == 0 || p[0].Port != 9 || p[0].Proto != capture.ProtoUDP {
 		t.Fatalf("top port %+v, want udp/9", p)
 	}
+	if n := snap.Talkers[flow.BySrcNet]; len(n) == 0 || !n[0].Net.Contains(l.ClientBanned4) || n[0].Net.Bits() != flow.SrcNetBits4 || n[0].Bits[flow.Win2s] < top[0].Bits[flow.Win2s] {
+		t.Fatalf("top source network %+v, want the blaster's /24 with at least its rate", n)
+	}
 	for _, r := range top {
 		t.Logf("top src %-12v %s bit/s (2s)", r.Src, strconv.FormatFloat(r.Bits[flow.Win2s], 'f', 0, 64))
 	}
