@@ -137,10 +137,7 @@ func entryValue(e *rules.Entry) string {
 	if !e.Value.IsValid() {
 		return "?"
 	}
-	if e.Value.IsSingleIP() {
-		return e.Value.Addr().String()
-	}
-	return e.Value.String()
+	return targetString(e.Value)
 }
 
 func appendPrefixPorts(b []byte, p interface {
