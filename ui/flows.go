@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"canopy/flow"
+	"canopy/internal/si"
 )
 
 // flowsPane is the drill-down: the live flows of one address, fetched with
@@ -66,8 +67,6 @@ func (p *flowsPane) Move(delta int) {
 	p.cur.move(delta, len(p.flows), max(1, p.h-2))
 	p.valid = false
 }
-
-var sizeUnits = [...]string{" B", " kB", " MB", " GB", " TB"}
 
 // View renders the pane.
 func (p *flowsPane) View() string {
@@ -131,7 +130,7 @@ func (p *flowsPane) View() string {
 			}
 			for _, n := range [...]uint64{f.BytesAB, f.BytesBA} {
 				b = append(b, ' ')
-				scratch = appendSI(scratch[:0], float64(n), sizeUnits[:])
+				scratch = si.AppendSize(scratch[:0], n)
 				b = appendPadLeftB(b, scratch, 9)
 			}
 			b = append(b, ' ')

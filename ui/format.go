@@ -1,12 +1,13 @@
 package ui
 
 import (
-	"math"
 	"strconv"
 	"time"
 	"unicode/utf8"
 
 	"github.com/charmbracelet/x/ansi"
+
+	"canopy/internal/si"
 )
 
 // Plain formatting helpers. They append to a caller's buffer so a frame of a
@@ -14,50 +15,18 @@ import (
 // per row or per segment by the callers, never per cell (see research/tui.md
 // §4.2: per-cell lipgloss styling is ~35x slower).
 
-var (
-	bitUnits  = [...]string{" b/s", " kb/s", " Mb/s", " Gb/s", " Tb/s"}
-	byteUnits = [...]string{" B/s", " kB/s", " MB/s", " GB/s", " TB/s"}
-	cntUnits  = [...]string{"", "k", "M", "G", "T"}
-)
-
-// appendSI appends v scaled to SI steps (1000) with three significant digits
-// and the unit from units.
-func appendSI(dst []byte, v float64, units []string) []byte {
-	if v < 0 || math.IsNaN(v) {
-		v = 0
-	}
-	i := 0
-	for v >= 999.5 && i < len(units)-1 {
-		v /= 1000
-		i++
-	}
-	switch {
-	case v == 0:
-		dst = append(dst, '0')
-	case i == 0 && v >= 1:
-		dst = strconv.AppendFloat(dst, math.Round(v), 'f', 0, 64)
-	case v < 9.995:
-		dst = strconv.AppendFloat(dst, v, 'f', 2, 64)
-	case v < 99.95:
-		dst = strconv.AppendFloat(dst, v, 'f', 1, 64)
-	default:
-		dst = strconv.AppendFloat(dst, v, 'f', 0, 64)
-	}
-	return append(dst, units[i]...)
-}
-
 // appendRate appends a bit rate in bits/s ("812 Mb/s") or, when bytes is
 // set, the same rate in bytes/s ("101 MB/s").
 func appendRate(dst []byte, bitsPerSec float64, bytes bool) []byte {
 	if bytes {
-		return appendSI(dst, bitsPerSec/8, byteUnits[:])
+		return si.AppendByteRate(dst, bitsPerSec)
 	}
-	return appendSI(dst, bitsPerSec, bitUnits[:])
+	return si.AppendBitRate(dst, bitsPerSec)
 }
 
 // appendCount appends a per-second count such as packets/s ("45.6k").
 func appendCount(dst []byte, v float64) []byte {
-	return appendSI(dst, v, cntUnits[:])
+	return si.AppendCount(dst, v)
 }
 
 // appendInt appends n with thousands separators ("12,345").

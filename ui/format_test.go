@@ -5,23 +5,15 @@ import (
 	"time"
 )
 
+// The digits are internal/si's (tested there); this checks the unit switch.
 func TestAppendRate(t *testing.T) {
 	for _, c := range []struct {
 		bits  float64
 		bytes bool
 		want  string
 	}{
-		{0, false, "0 b/s"},
-		{999, false, "999 b/s"},
-		{999.6, false, "1.00 kb/s"},
-		{1500, false, "1.50 kb/s"},
-		{85e6, false, "85.0 Mb/s"},
 		{850e6, false, "850 Mb/s"},
-		{1.22e9, false, "1.22 Gb/s"},
-		{8e12, false, "8.00 Tb/s"},
 		{850e6, true, "106 MB/s"},
-		{8, true, "1 B/s"},
-		{-5, false, "0 b/s"},
 	} {
 		if got := string(appendRate(nil, c.bits, c.bytes)); got != c.want {
 			t.Errorf("appendRate(%v, %v) = %q, want %q", c.bits, c.bytes, got, c.want)
