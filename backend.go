@@ -59,7 +59,7 @@ func (b localBackend) SetMode(ctx context.Context, m sensor.Mode) error {
 }
 
 func (b localBackend) Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error) {
-	return b.s.engine.Flows(ctx, p, 500)
+	return b.s.engine.Flows(ctx, p, dashboardFlows)
 }
 
 // attachBackend is the dashboard's view of a daemon, through its API.
@@ -85,8 +85,12 @@ func (b attachBackend) Unban(ctx context.Context, id uint64, reason string) (rul
 func (b attachBackend) SetMode(ctx context.Context, m sensor.Mode) error { return b.c.SetMode(ctx, m) }
 
 func (b attachBackend) Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error) {
-	return b.c.Flows(ctx, p)
+	return b.c.Flows(ctx, p, dashboardFlows)
 }
+
+// dashboardFlows is the most flows the drill-down lists, in-process or
+// attached.
+const dashboardFlows = 500
 
 // apiSensor adapts the engine to the API's Sensor seam; mode changes are
 // audited.

@@ -37,10 +37,12 @@ Usage:
   canopy unban ID|IP|CIDR [--json]
   canopy bans [--json] [--contains IP] [--origin ORIGIN] [--kind ban|acl|allow]
   canopy status [--json]
+  canopy talkers [--by src|dst|pair|port|srcnet] [--window 2s|10s|40s] [-n 20] [--json]
+  canopy flows IP|CIDR [--max 100] [--json]
   canopy check-config --config FILE
   canopy version
 
-The client commands (ban, unban, bans, status) talk to the daemon at --api
+The client commands (ban, unban, bans, status, talkers, flows) talk to the daemon at --api
 (default 127.0.0.1:7850) with the token in $CANOPY_API_TOKEN or
 --token-file. They print tables, or JSON with --json, and exit non-zero with
 the API's error message on failure.
@@ -123,7 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "version":
 		fmt.Fprintln(stdout, "canopy", version)
 		return 0
-	case "ban", "unban", "bans", "status":
+	case "ban", "unban", "bans", "status", "talkers", "flows":
 		return runClient(ctx, cmd, args, stdout, stderr)
 	case "", "demo", "check-config":
 	default:
@@ -231,7 +233,7 @@ func applyFlags(cfg *config.Config, o *options) {
 	}
 }
 
-// runClient runs ban/unban/bans/status against a daemon's API.
+// runClient runs ban/unban/bans/status/talkers/flows against a daemon's API.
 func runClient(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) int {
 	addr, token, rest, err := clientTarget(args)
 	if err != nil {

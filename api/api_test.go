@@ -617,6 +617,7 @@ func TestStateEndpoints(t *testing.T) {
 		s.Traffic.Talkers[flow.BySrc] = []flow.Talker{
 			{Src: a1, Bits: [flow.NumWindows]float64{100, 900, 50}, Flows: 1},
 			{Src: b1, Bits: [flow.NumWindows]float64{500, 800, 60}, Flows: 2},
+			{Other: true, Bits: [flow.NumWindows]float64{1, 2, 3}, Flows: 9},
 		}
 		s.Traffic.Talkers[flow.ByPort] = []flow.Talker{{Port: 443, Proto: 6, Bits: [flow.NumWindows]float64{1, 2, 3}}}
 		s.Traffic.Talkers[flow.BySrcNet] = []flow.Talker{{Net: netip.MustParsePrefix("10.0.0.0/24"), Bits: [flow.NumWindows]float64{600, 1700, 110}, Flows: 3}}
@@ -635,8 +636,13 @@ func TestStateEndpoints(t *testing.T) {
 		t.Errorf("talkers 2s: %+v", tk)
 	}
 	e.do("GET", "/v1/talkers", roSecret, nil).json(t, &tk)
-	if tk.By != "src" || tk.Window != "10s" || len(tk.Items) != 2 || tk.Items[0].Src != a1 {
+	if tk.By != "src" || tk.Window != "10s" || len(tk.Items) != 3 || tk.Items[0].Src != a1 || tk.Items[0].Other {
 		t.Errorf("talkers default: %+v", tk)
+	}
+	// The row of the sources beyond the tracking limit says so: a script
+	// banning the top sources must not read it as one with no address.
+	if o := tk.Items[2]; !o.Other || o.Src.IsValid() || o.Flows != 9 {
+		t.Errorf("talkers' other row: %+v", o)
 	}
 	e.do("GET", "/v1/talkers?by=port", roSecret, nil).json(t, &tk)
 	if len(tk.Items) != 1 || tk.Items[0].Port != 443 || tk.Items[0].Proto != "tcp" {
@@ -662,7 +668,7 @@ func TestStateEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(snap.Blocks) != 1 || snap.Blocks[0].Src != a1 || len(snap.Traffic.Talkers[flow.BySrc]) != 2 ||
+	if len(snap.Blocks) != 1 || snap.Blocks[0].Src != a1 || len(snap.Traffic.Talkers[flow.BySrc]) != 3 ||
 		len(snap.Traffic.Talkers[flow.BySrcNet]) != 1 || snap.Traffic.Talkers[flow.BySrcNet][0].Net.String() != "10.0.0.0/24" {
 		t.Errorf("snapshot round trip: %+v", snap)
 	}
@@ -697,7 +703,7 @@ func TestStateEndpoints(t *testing.T) {
 	if st, _ := c.Status(context.Background()); st.Mode != sensor.ModeObserve {
 		t.Errorf("mode after SetMode: %q", st.Mode)
 	}
-	flows, err := c.Flows(context.Background(), netip.MustParsePrefix("10.0.0.1/32"))
+	flows, err := c.Flows(context.Background(), netip.MustParsePrefix("10.0.0.1/32"), 1000)
 	if err != nil || len(flows) != 1 {
 		t.Errorf("client Flows: %v %v", flows, err)
 	}

@@ -35,11 +35,16 @@ commands (talk to a running canopy --daemon):
       list bans (or ACLs, or the allowlist)
   status [--json]
       the sensor's health and headline numbers
+  talkers [--by src|dst|pair|port|srcnet] [--window 2s|10s|40s] [-n 20] [--json]
+      the top talkers, largest bits/s first (srcnet: the sources summed by /24 and /64)
+  flows IP|CIDR [--max 100] [--json]
+      the live flows of an address or prefix, the heaviest first
 
 exit status: 0 done, 1 the daemon refused or is unreachable (reason on stderr), 2 usage error
 `
 
-// RunCLI runs one client command (ban, unban, bans, status) against the
+// RunCLI runs one client command (ban, unban, bans, status, talkers,
+// flows) against the
 // daemon at addr with token, writing results to stdout and errors to
 // stderr, and returns the process exit code: ExitOK, ExitError (API error,
 // message on stderr) or ExitUsage.
@@ -59,6 +64,10 @@ func RunCLI(ctx context.Context, args []string, stdout, stderr io.Writer, addr, 
 		return cl.bans(ctx, rest)
 	case "status":
 		return cl.status(ctx, rest)
+	case "talkers":
+		return cl.talkers(ctx, rest)
+	case "flows":
+		return cl.flows(ctx, rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, cliUsage)
 		return ExitOK

@@ -343,12 +343,21 @@ func (c *Client) SnapshotRules(ctx context.Context, maxRules int) (sensor.Snapsh
 	return s, err
 }
 
-// Flows returns up to 1000 live flows with an endpoint inside p.
-func (c *Client) Flows(ctx context.Context, p netip.Prefix) ([]flow.Info, error) {
-	q := url.Values{"ip": {p.String()}, "max": {"1000"}}
+// Flows returns up to max live flows with an endpoint inside p.
+func (c *Client) Flows(ctx context.Context, p netip.Prefix, max int) ([]flow.Info, error) {
+	q := url.Values{"ip": {p.String()}, "max": {strconv.Itoa(max)}}
 	var l FlowList
 	err := c.do(ctx, http.MethodGet, "/v1/flows", q, nil, &l)
 	return l.Items, err
+}
+
+// Talkers returns the top n talkers by src, dst, pair, port or srcnet,
+// their rates averaged over window (2s, 10s or 40s).
+func (c *Client) Talkers(ctx context.Context, by, window string, n int) (Talkers, error) {
+	q := url.Values{"by": {by}, "window": {window}, "n": {strconv.Itoa(n)}}
+	var t Talkers
+	err := c.do(ctx, http.MethodGet, "/v1/talkers", q, nil, &t)
+	return t, err
 }
 
 // SetMode switches the sensor between enforce and observe.

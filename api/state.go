@@ -97,6 +97,7 @@ type TalkerView struct {
 	BitsPerSecond    float64      `json:"bits_per_second"`
 	PacketsPerSecond float64      `json:"packets_per_second"`
 	Flows            int          `json:"flows"`
+	Other            bool         `json:"other,omitempty"` // the row sums the keys beyond the tracking limit and names none
 }
 
 // Talkers is the answer of GET /v1/talkers.
@@ -125,7 +126,7 @@ func (s *Server) talkers(w http.ResponseWriter, r *http.Request, c caller) error
 			return errorf(http.StatusBadRequest, "invalid window", "%q: want 2s, 10s or 40s", v)
 		}
 	}
-	n, err := intParam(q, "n", 20, 1000)
+	n, err := intParam(q, "n", 20, maxTalkers)
 	if err != nil {
 		return err
 	}
@@ -134,7 +135,7 @@ func (s *Server) talkers(w http.ResponseWriter, r *http.Request, c caller) error
 	slices.SortStableFunc(rows, func(a, b flow.Talker) int { return cmp.Compare(b.Bits[win], a.Bits[win]) })
 	out := Talkers{At: traffic.At, By: kind.String(), Window: win.String(), Items: make([]TalkerView, 0, min(n, len(rows)))}
 	for _, t := range rows[:min(n, len(rows))] {
-		v := TalkerView{Net: t.Net, Src: t.Src, Dst: t.Dst, BitsPerSecond: t.Bits[win], PacketsPerSecond: t.Pkts[win], Flows: t.Flows}
+		v := TalkerView{Net: t.Net, Src: t.Src, Dst: t.Dst, BitsPerSecond: t.Bits[win], PacketsPerSecond: t.Pkts[win], Flows: t.Flows, Other: t.Other}
 		if kind == flow.ByPort {
 			v.Port, v.Proto = t.Port, protoName(t.Proto)
 		}
