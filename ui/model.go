@@ -428,9 +428,9 @@ func (m *Model) openDrill() tea.Cmd {
 	if m.focus != paneTalkers || m.drill {
 		return nil
 	}
-	target, _ := m.selectedTarget()
+	target, t := m.selectedTarget()
 	if !target.IsValid() {
-		m.setStatus(statusErr, "no address selected: port rows have no flows to open (t changes the view)")
+		m.setStatus(statusErr, "no flows to open: "+noTarget(t))
 		return nil
 	}
 	m.drill = true
@@ -455,7 +455,7 @@ func (m *Model) fetchFlows(target netip.Prefix) tea.Cmd {
 func (m *Model) openBan() {
 	target, t := m.selectedTarget()
 	if !target.IsValid() {
-		m.setStatus(statusErr, "nothing to ban: select an address in the talkers (port rows have none; t changes the view)")
+		m.setStatus(statusErr, "nothing to ban: "+noTarget(t))
 		return
 	}
 	d := &dialog{kind: dlgBan, target: target}

@@ -847,3 +847,29 @@ func TestSourceNetworkView(t *testing.T) {
 		t.Fatalf("after a full round of views: %v", got)
 	}
 }
+
+// The row summing the sources beyond the tracking limit is named, and b
+// and Enter on it say why there is nothing to ban or open.
+func TestOthersRow(t *testing.T) {
+	snap := demoSnapshot()
+	snap.Traffic.Talkers[flow.BySrc] = append(snap.Traffic.Talkers[flow.BySrc],
+		flow.Talker{Other: true, Bits: [3]float64{2e9, 2e9, 2e9}, Pkts: [3]float64{1e6, 1e6, 1e6}, Flows: 90000})
+	m, fb := newTestModel(t, snap, 120, 40)
+	if got := selected(t, m); got != "(others)" {
+		t.Fatalf("selected %q, want the heaviest row, (others)", got)
+	}
+	l := line(t, screen(m), "(others)")
+	mustContain(t, l, "2.00 Gb/s", "90,000")
+	mustNotContain(t, l, "BAN", "ALLOW")
+
+	press(t, m, "b")
+	mustContain(t, screen(m), "nothing to ban: (others) sums the keys beyond the tracking limit")
+	press(t, m, "enter")
+	mustContain(t, screen(m), "no flows to open: (others) sums the keys")
+	if m.dlg != nil || m.drill {
+		t.Fatal("a form or the drill-down opened for the (others) row")
+	}
+	if bans, _, _ := fb.recorded(); len(bans) != 0 {
+		t.Fatalf("bans %+v", bans)
+	}
+}

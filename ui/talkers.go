@@ -248,8 +248,13 @@ func protoName(p uint8) string {
 	return strconv.Itoa(int(p))
 }
 
-// appendKey appends the row's identity: an address, a pair or a port.
+// appendKey appends the row's identity: an address, a pair, a port, a
+// network, or othersKey for the row summing the keys beyond the tracking
+// limit.
 func appendKey(dst []byte, kind flow.TalkerKind, t *flow.Talker) []byte {
+	if t.Other {
+		return append(dst, othersKey...)
+	}
 	switch kind {
 	case flow.BySrc:
 		return t.Src.AppendTo(dst)
@@ -269,6 +274,17 @@ func appendKey(dst []byte, kind flow.TalkerKind, t *flow.Talker) []byte {
 }
 
 var arrow = []byte("→")
+
+// othersKey names the row that sums the keys beyond the tracking limit.
+const othersKey = "(others)"
+
+// noTarget says why the selected row has no address to ban or open.
+func noTarget(t flow.Talker) string {
+	if t.Other {
+		return othersKey + " sums the keys beyond the tracking limit and names none; t → net sums the sources by network"
+	}
+	return "port rows have none; t changes the view"
+}
 
 func keyHeader(kind flow.TalkerKind) string {
 	return [...]string{"source", "destination", "source → destination", "port", "source network"}[kind]
