@@ -51,6 +51,10 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 		if len(cfg.Capture.Interfaces) == 0 {
 			return nil, errors.New("no capture interface: pass --iface NAME (a mirror port), --read FILE.pcap, or try `canopy demo`")
 		}
+		nap := cfg.Capture.LaneNap
+		if nap == 0 {
+			nap = -1 // the config's 0 is "never"; capture's is its default
+		}
 		live, err := capture.OpenLive(capture.LiveConfig{
 			Ifaces:       cfg.Capture.Interfaces,
 			Workers:      cfg.Capture.Workers,
@@ -58,6 +62,7 @@ func openStack(ctx context.Context, cfg config.Config, o *options, log *slog.Log
 			NumBlocks:    cfg.Capture.BlockCount,
 			BlockTimeout: cfg.Capture.BlockTimeout,
 			Lane:         cfg.Capture.Lane,
+			LaneNap:      nap,
 			Promiscuous:  cfg.Capture.Promiscuous,
 		})
 		if err != nil {

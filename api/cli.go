@@ -297,6 +297,9 @@ func writeStatus(w io.Writer, v StatusView) {
 	}
 	fmt.Fprintf(tw, "source\t%s\n", src)
 	fmt.Fprintf(tw, "packets\t%d (kernel drops %d, decode errors %d)\n", v.Capture.Packets, v.Capture.Drops, v.DecodeErrors)
+	if c := v.Capture; c.LanePackets > 0 {
+		fmt.Fprintf(tw, "lane\t%d frames, %d naps (a worker naps between lane frames while they come at a flood's rate)\n", c.LanePackets, c.LaneNaps)
+	}
 	fmt.Fprintf(tw, "flows\t%d\n", v.Flows)
 	fmt.Fprintf(tw, "bans\t%d\n", v.Bans)
 	fmt.Fprintf(tw, "blocks\t%d attempted: %d confirmed, %d failed (success %.1f%%); %d observed\n",

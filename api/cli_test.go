@@ -174,13 +174,22 @@ func TestStatusReaction(t *testing.T) {
 	if want := "reaction  p50 327µs, p99 5.2ms (of which pickup, trigger to worker: p50 294µs, p99 4.2ms)\n"; !strings.Contains(b.String(), want) {
 		t.Errorf("status does not contain %q:\n%s", want, b.String())
 	}
+	if strings.Contains(b.String(), "lane") {
+		t.Errorf("a lane line with no lane frames:\n%s", b.String())
+	}
 	if strings.Contains(b.String(), "killing") {
 		t.Errorf("a killing line with no kill in progress:\n%s", b.String())
 	}
 	v.Blocks.Killing = 1
+	v.Capture.LanePackets, v.Capture.LaneNaps = 120000, 31
 	b.Reset()
 	writeStatus(&b, v)
-	if want := "killing   the live sessions of 1 new ban(s), at the injection ceiling's pace\n"; !strings.Contains(b.String(), want) {
-		t.Errorf("status does not contain %q:\n%s", want, b.String())
+	for _, want := range []string{
+		"killing   the live sessions of 1 new ban(s), at the injection ceiling's pace\n",
+		"lane      120000 frames, 31 naps (",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status does not contain %q:\n%s", want, b.String())
+		}
 	}
 }

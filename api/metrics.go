@@ -116,6 +116,7 @@ func (s *Server) metrics(w http.ResponseWriter, r *http.Request, c caller) error
 	p.one("canopy_drops_total", "counter", "Frames the kernel dropped because a capture ring was full.", float64(st.Capture.Drops))
 	p.one("canopy_capture_queue_freezes_total", "counter", "TPACKET_V3 queue freezes.", float64(st.Capture.QueueFreezes))
 	p.one("canopy_lane_packets_total", "counter", "Frames delivered through the low-latency lane.", float64(st.Capture.LanePackets))
+	p.one("canopy_lane_naps_total", "counter", "Times a capture worker napped (capture.lane_nap) instead of waking for each lane frame, lane frames coming at a flood's rate.", float64(st.Capture.LaneNaps))
 	if len(st.Capture.Sockets) > 0 {
 		p.family("canopy_socket_packets_total", "counter", "Frames received per capture socket.")
 		for _, sk := range st.Capture.Sockets {

@@ -22,7 +22,7 @@ func TestMetricsExposition(t *testing.T) {
 	e := newEnv(t, false)
 	e.srv.cfg.Version = `v1 "quoted" \ back`
 	e.sens.setSnapshot(func(s *sensor.Snapshot) {
-		s.Status.Capture = capture.Stats{Packets: 1000, Drops: 3, Sockets: []capture.SocketStats{{Iface: "eth1", Worker: 0, Packets: 600}, {Iface: "eth1", Worker: 1, Packets: 400, Drops: 3}}}
+		s.Status.Capture = capture.Stats{Packets: 1000, Drops: 3, LanePackets: 300, LaneNaps: 17, Sockets: []capture.SocketStats{{Iface: "eth1", Worker: 0, Packets: 600}, {Iface: "eth1", Worker: 1, Packets: 400, Drops: 3}}}
 		s.Status.Blocks = sensor.BlockStats{Confirmed: 9, Failed: 1, Observed: 2, ResetsSent: 40, SuccessRate: 0.9,
 			ReactionCount: 10, ReactionSum: 5 * time.Millisecond}
 		for i := range sensor.PromBuckets {
@@ -122,6 +122,8 @@ func TestMetricsExposition(t *testing.T) {
 		"canopy_flow_evictions_total":                                     7,
 		"canopy_flow_l2_full_total":                                       5,
 		"canopy_proactive_kills":                                          2,
+		"canopy_lane_packets_total":                                       300,
+		"canopy_lane_naps_total":                                          17,
 		`canopy_build_info{version="v1 \"quoted\" \\ back"}`:              1,
 		`canopy_socket_drops_total{iface="eth1",worker="1",lane="false"}`: 3,
 	}

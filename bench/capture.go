@@ -379,7 +379,7 @@ const liveBenchPattern = "^BenchmarkLiveVsNetsniff$"
 
 var (
 	liveHeader = regexp.MustCompile(`trafgen --cpus (\d+)\s*$`)
-	liveLine   = regexp.MustCompile(`^\s*(canopy bulk\+lane|canopy bulk|netsniff-ng)\s*:\s*(?:\[lane: delivered (\d+), dropped (\d+)\])?sent (\d+) arrived\(rx_packets\) (\d+) seen (\d+) \(([\d.]+)%\) kernel drops (\d+) freezes (\d+) in (\S+) \(([\d.]+) kpps generated\)(?:\s*\[lane: delivered (\d+), dropped (\d+)\])?(?:\s*\[CPU (\d+) ns/frame\])?`)
+	liveLine   = regexp.MustCompile(`^\s*(canopy bulk\+lane, lane_nap 0s|canopy bulk\+lane|canopy bulk|netsniff-ng)\s*:\s*(?:\[lane: delivered (\d+), dropped (\d+)\])?sent (\d+) arrived\(rx_packets\) (\d+) seen (\d+) \(([\d.]+)%\) kernel drops (\d+) freezes (\d+) in (\S+) \(([\d.]+) kpps generated\)(?:\s*\[lane: delivered (\d+), dropped (\d+)\])?(?:\s*\[CPU (\d+) ns/frame\])?`)
 )
 
 // runCaptureSequential runs the capture package's BenchmarkLiveVsNetsniff
@@ -438,6 +438,6 @@ func runCaptureSequential(ctx context.Context, o *options) (*Section, error) {
 	if len(s.Rows) == 0 {
 		return s, fmt.Errorf("%s: no results in its log:\n%s", cmdline, tail(string(out), 20))
 	}
-	s.note("This is the capture package's own benchmark, run as is and its log tabulated: on a veth pair in a fresh namespace, trafgen sends 2,000,000 64-byte UDP frames as fast as 1 (then 2) CPUs can; canopy (capture.OpenLive, 2 workers, default rings, without and with the lane) and netsniff-ng (`--ring-size 64MiB`, the same ring memory) each capture their own burst, one after the other, so each has the machine to itself. seen excludes the lane's copies; kernel drops are PACKET_STATISTICS (netsniff-ng: 'failed filter (out of space)'); capture CPU per frame is the capturer's user and system CPU time over the burst and its drain (canopy: this test process's, trafgen being a process of its own; netsniff-ng: its process's) divided by the frames that arrived, so it shows what a lane costs when every frame takes it (the lane's wake-ups: see capture.napFor).")
+	s.note("This is the capture package's own benchmark, run as is and its log tabulated: on a veth pair in a fresh namespace, trafgen sends 2,000,000 64-byte UDP frames as fast as 1 (then 2) CPUs can; canopy (capture.OpenLive, 2 workers, default rings, without the lane, with it, and with it and capture.lane_nap = 0s, i.e. a wake-up for every lane frame) and netsniff-ng (`--ring-size 64MiB`, the same ring memory) each capture their own burst, one after the other, so each has the machine to itself. seen excludes the lane's copies; kernel drops are PACKET_STATISTICS (netsniff-ng: 'failed filter (out of space)'); capture CPU per frame is the capturer's user and system CPU time over the burst and its drain (canopy: this test process's, trafgen being a process of its own; netsniff-ng: its process's) divided by the frames that arrived, so it shows what a lane costs when every frame takes it (the lane's wake-ups, which its naps cut: see capture.LiveConfig.LaneNap; the lane_nap 0s row shows what they would cost).")
 	return s, nil
 }

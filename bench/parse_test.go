@@ -43,11 +43,15 @@ func TestLiveLine(t *testing.T) {
 		"  canopy bulk+lane  : [lane: delivered 1999950, dropped 50]sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated)",
 		"  canopy bulk+lane  : sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated) [lane: delivered 1999950, dropped 50]",
 		"  canopy bulk+lane  : sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated) [lane: delivered 1999950, dropped 50] [CPU 507 ns/frame]",
+		"  canopy bulk+lane, lane_nap 0s: sent 2000000 arrived(rx_packets) 2000000 seen 2000000 (100.00%) kernel drops 0 freezes 0 in 4.3s (462 kpps generated) [lane: delivered 1999950, dropped 50] [CPU 507 ns/frame]",
 	} {
 		m := liveLine.FindStringSubmatch(line)
 		if m == nil {
 			t.Errorf("not understood: %s", line)
 			continue
+		}
+		if strings.Contains(line, "lane_nap") && m[1] != "canopy bulk+lane, lane_nap 0s" {
+			t.Errorf("capturer %q, want the whole name", m[1])
 		}
 		if m[4] != "2000000" || m[8] != "0" {
 			t.Errorf("%s: sent %s drops %s", line, m[4], m[8])

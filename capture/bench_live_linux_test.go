@@ -109,8 +109,8 @@ func (tn *testNet) rxPackets(tb testing.TB, iface string) uint64 {
 }
 
 // runCanopy captures one burst with OpenLive (default ring, 2 workers).
-func runCanopy(tb testing.TB, tn *testNet, n, cpus int, lane bool) liveRun {
-	l := tn.openLiveIn(tb, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: lane})
+func runCanopy(tb testing.TB, tn *testNet, n, cpus int, lane bool, nap time.Duration) liveRun {
+	l := tn.openLiveIn(tb, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 2, Lane: lane, LaneNap: nap})
 	defer l.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	cs := []*counter{{}, {}}
@@ -185,7 +185,8 @@ func runNetsniff(tb testing.TB, tn *testNet, n, cpus int) liveRun {
 
 // BenchmarkLiveVsNetsniff generates 64-byte frames with trafgen as fast as
 // one CPU can onto a veth and captures them, first with canopy (OpenLive,
-// 2 workers, defaults), then with netsniff-ng on the same traffic, and
+// 2 workers, defaults; without the lane, with it, and with it but never
+// napping), then with netsniff-ng on the same traffic, and
 // reports frames seen vs arrived and kernel drops side by side. Root only;
 // needs trafgen and netsniff-ng (Debian: netsniff-ng). Reproduce with:
 //
@@ -203,12 +204,14 @@ func BenchmarkLiveVsNetsniff(b *testing.B) {
 		// One generator CPU leaves one for the capture; two generator
 		// processes overload this 2-CPU box on purpose.
 		for _, cpus := range []int{1, 2} {
-			c := runCanopy(b, tn, n, cpus, false)
-			cl := runCanopy(b, tn, n, cpus, true)
+			c := runCanopy(b, tn, n, cpus, false, 0)
+			cl := runCanopy(b, tn, n, cpus, true, 0)
+			cw := runCanopy(b, tn, n, cpus, true, -1) // what the lane's naps save
 			ns := runNetsniff(b, tn, n, cpus)
 			b.Logf("trafgen --cpus %d", cpus)
 			b.Logf("  canopy bulk       : %v", c)
 			b.Logf("  canopy bulk+lane  : %v", cl)
+			b.Logf("  canopy bulk+lane, lane_nap 0s: %v", cw)
 			b.Logf("  netsniff-ng       : %v", ns)
 			if cpus == 1 {
 				b.ReportMetric(float64(c.seen), "canopy-seen")

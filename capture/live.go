@@ -31,6 +31,13 @@ const (
 	// DefaultLaneFrames is the size of each lane ring in frames of
 	// laneFrameSize bytes (8 MiB per lane socket).
 	DefaultLaneFrames = 4096
+	// DefaultLaneNap is how long a worker naps between lane frames during
+	// a flood (see napRate): a 20 µs nap cut a SYN flood's capture CPU
+	// from about 2 µs to 0.5 µs a frame.
+	DefaultLaneNap = 20 * time.Microsecond
+	// maxLaneNap bounds LaneNap: a nap longer than the bulk path's
+	// block timeout would make the lane slower than the path it shortcuts.
+	maxLaneNap = time.Millisecond
 )
 
 // laneFrameSize is the V2 ring slot. A slot holds the header (~66 bytes)
@@ -64,6 +71,13 @@ type LiveConfig struct {
 	// LaneFrames is the number of frames in each lane ring. Zero:
 	// DefaultLaneFrames.
 	LaneFrames int
+	// LaneNap is how long a worker that has run out of frames sleeps,
+	// while its lane rings bring napRate frames a second or more (a
+	// flood), instead of waking for every lane frame; a lane frame then
+	// waits at most this long plus the thread's timer slack. Zero:
+	// DefaultLaneNap. Negative: never nap, a wake-up per lane frame (the
+	// lowest latency under a flood, and several times the CPU).
+	LaneNap time.Duration
 	// Promiscuous puts the interfaces in promiscuous mode for as long as the
 	// sockets are open (a mirror port needs it unless the NIC already
 	// accepts every frame). Zero: the NIC filter is left alone.
@@ -122,6 +136,12 @@ func (c LiveConfig) withDefaults() (LiveConfig, error) {
 	}
 	if c.LaneFrames < 16 {
 		return c, fmt.Errorf("live capture: %d lane frames: use at least 16", c.LaneFrames)
+	}
+	if c.LaneNap == 0 {
+		c.LaneNap = DefaultLaneNap
+	}
+	if c.LaneNap > maxLaneNap {
+		return c, fmt.Errorf("live capture: lane nap %v: use at most %v (longer than a block timeout, the lane would lag the bulk path), or a negative value for none", c.LaneNap, maxLaneNap)
 	}
 	if c.FanoutID != 0 && int(c.FanoutID)+2*len(c.Ifaces) > 0xffff {
 		return c, fmt.Errorf("live capture: fanout id %d leaves no room for %d interfaces (two ids each)", c.FanoutID, len(c.Ifaces))

@@ -64,7 +64,8 @@ type liveWorker struct {
 	sleptAt, winBase uint64
 	winStart         int64
 	napping          bool
-	naps             atomic.Uint64 // naps taken (tests read it)
+	napFor           time.Duration // LiveConfig.LaneNap; 0: never nap
+	naps             atomic.Uint64 // naps taken
 	// efdMu keeps Close from closing efd under a concurrent Wake: a
 	// write to a closed and reused fd number would hit someone's file.
 	efdMu sync.RWMutex
@@ -101,7 +102,7 @@ func OpenLive(cfg LiveConfig) (*Live, error) {
 		if err != nil {
 			return nil, fmt.Errorf("live capture: eventfd: %w", err)
 		}
-		l.workers[i] = &liveWorker{efd: efd}
+		l.workers[i] = &liveWorker{efd: efd, napFor: max(0, cfg.LaneNap)}
 	}
 	laneProg, err := laneFilter()
 	if err != nil {
@@ -192,7 +193,7 @@ var errClosed = errors.New("live capture is closed")
 // called when the rings are empty and 100 ms have passed since the last
 // Idle, and promptly after Wake (the wake flag is checked between blocks,
 // so a busy worker still serves it). Between frames it waits in poll, or
-// naps while lane frames come fast (see napFor).
+// naps while lane frames come fast (see napRate).
 func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 	if worker < 0 || worker >= len(l.workers) {
 		return fmt.Errorf("live capture: worker %d does not exist (have %d)", worker, len(l.workers))
@@ -263,7 +264,7 @@ func (l *Live) Run(ctx context.Context, worker int, h Handler) error {
 			lastIdle = now
 			continue
 		}
-		if w.napNext(now) {
+		if w.napFor > 0 && w.napNext(now) {
 			w.nap()
 			continue
 		}
@@ -341,15 +342,15 @@ func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
 
 // While its lane rings bring napRate frames a second or more (measured
 // over windows of napWindow or longer), a worker that has run out of
-// frames naps for napFor (waking early for a Wake or stop) rather than
-// wait in poll for the next frame; it polls again after a nap that
+// frames naps for LiveConfig.LaneNap (waking early for a Wake or stop)
+// rather than wait in poll for the next frame; it polls again after a nap that
 // brought no lane frame, and once the rate falls. The kernel wakes a lane
 // ring's poller for every frame (a TPACKET_V2 ring has no blocks to
 // retire), and a wake-up costs far more than handling the frame: with
 // every frame taking the lane (a SYN flood), wake-ups were most of the
 // capture's CPU, about 2 µs a frame against 0.1 µs without the lane.
 // Napping makes it one wake-up per nap, and delays a lane frame by at
-// most a nap, at rates where frames come one per napFor or faster
+// most a nap, at rates where frames come one per nap or faster
 // anyway. Below that rate every frame is handled the moment it arrives.
 // Napping at any rate, after any wake-up that brought two lane frames or
 // more, lost resets their race on a LAN (`go run ./bench -only block`,
@@ -357,7 +358,7 @@ func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
 // naps, 94.11 % with them at any rate, 95.98 % with napRate; with
 // worker_rt_priority 98.06, 97.95 and 98.26 %).
 //
-// A nap lasts napFor plus the thread's timer slack: up to 50 µs more for
+// A nap lasts LaneNap plus the thread's timer slack: up to 50 µs more for
 // an ordinary thread (the kernel's default), none for a real-time one
 // (capture.worker_rt_priority), which trades CPU for latency. Measured
 // with BenchmarkLiveVsNetsniff (64-byte frames, every one through the
@@ -369,7 +370,6 @@ func (w *liveWorker) drainLanes(h Handler, m *Meta) int {
 const (
 	napRate   = 50_000
 	napWindow = time.Millisecond
-	napFor    = 20 * time.Microsecond
 )
 
 // napNext reports whether the worker, out of frames at time now, should
@@ -389,7 +389,7 @@ func (w *liveWorker) napNext(now int64) bool {
 // Close).
 func (w *liveWorker) nap() {
 	w.naps.Add(1)
-	ts := unix.NsecToTimespec(int64(napFor))
+	ts := unix.NsecToTimespec(int64(w.napFor))
 	unix.Ppoll(w.pfds[len(w.pfds)-1:], &ts, nil)
 }
 
@@ -453,6 +453,7 @@ func (l *Live) Stats() Stats {
 		}
 		st.Bytes += w.bytes.Load()
 		st.LanePackets += w.laneFrames.Load()
+		st.LaneNaps += w.naps.Load()
 	}
 	return st
 }

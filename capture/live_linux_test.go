@@ -639,10 +639,52 @@ func TestLiveWakeUnderLoad(t *testing.T) {
 // TestLiveLaneNaps checks when a worker naps instead of polling (see
 // napRate): never for lane frames that come one at a time, whose latency
 // decides a reset's race on a quiet link, and while they come as fast as
-// a sender can write them.
+// a sender can write them; never at all with LaneNap negative. Stats
+// counts the naps.
 func TestLiveLaneNaps(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		nap  time.Duration
+	}{
+		{"default", 0},
+		{"off", -1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lone, flood := laneNaps(t, c.nap)
+			if lone.naps != 0 {
+				t.Errorf("%d naps after lane frames that came one at a time, want 0: a lone frame must be handled at once", lone.naps)
+			}
+			if flood.stats != flood.naps {
+				t.Errorf("Stats().LaneNaps = %d, the worker took %d", flood.stats, flood.naps)
+			}
+			// A worker that wakes per frame slows the sender sharing its
+			// CPUs, so "off" needs only a rate the default would nap at.
+			switch {
+			case c.nap < 0 && flood.rate < napRate, c.nap == 0 && flood.rate < 2*napRate:
+				t.Skipf("the sender managed %.0f frames/s, too few to be sure the worker should nap", flood.rate)
+			case c.nap < 0 && flood.naps != 0:
+				t.Errorf("%d naps in %v of a lane flood with napping off, want 0", flood.naps, flood.took)
+			case c.nap == 0 && flood.naps < uint64(flood.took/(10*DefaultLaneNap)):
+				t.Errorf("%d naps in %v of a lane flood, want at least one per %v: the worker polled for each frame", flood.naps, flood.took, 10*DefaultLaneNap)
+			}
+			t.Logf("%d naps in %v of lane frames at %.0f/s", flood.naps, flood.took, flood.rate)
+		})
+	}
+}
+
+// napCount is what a worker did with one phase of lane frames.
+type napCount struct {
+	naps, stats uint64 // the worker's naps, and Stats().LaneNaps, after the phase
+	took        time.Duration
+	rate        float64 // frames a second the sender managed
+}
+
+// laneNaps runs one worker with the given LaneNap through 40 SYNs 3 ms
+// apart, then a flood of 100,000 back to back, and counts its naps after
+// each.
+func laneNaps(t *testing.T, nap time.Duration) (lone, flood napCount) {
 	tn := newTestNet(t, 1)
-	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 1, Lane: true})
+	l := tn.openLiveIn(t, LiveConfig{Ifaces: []string{tn.pairs[0][1]}, Workers: 1, Lane: true, LaneNap: nap})
 	tx := tn.openTx(t, tn.pairs[0][0])
 	f := randomFlow(rand.New(rand.NewPCG(4, 4)), false)
 	h := &laneBulkCounter{}
@@ -677,26 +719,19 @@ func TestLiveLaneNaps(t *testing.T) {
 			return got[0] >= want[0] && got[1] >= want[1]
 		})
 	}
-	const lone = 40
-	for range lone {
+	count := func(start time.Time, n int) napCount {
+		el := time.Since(start)
+		return napCount{naps: w.naps.Load(), stats: l.Stats().LaneNaps, took: el.Round(time.Millisecond), rate: float64(n) / el.Seconds()}
+	}
+	start := time.Now()
+	for range 40 {
 		send(1)
 		time.Sleep(3 * time.Millisecond)
 	}
-	if n := w.naps.Load(); n != 0 {
-		t.Errorf("%d naps after %d lane frames that came one at a time, want 0: a lone frame must be handled at once", n, lone)
-	}
-	const flood = 100_000
-	start := time.Now()
-	send(flood)
-	el := time.Since(start)
-	if rate := float64(flood) / el.Seconds(); rate < 2*napRate {
-		t.Skipf("the sender managed %.0f frames/s, too few to be sure the worker should nap", rate)
-	}
-	n := w.naps.Load()
-	if n < uint64(el/(10*napFor)) {
-		t.Errorf("%d naps in %v of %d lane frames, want at least one per %v: the worker polled for each frame", n, el.Round(time.Millisecond), flood, 10*napFor)
-	}
-	t.Logf("%d naps in %v of %d lane frames", n, el.Round(time.Millisecond), flood)
+	lone = count(start, 40)
+	start = time.Now()
+	send(100_000)
+	return lone, count(start, 100_000)
 }
 
 // laneBulkCounter counts bulk frames in n[0] and lane frames in n[1].

@@ -84,6 +84,7 @@ type Stats struct {
 	Drops        uint64 // frames the kernel dropped because a ring was full
 	QueueFreezes uint64 // TPACKET_V3 queue freezes
 	LanePackets  uint64 // frames delivered through the low-latency lane
+	LaneNaps     uint64 // times a worker napped instead of polling, lane frames coming at a flood's rate (see LiveConfig.LaneNap)
 	Sockets      []SocketStats
 }
 

@@ -38,8 +38,11 @@ type Capture struct {
 	BlockCount   int           `toml:"block_count"`   // blocks per ring; 0: capture's default
 	BlockTimeout time.Duration `toml:"block_timeout"` // TPACKET_V3 retire timeout
 	Lane         bool          `toml:"lane"`          // low-latency lane for handshake/data packets
-	Promiscuous  bool          `toml:"promiscuous"`
-	WorkerNice   int           `toml:"worker_nice"` // nice value of capture worker threads; 0 leaves them alone
+	// LaneNap is how long a worker sleeps between lane frames during a
+	// flood instead of waking for each; 0: never nap.
+	LaneNap     time.Duration `toml:"lane_nap"`
+	Promiscuous bool          `toml:"promiscuous"`
+	WorkerNice  int           `toml:"worker_nice"` // nice value of capture worker threads; 0 leaves them alone
 	// WorkerRTPriority makes the capture worker threads SCHED_FIFO with
 	// this priority (1..99); 0 leaves them normal threads (WorkerNice).
 	WorkerRTPriority int `toml:"worker_rt_priority"`
@@ -115,6 +118,7 @@ func Default() Config {
 			Interfaces:   []string{},
 			BlockTimeout: time.Millisecond,
 			Lane:         true,
+			LaneNap:      20 * time.Microsecond, // capture.DefaultLaneNap (TestDefaultsMatchCapture)
 			Promiscuous:  true,
 			WorkerNice:   -10,
 		},
@@ -207,6 +211,9 @@ func (c *Config) Validate() error {
 	}
 	if t := c.Capture.BlockTimeout; t < time.Millisecond || t > time.Second {
 		bad("capture.block_timeout = %s: want between 1ms and 1s (the kernel counts whole milliseconds)", t)
+	}
+	if t := c.Capture.LaneNap; t < 0 || t > time.Millisecond {
+		bad("capture.lane_nap = %s: want between 0s (never nap) and 1ms (the block timeout)", t)
 	}
 	if hop := c.Inject.NextHop; hop != "" {
 		if _, err := netip.ParseAddr(hop); err != nil {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"canopy/capture"
 )
 
 func TestExampleIsTheDefault(t *testing.T) {
@@ -34,6 +36,8 @@ func TestParseErrors(t *testing.T) {
 		{"block size not power of two", "[capture]\nblock_size = 5000\n", "capture.block_size"},
 		{"block timeout too small", "[capture]\nblock_timeout = \"100us\"\n", "capture.block_timeout"},
 		{"worker nice", "[capture]\nworker_nice = -30\n", "capture.worker_nice = -30"},
+		{"lane nap too long", "[capture]\nlane_nap = \"2ms\"\n", "capture.lane_nap = 2ms: want between 0s (never nap) and 1ms"},
+		{"lane nap negative", "[capture]\nlane_nap = \"-1us\"\n", "capture.lane_nap = -1µs"},
 		{"worker rt priority", "[capture]\nworker_rt_priority = 100\n", "capture.worker_rt_priority = 100"},
 		{"next hop", "[inject]\nnext_hop = \"router\"\n", "inject.next_hop"},
 		{"allow value", "[[rules.allow]]\nvalue = \"10.0.0.0/33\"\n", "rules.allow[0].value"},
@@ -99,5 +103,16 @@ func TestParsePrefix(t *testing.T) {
 		if _, err := ParsePrefix(in); err == nil {
 			t.Errorf("ParsePrefix(%q) accepted garbage", in)
 		}
+	}
+}
+
+// The config's defaults that restate a capture default must not drift
+// from it.
+func TestDefaultsMatchCapture(t *testing.T) {
+	if got := Default().Capture.LaneNap; got != capture.DefaultLaneNap {
+		t.Errorf("capture.lane_nap defaults to %v, capture.DefaultLaneNap is %v", got, capture.DefaultLaneNap)
+	}
+	if got := Default().Capture.BlockTimeout; got != capture.DefaultBlockTimeout {
+		t.Errorf("capture.block_timeout defaults to %v, capture.DefaultBlockTimeout is %v", got, capture.DefaultBlockTimeout)
 	}
 }
